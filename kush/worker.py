@@ -1,0 +1,78 @@
+"""``kush worker``: background jobs (housekeeping now; ad events and ingest later)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+
+from kush import db
+from kush.redis import Keys, create_redis
+from kush.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_EVERY_S = 300.0
+
+
+class WorkerContext:
+    """What every background job gets: settings, the pool, Redis and the key builder."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: Redis) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.redis = redis
+        self.keys = Keys(settings.redis_prefix)
+
+
+Job = Callable[[WorkerContext, asyncio.Event], Coroutine[Any, Any, None]]
+JOBS: list[Job] = []
+
+
+async def housekeeping(ctx: WorkerContext, stop: asyncio.Event) -> None:
+    """Delete expired revocations and refresh tokens; they can no longer be presented."""
+    while not stop.is_set():
+        try:
+            await ctx.pool.execute("DELETE FROM revoked_tokens WHERE expires_at < now()")
+            await ctx.pool.execute(
+                "DELETE FROM refresh_tokens WHERE expires_at < now() - interval '1 day'"
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("housekeeping skipped: %s", type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=HOUSEKEEPING_EVERY_S)
+
+
+JOBS.append(housekeeping)
+
+
+async def run_worker(settings: Settings) -> int:
+    """Run every registered job until SIGINT/SIGTERM, then let them finish their step."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    pool = await db.create_pool(settings)
+    redis = create_redis(settings)
+    ctx = WorkerContext(settings, pool, redis)
+    log.info("worker started with %d jobs", len(JOBS))
+    try:
+        tasks = [asyncio.create_task(job(ctx, stop)) for job in JOBS]
+        await stop.wait()
+        done, pending = await asyncio.wait(tasks, timeout=5.0)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            if task.exception() is not None:
+                log.error("job failed: %r", task.exception())
+    finally:
+        await redis.aclose()
+        await pool.close()
+    log.info("worker stopped")
+    return 0
