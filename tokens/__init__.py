@@ -1,0 +1,108 @@
+"""Token library: segment tokens, access JWTs, passwords and key material.
+
+Everything here is pure (no I/O, no event loop, no database); the HTTP views and
+storage of the auth service build on it. Verification raises only
+:class:`~tokens.errors.TokenError` subclasses.
+"""
+
+from tokens.errors import (
+    InvalidEmail,
+    KeyUnsealError,
+    TokenError,
+    TokenExpired,
+    TokenInvalid,
+    TokenRevoked,
+    UnknownKey,
+    WeakPassword,
+)
+from tokens.jwt import (
+    ACCESS_TOKEN_TTL_S,
+    AccessClaims,
+    Jwk,
+    Jwks,
+    Plan,
+    Role,
+    decode_jwt,
+    encode_jwt,
+    jwks,
+    new_access_claims,
+)
+from tokens.keys import (
+    generate_ed25519,
+    generate_segment_secret,
+    hash_refresh_token,
+    load_private_key,
+    load_public_key,
+    new_kid,
+    new_refresh_token,
+    parse_master_key,
+    private_key_bytes,
+    public_key_bytes,
+    seal,
+    unseal,
+)
+from tokens.passwords import (
+    check_password_policy,
+    dummy_verify,
+    hash_password,
+    needs_rehash,
+    normalize_email,
+    verify_password,
+)
+from tokens.segment import (
+    SEGMENT_TOKEN_LENGTH,
+    SegmentClaims,
+    SegmentKeyring,
+    SessionSigner,
+    ip_prefix_of,
+    new_session_id,
+    segment_token_ttl,
+    verify_segment_token,
+)
+
+__all__ = [
+    "ACCESS_TOKEN_TTL_S",
+    "SEGMENT_TOKEN_LENGTH",
+    "AccessClaims",
+    "InvalidEmail",
+    "Jwk",
+    "Jwks",
+    "KeyUnsealError",
+    "Plan",
+    "Role",
+    "SegmentClaims",
+    "SegmentKeyring",
+    "SessionSigner",
+    "TokenError",
+    "TokenExpired",
+    "TokenInvalid",
+    "TokenRevoked",
+    "UnknownKey",
+    "WeakPassword",
+    "check_password_policy",
+    "decode_jwt",
+    "dummy_verify",
+    "encode_jwt",
+    "generate_ed25519",
+    "generate_segment_secret",
+    "hash_password",
+    "hash_refresh_token",
+    "ip_prefix_of",
+    "jwks",
+    "load_private_key",
+    "load_public_key",
+    "needs_rehash",
+    "new_access_claims",
+    "new_kid",
+    "new_refresh_token",
+    "new_session_id",
+    "normalize_email",
+    "parse_master_key",
+    "private_key_bytes",
+    "public_key_bytes",
+    "seal",
+    "segment_token_ttl",
+    "unseal",
+    "verify_password",
+    "verify_segment_token",
+]
