@@ -1,0 +1,224 @@
+"""``LocalOrigin``: objects as files under one root directory (demo mode, tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import stat
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiohttp import hdrs, web
+from aiohttp.abc import AbstractStreamWriter
+
+from origin.base import ObjectInfo, content_type_for
+from origin.errors import ObjectNotFound, ObjectTooLarge, OriginError, OriginUnavailable
+from origin.keys import split_key, validate_prefix
+
+__all__ = ["LocalOrigin"]
+
+log = logging.getLogger(__name__)
+
+_UNCACHEABLE = "no-store"
+
+
+class _ObjectFileResponse(web.FileResponse):
+    """``FileResponse`` whose error answers (416, 412, a 404 race) are never cached.
+
+    ``FileResponse`` answers Range (206/416), If-None-Match/If-Modified-Since (304) and
+    HEAD itself and keeps the headers it was given on every answer; a CDN must not keep
+    a 416 under the object's cache key, so errors get ``Cache-Control: no-store``.
+    """
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        """Send the file once; aiohttp calls ``prepare`` again on a returned response,
+        and ``FileResponse`` would otherwise try to send it a second time."""
+        if self.prepared:
+            return None
+        return await super().prepare(request)
+
+    def set_status(self, status: int, reason: str | None = None) -> None:
+        """Set the status; error statuses also replace Cache-Control."""
+        super().set_status(status, reason)
+        if status >= 400:
+            self.headers[hdrs.CACHE_CONTROL] = _UNCACHEABLE
+
+
+def _etag_of(st: os.stat_result) -> str:
+    """The entity-tag ``FileResponse`` sends for this file, quoted as in the header."""
+    return f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+
+
+class LocalOrigin:
+    """An :class:`~origin.base.OriginStore` over a directory.
+
+    Keys map to paths under ``root``; the resolved real path of every object (symlinks
+    followed) must stay inside ``root``, or the object does not exist. Files are sent
+    with ``web.FileResponse`` (sendfile); other file I/O runs in worker threads.
+    """
+
+    def __init__(self, root: Path, *, chunk_size: int = 256 * 1024) -> None:
+        self._root = root.resolve()
+        self._chunk_size = chunk_size
+
+    @property
+    def root(self) -> Path:
+        """The resolved root directory."""
+        return self._root
+
+    # -- paths -----------------------------------------------------------------
+
+    def _candidate(self, key: str) -> Path:
+        """The (unresolved) path for a validated key."""
+        return self._root.joinpath(*split_key(key))
+
+    def _inside(self, path: Path) -> bool:
+        return path == self._root or path.is_relative_to(self._root)
+
+    def _open_regular(self, key: str) -> tuple[Path, os.stat_result]:
+        """Resolve ``key`` to a regular file inside the root (blocking; run in a thread)."""
+        candidate = self._candidate(key)
+        try:
+            real = candidate.resolve(strict=True)
+            st = real.stat()
+        except (OSError, RuntimeError) as err:  # RuntimeError: symlink loop (3.11)
+            raise ObjectNotFound(key) from err
+        if not self._inside(real):
+            log.warning("object %s resolves outside the origin root; refused", key)
+            raise ObjectNotFound(key)
+        if not stat.S_ISREG(st.st_mode):
+            raise ObjectNotFound(key)
+        return real, st
+
+    def _writable_parent(self, key: str) -> Path:
+        """Create the parent directory of ``key`` and check it is inside the root."""
+        candidate = self._candidate(key)
+        candidate.parent.mkdir(parents=True, exist_ok=True)
+        parent = candidate.parent.resolve(strict=True)
+        if not self._inside(parent):
+            raise OriginError(f"parent of {key} resolves outside the origin root")
+        return parent / candidate.name
+
+    # -- reads -----------------------------------------------------------------
+
+    def _info(self, key: str, st: os.stat_result) -> ObjectInfo:
+        return ObjectInfo(
+            key=key,
+            size=st.st_size,
+            etag=_etag_of(st),
+            last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
+            content_type=content_type_for(key),
+        )
+
+    async def head(self, key: str) -> ObjectInfo:
+        """Metadata of a file; ETag as ``FileResponse`` computes it."""
+        _, st = await asyncio.to_thread(self._open_regular, key)
+        return self._info(key, st)
+
+    async def exists(self, key: str) -> bool:
+        """Whether a regular file is stored under ``key`` inside the root."""
+        try:
+            await asyncio.to_thread(self._open_regular, key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def _read_small(self, key: str, max_size: int) -> bytes:
+        real, _ = self._open_regular(key)
+        try:
+            with real.open("rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size > max_size:
+                    raise ObjectTooLarge(key, size, max_size)
+                data = f.read(max_size + 1)
+        except OSError as err:
+            raise ObjectNotFound(key) from err
+        if len(data) > max_size:  # grew between fstat and read
+            raise ObjectTooLarge(key, len(data), max_size)
+        return data
+
+    async def read_bytes(self, key: str, *, max_size: int) -> bytes:
+        """Read a small file whole, in a worker thread."""
+        return await asyncio.to_thread(self._read_small, key, max_size)
+
+    async def serve(
+        self, request: web.Request, key: str, *, cache_control: str
+    ) -> web.StreamResponse:
+        """Send the file with ``FileResponse`` (sendfile, Range, 304, HEAD) and return it.
+
+        The response is prepared (sent) here, as the S3 store does, so callers see the
+        same contract from both stores.
+        """
+        real, _ = await asyncio.to_thread(self._open_regular, key)
+        response = _ObjectFileResponse(
+            real,
+            chunk_size=self._chunk_size,
+            headers={
+                hdrs.CONTENT_TYPE: content_type_for(key),
+                hdrs.CACHE_CONTROL: cache_control,
+            },
+        )
+        try:
+            await response.prepare(request)
+        except ConnectionError:
+            log.debug("client went away while %s was sent", key)
+        return response
+
+    # -- writes ----------------------------------------------------------------
+
+    def _write_atomically(self, key: str, data: bytes | None, source: Path | None) -> None:
+        target = self._writable_parent(key)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            if source is not None:
+                shutil.copyfile(source, tmp)
+            else:
+                tmp.write_bytes(data or b"")
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    async def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None) -> None:
+        """Write ``data`` atomically (temporary file, then rename).
+
+        ``content_type`` is not stored: types come from the key's extension.
+        """
+        del content_type
+        await asyncio.to_thread(self._write_atomically, key, data, None)
+
+    async def put_file(self, key: str, path: Path, *, content_type: str | None = None) -> None:
+        """Copy the file at ``path`` atomically under ``key``."""
+        del content_type
+        await asyncio.to_thread(self._write_atomically, key, None, path)
+
+    def _delete_tree(self, prefix: str) -> int:
+        directory = self._root.joinpath(*split_key(validate_prefix(prefix).removesuffix("/")))
+        if directory.is_symlink() or not directory.is_dir():
+            return 0
+        real = directory.resolve(strict=True)
+        if real == self._root or not self._inside(real):
+            raise OriginError(f"prefix {prefix} resolves outside the origin root")
+        count = sum(len(files) for _, _, files in os.walk(real))
+        shutil.rmtree(real)
+        return count
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete the directory ``prefix`` and everything under it; return the file count."""
+        return await asyncio.to_thread(self._delete_tree, prefix)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def _check_root(self) -> None:
+        if not self._root.is_dir() or not os.access(self._root, os.R_OK | os.X_OK):
+            raise OriginUnavailable(5, f"origin root {self._root} is not a readable directory")
+
+    async def check(self) -> None:
+        """Readiness: the root is a readable directory."""
+        await asyncio.to_thread(self._check_root)
+
+    async def close(self) -> None:
+        """Nothing to release."""

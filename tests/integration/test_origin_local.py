@@ -1,0 +1,354 @@
+"""LocalOrigin over a real directory, served through aiohttp like the gateway does.
+
+Same HTTP behaviours as the S3 store (ranges, 304, 416, HEAD, content types), and
+every traversal attempt ends in InvalidObjectKey or ObjectNotFound: never a byte
+from outside the root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from yarl import URL
+
+from origin import (
+    InvalidObjectKey,
+    LocalOrigin,
+    ObjectNotFound,
+    ObjectTooLarge,
+    OriginError,
+    OriginStore,
+    OriginUnavailable,
+    content_type_for,
+    object_key,
+    split_key,
+    validate_component,
+    validate_prefix,
+)
+
+CACHE = "public, max-age=31536000, immutable"
+SEGMENT = object_key("videos", "m1", "720p", "seg_00042.ts")
+DATA = os.urandom(5000)
+SECRET = b"outside the origin root"
+AnyClient = TestClient[web.Request, web.Application]
+ClientFactory = Callable[[web.Application], Awaitable[AnyClient]]
+
+
+@pytest.fixture(autouse=True)
+def no_error_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Fail a test if the server or the store logged an error (e.g. a response that
+    aiohttp could not finish), even when the client saw a good answer."""
+    yield
+    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+
+
+def origin_app(store: OriginStore) -> web.Application:
+    """An app whose one handler serves origin objects, with the gateway's error mapping."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            return await store.serve(request, request.match_info["key"], cache_control=CACHE)
+        except (ObjectNotFound, InvalidObjectKey) as err:
+            raise web.HTTPNotFound() from err
+        except OriginUnavailable as err:
+            raise web.HTTPServiceUnavailable(headers={"Retry-After": str(err.retry_after)}) from err
+
+    app = web.Application()
+    app.router.add_get("/o/{key:.+}", handle)
+    return app
+
+
+@pytest.fixture
+def secret(tmp_path: Path) -> Path:
+    """A file next to (outside) the origin root."""
+    path = tmp_path / "secret.txt"
+    path.write_bytes(SECRET)
+    return path
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> LocalOrigin:
+    """A LocalOrigin holding ``DATA`` under ``SEGMENT``."""
+    root = tmp_path / "origin"
+    root.mkdir()
+    local = LocalOrigin(root)
+    await local.put_bytes(SEGMENT, DATA)
+    return local
+
+
+@pytest.fixture
+async def client(store: LocalOrigin, aiohttp_client: ClientFactory) -> AnyClient:
+    """A test client of ``origin_app(store)``."""
+    return await aiohttp_client(origin_app(store))
+
+
+# -- HTTP behaviour -------------------------------------------------------------
+
+
+async def test_full_get_sends_bytes_and_headers(client: AnyClient, store: LocalOrigin) -> None:
+    response = await client.get(f"/o/{SEGMENT}")
+    assert response.status == 200
+    assert await response.read() == DATA
+    assert response.headers["Content-Type"] == "video/mp2t"
+    assert response.headers["Content-Length"] == str(len(DATA))
+    assert response.headers["Cache-Control"] == CACHE
+    assert response.headers["Accept-Ranges"] == "bytes"
+    assert response.headers["ETag"] == (await store.head(SEGMENT)).etag
+    assert "Last-Modified" in response.headers
+
+
+async def test_range(client: AnyClient) -> None:
+    response = await client.get(f"/o/{SEGMENT}", headers={"Range": "bytes=100-199"})
+    assert response.status == 206
+    assert await response.read() == DATA[100:200]
+    assert response.headers["Content-Range"] == f"bytes 100-199/{len(DATA)}"
+    assert response.headers["Content-Length"] == "100"
+    assert response.headers["Cache-Control"] == CACHE
+
+
+async def test_suffix_range(client: AnyClient) -> None:
+    response = await client.get(f"/o/{SEGMENT}", headers={"Range": "bytes=-10"})
+    assert response.status == 206
+    assert await response.read() == DATA[-10:]
+    assert response.headers["Content-Range"] == f"bytes 4990-4999/{len(DATA)}"
+
+
+@pytest.mark.parametrize("value", ["bytes=6000-", "bytes=5000-5001", "bytes=0-1,5-6", "lines=1-2"])
+async def test_unsatisfiable_range_is_416(client: AnyClient, value: str) -> None:
+    response = await client.get(f"/o/{SEGMENT}", headers={"Range": value})
+    assert response.status == 416
+    assert response.headers["Content-Range"] == f"bytes */{len(DATA)}"
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+async def test_if_none_match_is_304(client: AnyClient) -> None:
+    etag = (await client.get(f"/o/{SEGMENT}")).headers["ETag"]
+    response = await client.get(f"/o/{SEGMENT}", headers={"If-None-Match": etag})
+    assert response.status == 304
+    assert response.headers["ETag"] == etag
+    assert response.headers["Cache-Control"] == CACHE
+    assert await response.read() == b""
+    other = await client.get(f"/o/{SEGMENT}", headers={"If-None-Match": '"something-else"'})
+    assert other.status == 200
+
+
+async def test_head(client: AnyClient) -> None:
+    response = await client.head(f"/o/{SEGMENT}")
+    assert response.status == 200
+    assert response.headers["Content-Length"] == str(len(DATA))
+    assert response.headers["Content-Type"] == "video/mp2t"
+    assert response.headers["Cache-Control"] == CACHE
+    assert await response.read() == b""
+    etag = response.headers["ETag"]
+    assert (await client.head(f"/o/{SEGMENT}", headers={"If-None-Match": etag})).status == 304
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type"),
+    [
+        ("index.m3u8", "application/vnd.apple.mpegurl"),
+        ("init.mp4", "video/mp4"),
+        ("seg_00001.m4s", "video/mp4"),
+        ("clip.m4v", "video/mp4"),
+        ("audio.m4a", "audio/mp4"),
+        ("audio.aac", "audio/aac"),
+        ("subs.vtt", "text/vtt"),
+        ("enc.key", "application/octet-stream"),
+        ("poster.jpg", "image/jpeg"),
+        ("poster.png", "image/png"),
+        ("poster.webp", "image/webp"),
+        ("README", "application/octet-stream"),
+    ],
+)
+async def test_content_type_comes_from_the_extension(
+    client: AnyClient, store: LocalOrigin, name: str, content_type: str
+) -> None:
+    key = object_key("videos", "m2", name)
+    await store.put_bytes(key, b"x" * 10)
+    response = await client.get(f"/o/{key}")
+    assert response.status == 200
+    assert response.headers["Content-Type"] == content_type
+    assert content_type_for(key) == content_type
+
+
+async def test_missing_object(client: AnyClient, store: LocalOrigin) -> None:
+    missing = object_key("videos", "m1", "720p", "seg_99999.ts")
+    assert (await client.get(f"/o/{missing}")).status == 404
+    assert (await client.head(f"/o/{missing}")).status == 404
+    with pytest.raises(ObjectNotFound):
+        await store.head(missing)
+    with pytest.raises(ObjectNotFound):
+        await store.read_bytes(missing, max_size=100)
+    assert not await store.exists(missing)
+    assert await store.exists(SEGMENT)
+    # A directory is not an object.
+    with pytest.raises(ObjectNotFound):
+        await store.read_bytes("videos/m1", max_size=100)
+
+
+# -- reads and writes ------------------------------------------------------------
+
+
+async def test_reads_writes_and_deletes(store: LocalOrigin, tmp_path: Path) -> None:
+    playlist = object_key("videos", "m3", "720p", "index.m3u8")
+    await store.put_bytes(playlist, b"#EXTM3U\n")
+    assert await store.read_bytes(playlist, max_size=100) == b"#EXTM3U\n"
+    with pytest.raises(ObjectTooLarge):
+        await store.read_bytes(playlist, max_size=4)
+    source = tmp_path / "poster-upload.jpg"
+    source.write_bytes(b"\xff\xd8" + os.urandom(3000))
+    poster = object_key("videos", "m3", "poster.jpg")
+    await store.put_file(poster, source)
+    info = await store.head(poster)
+    assert info.size == 3002
+    assert info.content_type == "image/jpeg"
+    assert info.last_modified is not None
+    await store.put_bytes(poster, b"replaced")  # atomic replace, no temp files left
+    assert await store.read_bytes(poster, max_size=100) == b"replaced"
+    neighbour = object_key("videos", "m30", "poster.jpg")
+    await store.put_bytes(neighbour, b"keep")
+    assert await store.delete_prefix("videos/m3/") == 2
+    assert not await store.exists(poster)
+    assert await store.exists(neighbour)
+    assert await store.delete_prefix("videos/nothing-here") == 0
+    with pytest.raises(InvalidObjectKey):
+        await store.delete_prefix("/")
+    assert sorted(p.name for p in (store.root / "videos" / "m30").iterdir()) == ["poster.jpg"]
+
+
+async def test_check(tmp_path: Path) -> None:
+    await LocalOrigin(tmp_path).check()
+    with pytest.raises(OriginUnavailable):
+        await LocalOrigin(tmp_path / "missing").check()
+    await LocalOrigin(tmp_path).close()
+
+
+# -- keys and traversal ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "component",
+    ["master.m3u8", "seg_00042.ts", "720p", "a", "A-b_c.d", "x" * 128, "9f1c2e"],
+)
+def test_valid_components(component: str) -> None:
+    assert validate_component(component) == component
+
+
+@pytest.mark.parametrize(
+    "component",
+    [
+        "",
+        ".",
+        "..",
+        "a..b",
+        ".hidden",
+        "-dash-first",
+        "a/b",
+        "a\\b",
+        "a%2fb",
+        "..%2f",
+        "a\x00b",
+        "a b",
+        "é.ts",
+        "x" * 129,
+        "seg.ts\n",
+    ],
+)
+def test_invalid_components(component: str) -> None:
+    with pytest.raises(InvalidObjectKey):
+        validate_component(component)
+
+
+def test_object_key_and_prefixes() -> None:
+    assert object_key("videos", "m1", "master.m3u8") == "videos/m1/master.m3u8"
+    assert split_key("ads/a1/seg_1.ts") == ("ads", "a1", "seg_1.ts")
+    assert validate_prefix("videos/m1") == validate_prefix("videos/m1/") == "videos/m1/"
+    with pytest.raises(InvalidObjectKey):
+        object_key()
+    with pytest.raises(InvalidObjectKey):
+        object_key("videos", "../etc")
+    for bad in ["", "/", "videos//m1", "/videos/m1", "videos/../m1"]:
+        with pytest.raises(InvalidObjectKey):
+            validate_prefix(bad)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "../secret.txt",
+        "videos/../../secret.txt",
+        "videos/..%2f..%2fsecret.txt",
+        "/etc/passwd",
+        "//etc/passwd",
+        "videos\\..\\..\\secret.txt",
+        "videos/seg.ts\x00.jpg",
+        "videos/./seg.ts",
+        "videos//seg.ts",
+        "",
+    ],
+)
+async def test_traversal_keys_are_invalid(store: LocalOrigin, key: str) -> None:
+    with pytest.raises(InvalidObjectKey):
+        await store.read_bytes(key, max_size=1000)
+    with pytest.raises(InvalidObjectKey):
+        await store.head(key)
+    with pytest.raises(InvalidObjectKey):
+        await store.put_bytes(key, b"x")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/o/../secret.txt",
+        "/o/videos/../../secret.txt",
+        "/o/videos/..%2f..%2fsecret.txt",
+        "/o/videos%2f..%2f..%2fsecret.txt",
+        "/o/%2fetc%2fpasswd",
+        "/o/videos/%00secret.txt",
+        "/o/videos/%5c..%5csecret.txt",
+    ],
+)
+async def test_traversal_requests_get_404(client: AnyClient, secret: Path, path: str) -> None:
+    response = await client.get(URL(path, encoded=True))
+    assert response.status == 404
+    assert SECRET not in await response.read()
+
+
+async def test_symlink_out_of_the_root_is_not_an_object(
+    client: AnyClient, store: LocalOrigin, secret: Path
+) -> None:
+    videos = store.root / "videos"
+    (videos / "evil.ts").symlink_to(secret)
+    (videos / "evil-dir").symlink_to(secret.parent, target_is_directory=True)
+    for key in ["videos/evil.ts", "videos/evil-dir/secret.txt"]:
+        with pytest.raises(ObjectNotFound):
+            await store.read_bytes(key, max_size=1000)
+        with pytest.raises(ObjectNotFound):
+            await store.head(key)
+        assert not await store.exists(key)
+        response = await client.get(f"/o/{key}")
+        assert response.status == 404
+        assert SECRET not in await response.read()
+    # Writing through a symlinked directory would land outside the root: refused.
+    with pytest.raises(OriginError):
+        await store.put_bytes("videos/evil-dir/planted.ts", b"x")
+    assert not await asyncio.to_thread((secret.parent / "planted.ts").exists)
+    # Deleting through it would delete outside the root: refused or a no-op.
+    assert await store.delete_prefix("videos/evil-dir") == 0
+    assert await asyncio.to_thread(secret.exists)
+
+
+async def test_symlink_inside_the_root_is_followed(client: AnyClient, store: LocalOrigin) -> None:
+    alias = store.root / "videos" / "m1" / "720p" / "alias.ts"
+    alias.symlink_to(store.root / SEGMENT)
+    response = await client.get("/o/videos/m1/720p/alias.ts")
+    assert response.status == 200
+    assert await response.read() == DATA
