@@ -1,0 +1,55 @@
+"""Ingest: probe sources with ffmpeg, transcode them into an HLS ladder, make demo films."""
+
+from admin.ingest.ffmpeg import (
+    FfmpegError,
+    IngestError,
+    MediaInfo,
+    find_ffmpeg,
+    probe,
+    run_ffmpeg,
+)
+from admin.ingest.ladder import (
+    AUDIO_RUNG_NAME,
+    DEFAULT_LADDER,
+    Rung,
+    h264_codec_string,
+    h264_level,
+    scaled_size,
+    select_rungs,
+)
+from admin.ingest.transcode import (
+    HlsPackage,
+    Rendition,
+    RenditionPlan,
+    build_demo_film,
+    build_hls_args,
+    generate_test_source,
+    plan_renditions,
+    render_master_playlist,
+    transcode_to_hls,
+)
+
+__all__ = [
+    "AUDIO_RUNG_NAME",
+    "DEFAULT_LADDER",
+    "FfmpegError",
+    "HlsPackage",
+    "IngestError",
+    "MediaInfo",
+    "Rendition",
+    "RenditionPlan",
+    "Rung",
+    "build_demo_film",
+    "build_hls_args",
+    "find_ffmpeg",
+    "generate_test_source",
+    "h264_codec_string",
+    "h264_level",
+    "plan_renditions",
+    "probe",
+    "render_master_playlist",
+    "run_ffmpeg",
+    "scaled_size",
+    "select_rungs",
+    "transcode_to_hls",
+]
