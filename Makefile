@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint unit bench bench-tokens bench-hls clean
+.PHONY: up test lint unit bench bench-tokens bench-hls bench-edge clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,13 @@ bench-tokens: $(STAMP)
 bench-hls: $(STAMP)
 	$(BIN)/python -m gateway.hls.bench
 
-bench: bench-tokens bench-hls
+# gateway vs nginx serving the same bytes (wrk); installs wrk and nginx if missing
+bench-edge: $(STAMP)
+	@command -v wrk >/dev/null && test -x /usr/sbin/nginx || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx)
+	$(BIN)/python -m loadtest.bench_edge
+
+bench: bench-tokens bench-hls bench-edge
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

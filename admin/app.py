@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
+from admin.ads import admin_origin_key, background_key
+from admin.ads import setup_routes as setup_ad_routes
+from admin.openapi import openapi
+from gateway.origins import create_origin
 from kush.settings import Settings
-from kush.web import base_app
+from kush.web import base_app, settings_key
+from tokens.views import auth_ctx
+
+
+async def _resources_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The origin store and the set of background tasks (cancelled on the way out)."""
+    app[admin_origin_key] = create_origin(app[settings_key])
+    running: set[asyncio.Task[None]] = set()
+    app[background_key] = running
+    yield
+    tasks = list(running)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await app[admin_origin_key].close()
 
 
 def create_app(settings: Settings) -> web.Application:
     """Build the admin app; resources open in ``cleanup_ctx``, nothing at import time."""
     app = base_app(settings, "admin")
+    app.cleanup_ctx.append(auth_ctx)
+    app.cleanup_ctx.append(_resources_ctx)
+    setup_ad_routes(app)
+    app.router.add_get("/admin/v1/openapi.json", openapi)
     return app

@@ -14,6 +14,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+PG_START_ATTEMPTS = 3
+
 
 @dataclass(slots=True)
 class EmbeddedServices:
@@ -32,9 +34,20 @@ class EmbeddedServices:
 
             pgdata = (data_dir / "pg").resolve()
             pgdata.mkdir(parents=True, exist_ok=True)
-            self._pg = pgserver.get_server(  # type: ignore[attr-defined]
-                pgdata, cleanup_mode="stop"
-            )
+            # pgserver waits only 10 s for pg_ctl; on a loaded machine the first start
+            # can take longer, and a second call finds the server up.
+            for attempt in range(PG_START_ATTEMPTS):
+                try:
+                    self._pg = pgserver.get_server(  # type: ignore[attr-defined]
+                        pgdata, cleanup_mode="stop"
+                    )
+                    break
+                except Exception:
+                    if attempt == PG_START_ATTEMPTS - 1:
+                        raise
+                    log.warning("embedded PostgreSQL slow to start; retrying")
+                    # pgserver keeps the failed handle per data dir; start afresh.
+                    pgserver.postgres_server.PostgresServer._instances.pop(pgdata, None)
             self.database_url = str(self._pg.get_uri())
         log.info("embedded PostgreSQL running in %s", pgdata)
         return self.database_url

@@ -22,6 +22,7 @@ OriginKind = Literal["local", "s3"]
 
 DEMO_WEBHOOK_SECRET = "whsec_demo"  # noqa: S105 - documented demo-mode default (DESIGN.md)
 DEMO_PASSWORD = "kush-demo"  # noqa: S105 - documented demo-mode default (DESIGN.md)
+DEFAULT_HLSJS_URL = "/static/vendor/hls.min.js"  # fetched by scripts/vendor.sh
 
 _SECRET_FIELDS = frozenset(
     {
@@ -70,6 +71,8 @@ class Settings:
     stripe_webhook_secret: str | None = None
     demo_password: str = DEMO_PASSWORD
     max_body_bytes: int = 1024 * 1024
+    login_limit_per_minute: int = 5
+    register_limit_per_hour: int = 10
     cookie_secure: bool = False
     geo_header: str = "CF-IPCountry"
     trusted_proxy_hops: int = 0
@@ -81,6 +84,7 @@ class Settings:
     log_level: str = "INFO"
     seed_demo_film: bool = True
     demo_film_seconds: int = 120
+    hlsjs_url: str = DEFAULT_HLSJS_URL
 
     @property
     def is_demo(self) -> bool:
@@ -211,6 +215,15 @@ class _Parser:
             return default
         return tuple(item.strip() for item in raw.split(",") if item.strip())
 
+    def script_url(self, name: str, default: str) -> str:
+        """A path on this site (``/static/...``) or an http(s) URL, for a page script."""
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if raw.startswith("/") and not raw.startswith("//"):
+            return raw
+        return self.url(name, ("http", "https")) or default
+
     def build(self) -> Settings:
         mode = self.choice("KUSH_MODE", ("demo", "production"), "demo")
         demo = mode == "demo"
@@ -255,6 +268,8 @@ class _Parser:
             stripe_webhook_secret=self.text("STRIPE_WEBHOOK_SECRET"),
             demo_password=self.text("KUSH_DEMO_PASSWORD") or DEMO_PASSWORD,
             max_body_bytes=self.integer("KUSH_MAX_BODY_BYTES", 1024 * 1024, 1024, 1024**3),
+            login_limit_per_minute=self.integer("KUSH_LOGIN_LIMIT_PER_MINUTE", 5, 1, 100000),
+            register_limit_per_hour=self.integer("KUSH_REGISTER_LIMIT_PER_HOUR", 10, 1, 100000),
             cookie_secure=self.boolean("KUSH_COOKIE_SECURE", not demo),
             geo_header=self.text("KUSH_GEO_HEADER") or "CF-IPCountry",
             trusted_proxy_hops=self.integer("KUSH_TRUSTED_PROXY_HOPS", 0, 0, 10),
@@ -266,6 +281,7 @@ class _Parser:
             log_level=log_level,
             seed_demo_film=self.boolean("KUSH_SEED_DEMO_FILM", True),
             demo_film_seconds=self.integer("KUSH_DEMO_FILM_SECONDS", 120, 6, 3600),
+            hlsjs_url=self.script_url("KUSH_HLSJS_URL", DEFAULT_HLSJS_URL),
         )
         _check(settings)
         return settings

@@ -12,6 +12,9 @@ import asyncio
 import dataclasses
 import os
 import secrets
+import shutil
+import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,9 +22,13 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
+from admin.ingest import HlsPackage, build_demo_film
+from admin.publish import record_package, upload_package
 from kush import db
 from kush.embedded import EmbeddedServices
+from kush.seed import seed_demo_accounts
 from kush.settings import Settings
+from origin import LocalOrigin
 
 TEST_MASTER_KEY = "dGVzdC1tYXN0ZXIta2V5LXRlc3QtbWFzdGVyLWtleSE"
 
@@ -32,7 +39,8 @@ def service_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     embedded = EmbeddedServices()
     database_url = os.environ.get("DATABASE_URL") or ""
     redis_url = os.environ.get("REDIS_URL") or ""
-    data_dir = tmp_path_factory.mktemp("embedded")
+    # Not under pytest's private temp root: the embedded PostgreSQL runs as another user.
+    data_dir = Path(tempfile.mkdtemp(prefix="kush-test-embedded-"))
     try:
         if not database_url:
             database_url = embedded.start_postgres(data_dir)
@@ -41,6 +49,7 @@ def service_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
         yield database_url, redis_url
     finally:
         embedded.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -109,3 +118,64 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
     client = Redis.from_url(settings.redis_url or "")
     yield client
     await client.aclose()
+
+
+# ------------------------------------------------------------------ playback: one film
+# (shared by tests/integration and tests/e2e)
+
+DEMO_PASSWORD = "kush-demo-test"
+
+
+@dataclasses.dataclass(frozen=True)
+class Film:
+    movie_id: str
+    resume_movie_id: str
+    package: HlsPackage
+    origin_dir: Path
+
+
+@pytest.fixture(scope="session")
+def film(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Film:
+    """A 12 s film in 1080p/720p/480p/360p, published twice (one long-duration copy
+    for resume tests), plus the demo accounts."""
+    work = tmp_path_factory.mktemp("film")
+    origin_dir = work / "origin"
+
+    async def build() -> Film:
+        package = await build_demo_film(work / "pkg", duration_s=12, preset="ultrafast")
+        origin = LocalOrigin(origin_dir)
+        conn = await db.connect(base_settings)
+        ids = []
+        try:
+            await seed_demo_accounts(conn, DEMO_PASSWORD)
+            for slug in ("test-film", "test-film-long"):
+                movie_id = str(uuid.uuid4())
+                await conn.execute(
+                    """INSERT INTO movies (id, slug, title, status)
+                       VALUES ($1, $2, $3, 'processing')""",
+                    uuid.UUID(movie_id),
+                    f"{slug}-{movie_id[:8]}",
+                    f"Test film {slug}",
+                )
+                await upload_package(origin, movie_id, work / "pkg")
+                await record_package(conn, movie_id, package, publish=True)
+                ids.append(movie_id)
+            await conn.execute(
+                "UPDATE movies SET duration_s = 3600 WHERE id = $1", uuid.UUID(ids[1])
+            )
+        finally:
+            await conn.close()
+            await origin.close()
+        return Film(ids[0], ids[1], package, origin_dir)
+
+    return asyncio.run(build())
+
+
+@pytest.fixture
+def play_settings(settings: Settings, film: Film) -> Settings:
+    return dataclasses.replace(
+        settings,
+        origin_dir=film.origin_dir,
+        login_limit_per_minute=10_000,
+        register_limit_per_hour=10_000,
+    )

@@ -1,10 +1,28 @@
 """The pure HLS core: parse, check and rewrite playlists (RFC 8216). No I/O.
 
 The gateway compiles each origin playlist once into a template
-(`compile_media_playlist`, `compile_master_playlist`), caches it, and per request
-computes one token per ``template.paths`` entry and calls ``template.render``.
+(`compile_media_playlist`, `compile_master_playlist`, or `stitch_media_playlist`
+with ad pods for the free tier), caches it, and per request computes one token
+per ``template.paths`` entry and calls ``template.render``.
 """
 
+from .ads import (
+    AD_DATERANGE_CLASS,
+    AdCreative,
+    AdMedia,
+    AdSegment,
+    AdSegmentInfo,
+    BreakPolicy,
+    ContentRendition,
+    Pod,
+    PodSpan,
+    StitchedPlaylist,
+    align_pods,
+    choose_ad_rendition,
+    find_cue_points,
+    plan_break_times,
+    stitch_media_playlist,
+)
 from .attributes import AttributeList, Resolution, parse_attribute_list
 from .errors import ForeignUriError, PlaylistError
 from .model import (
@@ -35,9 +53,16 @@ from .rewrite import (
 from .template import PlaylistTemplate
 
 __all__ = [
+    "AD_DATERANGE_CLASS",
     "TOKEN_PARAMETER",
+    "AdCreative",
+    "AdMedia",
+    "AdSegment",
+    "AdSegmentInfo",
     "AttributeList",
+    "BreakPolicy",
     "ByteRange",
+    "ContentRendition",
     "Cue",
     "CueKind",
     "DateRange",
@@ -50,17 +75,25 @@ __all__ = [
     "MediaPlaylist",
     "PlaylistError",
     "PlaylistTemplate",
+    "Pod",
+    "PodSpan",
     "Rendition",
     "Resolution",
     "Segment",
     "SessionData",
     "Start",
+    "StitchedPlaylist",
     "Variant",
     "VariantRef",
+    "align_pods",
+    "choose_ad_rendition",
     "compile_master_playlist",
     "compile_media_playlist",
+    "find_cue_points",
     "parse_attribute_list",
     "parse_master_playlist",
     "parse_media_playlist",
+    "plan_break_times",
     "resolve_uri",
+    "stitch_media_playlist",
 ]

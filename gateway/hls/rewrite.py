@@ -273,13 +273,29 @@ def compile_media_playlist(text: str, *, playlist_path: str, root: str) -> Playl
     Raises `PlaylistError` if it is malformed and `ForeignUriError` if any URI
     a player would fetch is not under ``root``.
     """
+    lines, pieces, _ = _media_pieces(text, playlist_path, root)
+    return _assemble(pieces, lines[0])
+
+
+def _media_pieces(
+    text: str, playlist_path: str, root: str
+) -> tuple[list[Line], list[_Piece], list[int]]:
+    """Check and rewrite a media playlist into pieces, remembering each line's own.
+
+    Returns ``(lines, pieces, starts)``: ``pieces[starts[i]:starts[i + 1]]``
+    render ``lines[i]``. Shared with `gateway.hls.ads`, which splices ad pods
+    between lines and so produces content URIs exactly as this module does.
+    """
     lines = split_playlist(text)
     rewriter = _UriRewriter(playlist_path, root)
     pieces: list[_Piece] = [lines[0].text + lines[0].eol]
+    starts = [0]
     add = pieces.append
+    mark = starts.append
     awaiting_uri = False  # an EXTINF or EXT-X-BYTERANGE waits for its URI line
     has_target_duration = False
     for line in lines[1:]:
+        mark(len(pieces))
         try:
             kind = line.kind
             if kind is LineKind.URI:
@@ -320,7 +336,8 @@ def compile_media_playlist(text: str, *, playlist_path: str, root: str) -> Playl
         raise PlaylistError("EXTINF or EXT-X-BYTERANGE without a URI line at end of playlist")
     if not has_target_duration:
         raise PlaylistError("missing EXT-X-TARGETDURATION")  # §4.3.3.1: REQUIRED
-    return _assemble(pieces, lines[0])
+    mark(len(pieces))
+    return lines, pieces, starts
 
 
 def _at_line(err: PlaylistError, line: Line) -> PlaylistError:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -40,7 +43,17 @@ def _postgres_for(data_dir: Path) -> list[psutil.Process]:
     return found
 
 
-def test_up_embedded_then_sigterm(tmp_path: Path) -> None:
+@pytest.fixture
+def data_root() -> Iterator[Path]:
+    """Outside pytest's private temp root: the embedded PostgreSQL runs as another user
+    and needs to reach its data directory."""
+    root = Path(tempfile.mkdtemp(prefix="kush-up-test-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_up_embedded_then_sigterm(data_root: Path) -> None:
+    tmp_path = data_root
     gw, adm = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     env.update(

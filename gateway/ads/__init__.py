@@ -1,0 +1,1 @@
+"""Ads for the free tier: inventory, decisioning, stitching plans and event tracking."""

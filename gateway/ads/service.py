@@ -1,0 +1,285 @@
+"""Ads in the gateway: plan pods when a free session starts, stitch its playlists,
+track ad segment fetches. Glue between the pure pieces and PostgreSQL/Redis/origin."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from redis.asyncio import Redis
+
+from gateway.ads.decide import Viewer, campaign_uses, decide_pods, eligible_campaigns
+from gateway.ads.inventory import Inventory
+from gateway.ads.tracking import confirm_pods, emit, segment_events
+from gateway.hls import (
+    AdCreative,
+    AdMedia,
+    BreakPolicy,
+    MediaPlaylist,
+    Pod,
+    StitchedPlaylist,
+    align_pods,
+    parse_master_playlist,
+    parse_media_playlist,
+    plan_break_times,
+    stitch_media_playlist,
+)
+from kush.redis import Keys
+from origin import OriginStore, object_key
+
+AD_LIBRARY_TTL_S = 60.0
+MAX_STITCHED = 1024
+MAX_PLAYLIST_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AdRendition:
+    """One rendition of a creative with its segment start times (for quartiles)."""
+
+    media: AdMedia
+    starts: tuple[float, ...]
+    duration: float
+
+
+class AdLibrary:
+    """Creatives' HLS ladders read from the origin (``ads/{id}/...``), cached briefly."""
+
+    def __init__(self, origin: OriginStore) -> None:
+        self.origin = origin
+        self._cache: dict[str, tuple[float, tuple[AdRendition, ...]]] = {}
+
+    async def renditions(self, ad_id: str) -> tuple[AdRendition, ...]:
+        hit = self._cache.get(ad_id)
+        if hit is not None and time.monotonic() - hit[0] < AD_LIBRARY_TTL_S:
+            return hit[1]
+        master_text = await self._read(object_key("ads", ad_id, "master.m3u8"))
+        master = parse_master_playlist(master_text)
+        found: list[AdRendition] = []
+        for variant in master.variants:
+            name = variant.uri.split("/", 1)[0]
+            text = await self._read(object_key("ads", ad_id, *variant.uri.split("/")))
+            media = parse_media_playlist(text)
+            base = f"/hls/ads/{ad_id}/{name}/"
+            segments = tuple((base + s.uri, s.duration) for s in media.segments)
+            init = media.segments[0].map if media.segments else None
+            container: Literal["ts", "fmp4"] = "fmp4" if init is not None else "ts"
+            starts, t = [], 0.0
+            for _, d in segments:
+                starts.append(t)
+                t += d
+            height = variant.resolution.height if variant.resolution else None
+            found.append(
+                AdRendition(
+                    AdMedia(
+                        name=name,
+                        height=height,
+                        container=container,
+                        segments=segments,
+                        init_path=base + init.uri if init is not None else None,
+                    ),
+                    tuple(starts),
+                    t,
+                )
+            )
+        result = tuple(found)
+        self._cache[ad_id] = (time.monotonic(), result)
+        return result
+
+    async def creative(self, ad_id: str, campaign_id: str) -> AdCreative:
+        return AdCreative(
+            ad_id=ad_id,
+            campaign_id=campaign_id,
+            renditions=tuple(r.media for r in await self.renditions(ad_id)),
+        )
+
+    async def _read(self, key: str) -> str:
+        return (await self.origin.read_bytes(key, max_size=MAX_PLAYLIST_BYTES)).decode()
+
+
+def break_policy(policy: Any) -> BreakPolicy:
+    """The stitcher's policy type from the inventory's."""
+    return BreakPolicy(
+        preroll=policy.preroll,
+        midroll_every_s=policy.midroll_every_s,
+        use_cue_points=policy.use_cue_points,
+        postroll=policy.postroll,
+        max_pod_s=policy.max_pod_s,
+        max_ads_per_pod=policy.max_ads_per_pod,
+    )
+
+
+async def plan_ads(
+    inventory: Inventory,
+    *,
+    user_id: str,
+    plan: str,
+    country: str | None,
+    categories: frozenset[str],
+    movie_id: str,
+    content: MediaPlaylist,
+    rng: random.Random | None = None,
+) -> dict[str, Any] | None:
+    """Decide the session's pods once; None when there is nothing to show."""
+    campaigns = await inventory.campaigns()
+    if not campaigns:
+        return None
+    viewer = Viewer(user_id=user_id, plan=plan, country=country, categories=categories)
+    counts = await inventory.counts(user_id, [c.id for c in campaigns])
+    eligible = eligible_campaigns(campaigns, viewer, counts, datetime.now(UTC))
+    if not eligible:
+        return None
+    policy = await inventory.policy(movie_id)
+    times = plan_break_times(content, break_policy(policy))
+    left = {
+        c.id: c.frequency_cap_per_day - counts.viewer_today.get(c.id, 0)
+        for c in eligible
+        if c.frequency_cap_per_day is not None
+    }
+    pods = decide_pods(
+        times,
+        eligible,
+        max_pod_s=policy.max_pod_s,
+        max_ads_per_pod=policy.max_ads_per_pod,
+        rng=rng or random.Random(),  # noqa: S311 - not security relevant
+        frequency_left=left,
+    )
+    if not pods:
+        return None
+    await inventory.count_frequency(user_id, campaign_uses(pods))
+    return {"pods": pods}
+
+
+class Stitcher:
+    """Stitched templates per (film version, rendition, pod plan): viewers with the same
+    decisions share one compile; a request costs the token MACs and one join."""
+
+    def __init__(self, library: AdLibrary) -> None:
+        self.library = library
+        self._cache: dict[tuple[Any, ...], StitchedPlaylist] = {}
+
+    async def pods_for(
+        self, ad_plan: dict[str, Any], renditions: Sequence[tuple[str, int | None, str]]
+    ) -> tuple[Pod, ...]:
+        pods = [
+            Pod(
+                index=int(p["index"]),
+                at_s=float(p["at_s"]),
+                ads=tuple(
+                    [await self.library.creative(a["ad_id"], a["campaign_id"]) for a in p["ads"]]
+                ),
+            )
+            for p in ad_plan.get("pods", [])
+        ]
+        return align_pods(pods, renditions)
+
+    async def stitched(
+        self,
+        *,
+        movie_id: str,
+        version: int,
+        rendition: str,
+        name: str,
+        text: str,
+        ad_plan: dict[str, Any],
+        renditions: Sequence[tuple[str, int | None, str]],
+        content_height: int | None,
+        content_container: str,
+    ) -> StitchedPlaylist:
+        key = (movie_id, version, rendition, name, orjson.dumps(ad_plan), tuple(renditions))
+        found = self._cache.get(key)
+        if found is None:
+            root = f"/hls/{movie_id}/"
+            found = stitch_media_playlist(
+                text,
+                playlist_path=f"{root}{rendition}/{name}",
+                root=root,
+                pods=await self.pods_for(ad_plan, renditions),
+                content_height=content_height,
+                content_container=content_container,
+            )
+            if len(self._cache) >= MAX_STITCHED:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = found
+        return found
+
+
+async def track_ad_segment(
+    redis: Redis,
+    keys: Keys,
+    library: AdLibrary,
+    *,
+    session_id: str,
+    ad_plan: dict[str, Any],
+    ad_id: str,
+    rendition: str,
+    path: str,
+) -> None:
+    """Turn one ad segment fetch into events (impression, quartiles, complete)."""
+    pods = [p for p in ad_plan.get("pods", []) if any(a["ad_id"] == ad_id for a in p["ads"])]
+    if not pods:
+        return
+    renditions = {r.media.name: r for r in await library.renditions(ad_id)}
+    ad = renditions.get(rendition)
+    if ad is None:
+        return
+    paths = [p for p, _ in ad.media.segments]
+    if path not in paths:
+        return
+    index = paths.index(path)
+    current = keys("ad-current", session_id, ad_id)
+    if index == 0:
+        # the first pod where this ad has not started yet is the one playing now
+        pod = pods[-1]
+        for candidate in pods:
+            seen = keys("ad-seen", session_id, str(candidate["index"]), ad_id)
+            if await redis.set(seen, b"1", nx=True, ex=2 * 86400):
+                pod = candidate
+                break
+        await redis.set(current, str(pod["index"]), ex=2 * 86400)
+    else:
+        raw = await redis.get(current)
+        pod = next((p for p in pods if raw is not None and str(p["index"]) == _s(raw)), pods[0])
+    campaign = next(a["campaign_id"] for a in pod["ads"] if a["ad_id"] == ad_id)
+    await emit(
+        redis,
+        keys,
+        session_id=session_id,
+        ad_id=ad_id,
+        campaign_id=campaign,
+        pod_index=int(pod["index"]),
+        events=segment_events(index, ad.starts, ad.duration),
+    )
+
+
+def _s(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+async def confirm_after_content(
+    redis: Redis,
+    keys: Keys,
+    confirmed: set[tuple[str, int]],
+    *,
+    session_id: str,
+    ad_plan: dict[str, Any],
+    content_time: float,
+) -> None:
+    """Confirm every started pod the viewer has now played past (memoised per process)."""
+    pending = [
+        (int(p["index"]), float(p["at_s"]), [(a["ad_id"], a["campaign_id"]) for a in p["ads"]])
+        for p in ad_plan.get("pods", [])
+        if (session_id, int(p["index"])) not in confirmed and float(p["at_s"]) <= content_time
+    ]
+    if not pending:
+        return
+    await confirm_pods(redis, keys, session_id=session_id, pods=pending, content_time=content_time)
+    for index, _, _ in pending:
+        if await redis.exists(keys("ad-confirmed", session_id, str(index))):
+            if len(confirmed) > 100_000:
+                confirmed.clear()
+            confirmed.add((session_id, index))

@@ -1,0 +1,240 @@
+"""Auth flows against the real PostgreSQL and Redis, through the gateway app."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from gateway.app import create_app
+from kush import db
+from kush.settings import Settings
+from tests.integration.helpers import PASSWORD, bearer, new_email, register_and_login
+from tokens.keys import parse_master_key
+from tokens.keystore import rotate_keys
+
+
+@pytest.fixture
+def auth_settings(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, login_limit_per_minute=1000, register_limit_per_hour=1000)
+
+
+@pytest.fixture
+async def client(auth_settings: Settings, aiohttp_client) -> TestClient:
+    return await aiohttp_client(create_app(auth_settings))
+
+
+async def test_register_validates_and_normalises(client: TestClient) -> None:
+    email = new_email()
+    resp = await client.post(
+        "/v1/auth/register", json={"email": f"  {email.upper()} ", "password": PASSWORD}
+    )
+    assert resp.status == 201
+    resp = await client.post("/v1/auth/register", json={"email": email, "password": PASSWORD})
+    assert resp.status == 409
+    assert (await resp.json())["error"]["code"] == "email_taken"
+    for body, status in (
+        ({"email": "not-an-email", "password": PASSWORD}, 422),
+        ({"email": new_email(), "password": "short"}, 422),
+        ({"email": email.replace("@", "x@"), "password": email.replace("@", "x@")}, 422),
+        ({"email": new_email()}, 400),
+        ({"email": 5, "password": PASSWORD}, 400),
+    ):
+        resp = await client.post("/v1/auth/register", json=body)
+        assert resp.status == status, body
+        assert "error" in await resp.json()
+    # login works with the un-normalised spelling
+    resp = await client.post("/v1/auth/login", json={"email": email.upper(), "password": PASSWORD})
+    assert resp.status == 200
+
+
+async def test_login_returns_tokens_and_cookies(client: TestClient) -> None:
+    body = await register_and_login(client)
+    assert set(body) >= {"access_token", "refresh_token", "expires_in", "token_type", "user"}
+    assert body["expires_in"] == 900
+    assert body["token_type"] == "Bearer"
+    header = orjson.loads(base64.urlsafe_b64decode(body["access_token"].split(".")[0] + "=="))
+    assert header["alg"] == "EdDSA"
+    assert header["typ"] == "JWT"
+    me = await client.get("/v1/me", headers=bearer(body["access_token"]))
+    assert (await me.json())["plan"] == "free"
+
+
+async def test_web_client_gets_no_refresh_token_in_json(client: TestClient) -> None:
+    email = new_email()
+    await client.post("/v1/auth/register", json={"email": email, "password": PASSWORD})
+    resp = await client.post(
+        "/v1/auth/login", json={"email": email, "password": PASSWORD, "client": "web"}
+    )
+    body = await resp.json()
+    assert "refresh_token" not in body
+    cookies = {c.key: c for c in resp.cookies.values()}
+    assert cookies["kush_access"]["httponly"]
+    assert cookies["kush_refresh"]["httponly"]
+    assert cookies["kush_refresh"]["path"] == "/v1/auth"
+    assert cookies["kush_access"]["samesite"] == "Lax"
+    assert not cookies["kush_csrf"]["httponly"]
+
+
+async def test_wrong_credentials_same_answer(client: TestClient) -> None:
+    body = await register_and_login(client)
+    answers = []
+    for email, password in ((body["email"], "wrong password!!"), (new_email(), "wrong password!!")):
+        resp = await client.post("/v1/auth/login", json={"email": email, "password": password})
+        assert resp.status == 401
+        answers.append((await resp.json())["error"]["message"])
+    assert answers[0] == answers[1]
+
+
+async def test_refresh_rotates_and_reuse_revokes_family(client: TestClient) -> None:
+    body = await register_and_login(client)
+    first = body["refresh_token"]
+    resp = await client.post("/v1/auth/refresh", json={"refresh_token": first})
+    assert resp.status == 200
+    rotated = await resp.json()
+    assert rotated["refresh_token"] != first
+    # presenting the used one again: 401 and the whole family dies
+    resp = await client.post("/v1/auth/refresh", json={"refresh_token": first})
+    assert resp.status == 401
+    assert (await resp.json())["error"]["code"] == "token_revoked"
+    resp = await client.post("/v1/auth/refresh", json={"refresh_token": rotated["refresh_token"]})
+    assert resp.status == 401
+    # access tokens of that login are refused too
+    resp = await client.get("/v1/me", headers=bearer(rotated["access_token"]))
+    assert resp.status == 401
+    resp = await client.post("/v1/auth/refresh", json={"refresh_token": "garbage"})
+    assert resp.status == 401
+
+
+async def test_logout_then_use_is_401_even_after_redis_flush(
+    client: TestClient, auth_settings: Settings, redis: Redis
+) -> None:
+    body = await register_and_login(client)
+    token = body["access_token"]
+    assert (await client.get("/v1/me", headers=bearer(token))).status == 200
+    resp = await client.post("/v1/auth/logout", headers=bearer(token))
+    assert resp.status == 204
+    assert (await client.get("/v1/me", headers=bearer(token))).status == 401
+    resp = await client.post("/v1/auth/refresh", json={"refresh_token": body["refresh_token"]})
+    assert resp.status == 401
+    # Redis loses everything (restart/flush): the revocation must not come back to life.
+    async for key in redis.scan_iter(match=auth_settings.redis_prefix + "*"):
+        await redis.delete(key)
+    resp = await client.get("/v1/me", headers=bearer(token))
+    assert resp.status == 401
+    assert (await resp.json())["error"]["code"] == "token_revoked"
+
+
+async def test_cookie_auth_needs_csrf_for_state_changes(client: TestClient) -> None:
+    email = new_email()
+    await client.post("/v1/auth/register", json={"email": email, "password": PASSWORD})
+    resp = await client.post(
+        "/v1/auth/login", json={"email": email, "password": PASSWORD, "client": "web"}
+    )
+    assert resp.status == 200
+    # the test client keeps cookies: GET works with the cookie alone
+    assert (await client.get("/v1/me")).status == 200
+    resp = await client.post("/v1/auth/refresh")
+    assert resp.status == 403
+    assert (await resp.json())["error"]["code"] == "csrf_failed"
+    csrf = client.session.cookie_jar.filter_cookies(client.make_url("/"))["kush_csrf"].value
+    resp = await client.post("/v1/auth/refresh", headers={"X-CSRF-Token": csrf})
+    assert resp.status == 200
+    assert "refresh_token" not in await resp.json()
+    resp = await client.post("/v1/auth/logout", headers={"X-CSRF-Token": "wrong"})
+    assert resp.status == 403
+    resp = await client.post("/v1/auth/logout", headers={"X-CSRF-Token": csrf})
+    assert resp.status == 204
+
+
+async def test_login_rate_limit_429_with_retry_after(settings: Settings, aiohttp_client) -> None:
+    client: TestClient = await aiohttp_client(
+        create_app(
+            dataclasses.replace(
+                settings, login_limit_per_minute=5, redis_prefix=settings.redis_prefix + "rl1:"
+            )
+        )
+    )
+    email = new_email()
+    statuses = []
+    for _ in range(6):
+        resp = await client.post(
+            "/v1/auth/login", json={"email": email, "password": "nope nope nope"}
+        )
+        statuses.append(resp.status)
+    assert statuses[:5] == [401] * 5
+    assert statuses[5] == 429
+    assert 1 <= int(resp.headers["Retry-After"]) <= 61
+    assert (await resp.json())["error"]["code"] == "rate_limited"
+
+
+async def test_register_rate_limit(settings: Settings, aiohttp_client) -> None:
+    client: TestClient = await aiohttp_client(
+        create_app(
+            dataclasses.replace(
+                settings, register_limit_per_hour=2, redis_prefix=settings.redis_prefix + "rl2:"
+            )
+        )
+    )
+    codes = []
+    for _ in range(3):
+        resp = await client.post(
+            "/v1/auth/register", json={"email": new_email(), "password": PASSWORD}
+        )
+        codes.append(resp.status)
+    assert codes == [201, 201, 429]
+    assert int(resp.headers["Retry-After"]) <= 3601
+
+
+async def test_jwks_and_rotation_with_tokens_in_flight(
+    client: TestClient, auth_settings: Settings
+) -> None:
+    body = await register_and_login(client)
+    old_token = body["access_token"]
+    jwks = await (await client.get("/.well-known/jwks.json")).json()
+    old_kids = {k["kid"] for k in jwks["keys"]}
+    conn = await db.connect(auth_settings)
+    try:
+        await rotate_keys(conn, parse_master_key(auth_settings.master_key or ""))
+    finally:
+        await conn.close()
+    keystore = client.app[__import__("tokens.views", fromlist=["keystore_key"]).keystore_key]
+    assert await keystore.reload()
+    jwks = await (await client.get("/.well-known/jwks.json")).json()
+    kids = {k["kid"] for k in jwks["keys"]}
+    assert old_kids < kids  # the retired key stays published until its tokens expire
+    # the token signed before the rotation still works; new tokens use the new key
+    assert (await client.get("/v1/me", headers=bearer(old_token))).status == 200
+    again = await register_and_login(client)
+    new_kid = orjson.loads(base64.urlsafe_b64decode(again["access_token"].split(".")[0] + "=="))[
+        "kid"
+    ]
+    assert new_kid in kids - old_kids
+
+
+async def test_forged_tokens_refused(client: TestClient) -> None:
+    body = await register_and_login(client)
+    header_b64, payload_b64, _ = body["access_token"].split(".")
+    jwks = await (await client.get("/.well-known/jwks.json")).json()
+    public = jwks["keys"][0]["x"].encode()
+    unsigned = f"{header_b64}.{payload_b64}"
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    none_header = b64(orjson.dumps({"alg": "none", "typ": "JWT", "kid": jwks["keys"][0]["kid"]}))
+    hs_header = b64(orjson.dumps({"alg": "HS256", "typ": "JWT", "kid": jwks["keys"][0]["kid"]}))
+    hs_sig = b64(hmac.new(public, f"{hs_header}.{payload_b64}".encode(), hashlib.sha256).digest())
+    for forged in (
+        f"{none_header}.{payload_b64}.",
+        f"{hs_header}.{payload_b64}.{hs_sig}",
+        unsigned + ".AAAA",
+    ):
+        resp = await client.get("/v1/me", headers=bearer(forged))
+        assert resp.status == 401, forged

@@ -1,0 +1,317 @@
+"""Accounts and user tokens: register, login, refresh rotation, logout, authentication.
+
+PostgreSQL holds users, refresh-token families and revocations (the truth); Redis holds
+the revocation fast path. If Redis loses its data (restart, flush), the first check that
+finds the ``rev:loaded`` marker missing rebuilds the fast path from PostgreSQL, so a
+revoked token is never resurrected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import cast
+
+import asyncpg
+from redis.asyncio import Redis
+
+from kush.errors import Conflict, Unauthorized, Unprocessable
+from kush.redis import Keys
+from tokens.errors import InvalidEmail, TokenError, TokenInvalid, TokenRevoked, WeakPassword
+from tokens.jwt import (
+    ACCESS_TOKEN_TTL_S,
+    AccessClaims,
+    Plan,
+    Role,
+    decode_jwt,
+    encode_jwt,
+    new_access_claims,
+)
+from tokens.keys import hash_refresh_token, new_refresh_token
+from tokens.keystore import JWT_LEEWAY_S, KeyStore
+from tokens.passwords import (
+    check_password_policy,
+    dummy_verify,
+    hash_password,
+    needs_rehash,
+    normalize_email,
+    verify_password,
+)
+
+log = logging.getLogger(__name__)
+
+REFRESH_TTL_S = 7 * 24 * 3600
+FAMILY_REVOCATION_TTL_S = ACCESS_TOKEN_TTL_S + JWT_LEEWAY_S
+BAD_CREDENTIALS = "Wrong email or password"
+
+FamilyHook = Callable[[str], Awaitable[None]]
+
+_USER_SQL = """
+SELECT u.id, u.email, u.role, u.password_hash, u.disabled_at,
+       coalesce((SELECT s.plan_id FROM subscriptions s
+                  WHERE s.user_id = u.id AND s.status IN ('active', 'trialing', 'past_due')
+                  ORDER BY s.created_at DESC LIMIT 1), 'free') AS plan
+  FROM users u
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IssuedTokens:
+    """What a successful login or refresh hands to the client."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    claims: AccessClaims
+    family_id: str
+
+
+@dataclass(slots=True)
+class AuthService:
+    """The account and token operations, over one pool, one Redis and the key store."""
+
+    pool: asyncpg.Pool
+    redis: Redis
+    keys: Keys
+    keystore: KeyStore
+    clock: Callable[[], float] = time.time
+    family_revoked_hooks: list[FamilyHook] = field(default_factory=list)
+
+    # ------------------------------------------------------------ accounts
+
+    async def register(self, email: str, password: str) -> str:
+        """Create a user on the free plan; returns the user id."""
+        try:
+            normal = normalize_email(email)
+            check_password_policy(password, normal)
+        except (InvalidEmail, WeakPassword) as err:
+            raise Unprocessable(str(err), code=err.code) from err
+        hashed = await asyncio.to_thread(hash_password, password)
+        try:
+            user_id = await self.pool.fetchval(
+                "INSERT INTO users (email, password_hash) VALUES ($1, $2) RETURNING id",
+                normal,
+                hashed,
+            )
+        except asyncpg.UniqueViolationError as err:
+            raise Conflict("An account with this email exists", code="email_taken") from err
+        return str(user_id)
+
+    async def login(self, email: str, password: str, *, client: str = "api") -> IssuedTokens:
+        """Check the password (same message and similar time whether or not the account
+        exists) and issue an access token and a new refresh family."""
+        try:
+            normal = normalize_email(email)
+        except InvalidEmail:
+            await asyncio.to_thread(dummy_verify, password)
+            raise Unauthorized(BAD_CREDENTIALS, code="invalid_credentials") from None
+        row = await self.pool.fetchrow(_USER_SQL + " WHERE u.email = $1", normal)
+        if row is None:
+            await asyncio.to_thread(dummy_verify, password)
+            raise Unauthorized(BAD_CREDENTIALS, code="invalid_credentials")
+        ok = await asyncio.to_thread(verify_password, row["password_hash"], password)
+        if not ok or row["disabled_at"] is not None:
+            raise Unauthorized(BAD_CREDENTIALS, code="invalid_credentials")
+        if needs_rehash(row["password_hash"]):
+            new_hash = await asyncio.to_thread(hash_password, password)
+            await self.pool.execute(
+                "UPDATE users SET password_hash = $2 WHERE id = $1", row["id"], new_hash
+            )
+        async with self.pool.acquire() as conn, conn.transaction():
+            family_id = await conn.fetchval(
+                "INSERT INTO refresh_families (user_id, client) VALUES ($1, $2) RETURNING id",
+                row["id"],
+                client[:32],
+            )
+            refresh = await self._insert_refresh(conn, family_id)
+        return self._issue(row, str(family_id), refresh)
+
+    async def refresh(self, refresh_token: str) -> IssuedTokens:
+        """Rotate a refresh token. Presenting one that was already used revokes its whole
+        family (it was stolen, or the client is confused) and answers 401."""
+        if not refresh_token or len(refresh_token) > 256:
+            raise TokenInvalid("malformed refresh token")
+        token_hash = hash_refresh_token(refresh_token)
+        reused_family: str | None = None
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                """SELECT rt.family_id, rt.used_at, rt.expires_at, f.revoked_at, f.user_id
+                     FROM refresh_tokens rt JOIN refresh_families f ON f.id = rt.family_id
+                    WHERE rt.token_hash = $1
+                    FOR UPDATE OF rt, f""",
+                token_hash,
+            )
+            if row is None:
+                raise TokenInvalid("unknown refresh token")
+            family_id = row["family_id"]
+            if row["revoked_at"] is not None:
+                raise TokenRevoked("refresh token revoked")
+            if row["used_at"] is not None:
+                await self._revoke_family_row(conn, family_id, "refresh_reuse")
+                reused_family = str(family_id)
+            elif row["expires_at"] <= self._now():
+                raise TokenInvalid("refresh token expired")
+            else:
+                await conn.execute(
+                    "UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1", token_hash
+                )
+                refresh = await self._insert_refresh(conn, family_id)
+                user = await conn.fetchrow(_USER_SQL + " WHERE u.id = $1", row["user_id"])
+        if reused_family is not None:
+            log.warning("refresh token reuse: family revoked")
+            await self._after_family_revoked(reused_family)
+            raise TokenRevoked("refresh token already used; all sessions of this login ended")
+        if user is None or user["disabled_at"] is not None:
+            raise TokenRevoked("account disabled")
+        return self._issue(user, str(family_id), refresh)
+
+    async def logout(self, claims: AccessClaims, refresh_token: str | None = None) -> None:
+        """Blacklist this access token until it expires and revoke its refresh family."""
+        ttl = max(1, claims.exp + JWT_LEEWAY_S - int(self._clock()))
+        await self.pool.execute(
+            """INSERT INTO revoked_tokens (jti, user_id, expires_at)
+               VALUES ($1, $2, to_timestamp($3)) ON CONFLICT (jti) DO NOTHING""",
+            claims.jti,
+            uuid.UUID(claims.sub),
+            claims.exp + JWT_LEEWAY_S,
+        )
+        await self.redis.set(self.keys("rev", "jti", claims.jti), b"1", ex=ttl)
+        families = {claims.sid} if claims.sid else set()
+        if refresh_token:
+            fam = await self.pool.fetchval(
+                """SELECT rt.family_id FROM refresh_tokens rt
+                     JOIN refresh_families f ON f.id = rt.family_id
+                    WHERE rt.token_hash = $1 AND f.user_id = $2""",
+                hash_refresh_token(refresh_token),
+                uuid.UUID(claims.sub),
+            )
+            if fam is not None:
+                families.add(str(fam))
+        for family in families:
+            await self.revoke_family(family, "logout")
+
+    async def revoke_family(self, family_id: str, reason: str) -> None:
+        """End one login: its refresh tokens, access tokens and playback sessions."""
+        async with self.pool.acquire() as conn:
+            await self._revoke_family_row(conn, uuid.UUID(family_id), reason)
+        await self._after_family_revoked(family_id)
+
+    # ------------------------------------------------------------ authentication
+
+    async def authenticate(self, token: str) -> AccessClaims:
+        """Verify an access token: signature, expiry, and not revoked (jti or family)."""
+        keys = self.keystore.keys
+        claims = decode_jwt(
+            token, public_keys=keys.jwt_public, now=int(self._clock()), leeway=JWT_LEEWAY_S
+        )
+        if await self.is_revoked(claims):
+            raise TokenRevoked("access token revoked")
+        return claims
+
+    async def is_revoked(self, claims: AccessClaims) -> bool:
+        """One Redis round trip; rebuilds the fast path from PostgreSQL when it was lost."""
+        jti_key = self.keys("rev", "jti", claims.jti)
+        fam_key = self.keys("rev", "fam", claims.sid or "-")
+        marker = self.keys("rev", "loaded")
+        for _ in range(2):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.exists(jti_key)
+                pipe.exists(fam_key)
+                pipe.exists(marker)
+                jti_hit, fam_hit, loaded = await pipe.execute()
+            if jti_hit or fam_hit:
+                return True
+            if loaded:
+                return False
+            await self.rebuild_revocations()
+        return False
+
+    async def rebuild_revocations(self) -> int:
+        """Copy every still-relevant revocation from PostgreSQL into Redis, then mark it."""
+        now = self._now()
+        jtis = await self.pool.fetch(
+            "SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > $1", now
+        )
+        fams = await self.pool.fetch(
+            "SELECT id, revoked_at FROM refresh_families WHERE revoked_at > $1",
+            now - timedelta(seconds=FAMILY_REVOCATION_TTL_S),
+        )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for r in jtis:
+                ttl = max(1, int((r["expires_at"] - now).total_seconds()))
+                pipe.set(self.keys("rev", "jti", r["jti"]), b"1", ex=ttl)
+            for r in fams:
+                age = (now - r["revoked_at"]).total_seconds()
+                ttl = max(1, int(FAMILY_REVOCATION_TTL_S - age))
+                pipe.set(self.keys("rev", "fam", str(r["id"])), b"1", ex=ttl)
+            pipe.set(self.keys("rev", "loaded"), b"1")
+            await pipe.execute()
+        log.info("revocation fast path rebuilt: %d tokens, %d families", len(jtis), len(fams))
+        return len(jtis) + len(fams)
+
+    # ------------------------------------------------------------ internals
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), tz=UTC)
+
+    def _clock(self) -> float:
+        return self.clock()
+
+    async def _insert_refresh(self, conn: asyncpg.Connection, family_id: uuid.UUID) -> str:
+        token = new_refresh_token()
+        await conn.execute(
+            """INSERT INTO refresh_tokens (token_hash, family_id, expires_at)
+               VALUES ($1, $2, $3)""",
+            hash_refresh_token(token),
+            family_id,
+            self._now() + timedelta(seconds=REFRESH_TTL_S),
+        )
+        return token
+
+    async def _revoke_family_row(
+        self, conn: asyncpg.Connection, family_id: uuid.UUID, reason: str
+    ) -> None:
+        await conn.execute(
+            """UPDATE refresh_families SET revoked_at = now(), revoked_reason = $2
+                WHERE id = $1 AND revoked_at IS NULL""",
+            family_id,
+            reason,
+        )
+
+    async def _after_family_revoked(self, family_id: str) -> None:
+        await self.redis.set(self.keys("rev", "fam", family_id), b"1", ex=FAMILY_REVOCATION_TTL_S)
+        for hook in self.family_revoked_hooks:
+            await hook(family_id)
+
+    def _issue(self, row: asyncpg.Record, family_id: str, refresh: str) -> IssuedTokens:
+        keys = self.keystore.keys
+        claims = new_access_claims(
+            sub=str(row["id"]),
+            email=row["email"],
+            role=cast(Role, row["role"]),
+            plan=cast(Plan, row["plan"]),
+            now=int(self._clock()),
+            sid=family_id,
+        )
+        token = encode_jwt(claims.to_payload(), kid=keys.jwt_kid, private_key=keys.jwt_private)
+        return IssuedTokens(
+            access_token=token,
+            refresh_token=refresh,
+            expires_in=ACCESS_TOKEN_TTL_S,
+            claims=claims,
+            family_id=family_id,
+        )
+
+
+def subject_key(email: str) -> str:
+    """A short stable key for per-account rate limits (no raw email in Redis keys)."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:24]
+
+
+__all__ = ["AuthService", "IssuedTokens", "TokenError", "subject_key"]
