@@ -10,6 +10,7 @@ from gateway.ads.inventory import Inventory
 from gateway.ads.service import AdLibrary, Stitcher
 from gateway.hls import ForeignUriError, PlaylistError
 from gateway.origins import create_origin
+from gateway.pages import setup_routes as setup_page_routes
 from gateway.playback import PlaylistCache
 from gateway.views import (
     add_cors_headers,
@@ -76,4 +77,5 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(add_cors_headers)
     setup_auth_routes(app)
     setup_playback_routes(app)
+    setup_page_routes(app)
     return app

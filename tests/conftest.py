@@ -23,7 +23,7 @@ import pytest
 from redis.asyncio import Redis
 
 from admin.ingest import HlsPackage, build_demo_film
-from admin.publish import record_package, upload_package
+from admin.publish import record_ad_package, record_package, upload_ad_package, upload_package
 from kush import db
 from kush.embedded import EmbeddedServices
 from kush.seed import seed_demo_accounts
@@ -179,3 +179,84 @@ def play_settings(settings: Settings, film: Film) -> Settings:
         login_limit_per_minute=10_000,
         register_limit_per_hour=10_000,
     )
+
+
+CATEGORY = "ads-test"
+
+
+@dataclasses.dataclass(frozen=True)
+class AdFilm:
+    movie_id: str
+    ad_id: str
+    campaign_id: str
+
+
+def _with_cue(text: str) -> str:
+    """Put an SCTE-35 style cue before the second segment (a mid-roll at 6 s)."""
+    lines = text.splitlines()
+    extinfs = [i for i, line in enumerate(lines) if line.startswith("#EXTINF")]
+    lines.insert(extinfs[1], "#EXT-X-CUE-OUT:DURATION=15")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def ad_film(
+    base_settings: Settings, film: Film, tmp_path_factory: pytest.TempPathFactory
+) -> AdFilm:
+    work = tmp_path_factory.mktemp("adfilm")
+
+    async def build() -> AdFilm:
+        ad_pkg = await build_demo_film(work / "ad", duration_s=12, preset="ultrafast")
+        content = work / "content"
+        shutil.copytree(film.package.master_path.parent, content)
+        for playlist in content.glob("*/index.m3u8"):
+            playlist.write_text(_with_cue(playlist.read_text()))
+        origin = LocalOrigin(film.origin_dir)
+        conn = await db.connect(base_settings)
+        try:
+            movie_id = str(uuid.uuid4())
+            await conn.execute(
+                "INSERT INTO movies (id, slug, title) VALUES ($1, $2, 'Ads test film')",
+                uuid.UUID(movie_id),
+                f"ads-{movie_id[:8]}",
+            )
+            await upload_package(origin, movie_id, content)
+            await record_package(conn, movie_id, film.package, publish=True)
+            cat = await conn.fetchval(
+                """INSERT INTO categories (slug, name) VALUES ($1, 'Ads test')
+                   ON CONFLICT (slug) DO UPDATE SET name = EXCLUDED.name RETURNING id""",
+                CATEGORY,
+            )
+            await conn.execute(
+                "INSERT INTO movie_categories VALUES ($1, $2)", uuid.UUID(movie_id), cat
+            )
+            ad_id = str(
+                await conn.fetchval(
+                    "INSERT INTO ads (name, status) VALUES ('Test ad', 'processing') RETURNING id"
+                )
+            )
+            await upload_ad_package(origin, ad_id, work / "ad")
+            await record_ad_package(conn, ad_id, ad_pkg)
+            campaign_id = str(
+                await conn.fetchval(
+                    """INSERT INTO campaigns (name, starts_at, ends_at, target_plans,
+                       target_categories, frequency_cap_per_day)
+                   VALUES ('Test campaign', now() - interval '1 day', now() + interval '1 day',
+                           '{free}', $1, 2) RETURNING id""",
+                    [CATEGORY],
+                )
+            )
+            await conn.execute(
+                "INSERT INTO campaign_ads VALUES ($1, $2)", uuid.UUID(campaign_id), uuid.UUID(ad_id)
+            )
+            await conn.execute(
+                """INSERT INTO break_policies (movie_id, preroll, use_cue_points, max_pod_s,
+                       max_ads_per_pod) VALUES ($1, true, true, 30, 1)""",
+                uuid.UUID(movie_id),
+            )
+        finally:
+            await conn.close()
+            await origin.close()
+        return AdFilm(movie_id, ad_id, campaign_id)
+
+    return asyncio.run(build())

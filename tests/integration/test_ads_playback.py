@@ -4,106 +4,21 @@ paid viewers none; players decode across the breaks; events are counted exactly 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
-import shutil
-import uuid
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from admin.app import create_app as create_admin
-from admin.ingest import build_demo_film, find_ffmpeg
-from admin.publish import record_ad_package, record_package, upload_ad_package, upload_package
+from admin.ingest import find_ffmpeg
 from gateway.ads.writer import drain_once, ensure_group
 from gateway.app import create_app
 from kush import db
 from kush.redis import Keys
 from kush.settings import Settings
-from origin import LocalOrigin
-from tests.integration.conftest import DEMO_PASSWORD, Film
+from tests.conftest import DEMO_PASSWORD, AdFilm
 from tests.integration.helpers import bearer, register_and_login
 from tests.integration.test_playback import local, login, start, uris
-
-CATEGORY = "ads-test"
-
-
-@dataclasses.dataclass(frozen=True)
-class AdFilm:
-    movie_id: str
-    ad_id: str
-    campaign_id: str
-
-
-def _with_cue(text: str) -> str:
-    """Put an SCTE-35 style cue before the second segment (a mid-roll at 6 s)."""
-    lines = text.splitlines()
-    extinfs = [i for i, line in enumerate(lines) if line.startswith("#EXTINF")]
-    lines.insert(extinfs[1], "#EXT-X-CUE-OUT:DURATION=15")
-    return "\n".join(lines) + "\n"
-
-
-@pytest.fixture(scope="session")
-def ad_film(
-    base_settings: Settings, film: Film, tmp_path_factory: pytest.TempPathFactory
-) -> AdFilm:
-    work = tmp_path_factory.mktemp("adfilm")
-
-    async def build() -> AdFilm:
-        ad_pkg = await build_demo_film(work / "ad", duration_s=12, preset="ultrafast")
-        content = work / "content"
-        shutil.copytree(film.package.master_path.parent, content)
-        for playlist in content.glob("*/index.m3u8"):
-            playlist.write_text(_with_cue(playlist.read_text()))
-        origin = LocalOrigin(film.origin_dir)
-        conn = await db.connect(base_settings)
-        try:
-            movie_id = str(uuid.uuid4())
-            await conn.execute(
-                "INSERT INTO movies (id, slug, title) VALUES ($1, $2, 'Ads test film')",
-                uuid.UUID(movie_id),
-                f"ads-{movie_id[:8]}",
-            )
-            await upload_package(origin, movie_id, content)
-            await record_package(conn, movie_id, film.package, publish=True)
-            cat = await conn.fetchval(
-                """INSERT INTO categories (slug, name) VALUES ($1, 'Ads test')
-                   ON CONFLICT (slug) DO UPDATE SET name = EXCLUDED.name RETURNING id""",
-                CATEGORY,
-            )
-            await conn.execute(
-                "INSERT INTO movie_categories VALUES ($1, $2)", uuid.UUID(movie_id), cat
-            )
-            ad_id = str(
-                await conn.fetchval(
-                    "INSERT INTO ads (name, status) VALUES ('Test ad', 'processing') RETURNING id"
-                )
-            )
-            await upload_ad_package(origin, ad_id, work / "ad")
-            await record_ad_package(conn, ad_id, ad_pkg)
-            campaign_id = str(
-                await conn.fetchval(
-                    """INSERT INTO campaigns (name, starts_at, ends_at, target_plans,
-                       target_categories, frequency_cap_per_day)
-                   VALUES ('Test campaign', now() - interval '1 day', now() + interval '1 day',
-                           '{free}', $1, 2) RETURNING id""",
-                    [CATEGORY],
-                )
-            )
-            await conn.execute(
-                "INSERT INTO campaign_ads VALUES ($1, $2)", uuid.UUID(campaign_id), uuid.UUID(ad_id)
-            )
-            await conn.execute(
-                """INSERT INTO break_policies (movie_id, preroll, use_cue_points, max_pod_s,
-                       max_ads_per_pod) VALUES ($1, true, true, 30, 1)""",
-                uuid.UUID(movie_id),
-            )
-        finally:
-            await conn.close()
-            await origin.close()
-        return AdFilm(movie_id, ad_id, campaign_id)
-
-    return asyncio.run(build())
 
 
 @pytest.fixture

@@ -1,0 +1,5 @@
+// Notice pages (upgrade, not found): only the account bar.
+
+import { startShell } from './shell.js';
+
+await startShell();
