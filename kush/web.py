@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
 import uuid
@@ -245,7 +246,7 @@ def _with_rid(response: web.Response, rid: str | None) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process answers."""
-    return json_response({"status": "ok", "service": request.app[service_key]})
+    return json_response({"status": "ok", "service": request.app[service_key], "pid": os.getpid()})
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any
 
@@ -28,3 +29,29 @@ async def register_and_login(client: TestClient, email: str | None = None) -> di
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def ffmpeg_reads(url: str, *, limit_s: float = 180) -> str:
+    """Play an HLS URL to the end with ffmpeg (video and audio decoded, output discarded);
+    asserts a clean exit and returns what ffmpeg said at level ``error``."""
+    from admin.ingest import find_ffmpeg
+
+    proc = await asyncio.create_subprocess_exec(
+        find_ffmpeg(),
+        "-v",
+        "error",
+        "-i",
+        url,
+        "-map",
+        "0:v:0",
+        "-map",
+        "0:a:0",
+        "-f",
+        "null",
+        "-",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=limit_s)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    return err.decode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -127,3 +128,20 @@ async def test_openapi_describes_every_admin_route(admin: TestClient) -> None:
         if r.canonical.startswith("/admin/v1/") and r.canonical != "/admin/v1/openapi.json"
     }
     assert routes == set(spec["paths"])
+
+
+@pytest.mark.slow
+async def test_generated_creative_becomes_ready(gateway: TestClient, admin: TestClient) -> None:
+    auth = bearer(await admin_token(gateway))
+    resp = await admin.post(
+        "/admin/v1/ads", json={"name": "Generated", "generate_seconds": 6}, headers=auth
+    )
+    assert resp.status == 201
+    ad = await resp.json()
+    assert ad["status"] == "processing"
+    async with asyncio.timeout(180):
+        while ad["status"] == "processing":
+            await asyncio.sleep(0.5)
+            ad = await (await admin.get(f"/admin/v1/ads/{ad['id']}", headers=auth)).json()
+    assert ad["status"] == "ready"
+    assert ad["duration_s"] == pytest.approx(6, abs=0.5)

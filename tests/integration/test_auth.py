@@ -238,3 +238,35 @@ async def test_forged_tokens_refused(client: TestClient) -> None:
     ):
         resp = await client.get("/v1/me", headers=bearer(forged))
         assert resp.status == 401, forged
+
+
+async def test_retired_key_leaves_the_jwks_after_its_tokens_expired(
+    client: TestClient, auth_settings: Settings
+) -> None:
+    from tokens.views import keystore_key
+
+    conn = await db.connect(auth_settings)
+    try:
+        await rotate_keys(conn, parse_master_key(auth_settings.master_key or ""))
+        retired = await conn.fetchval(
+            """SELECT kid FROM signing_keys WHERE purpose = 'jwt' AND retired_at IS NOT NULL
+               ORDER BY retired_at DESC LIMIT 1"""
+        )
+        keystore = client.app[keystore_key]
+        await keystore.reload()
+        kids = {
+            k["kid"] for k in (await (await client.get("/.well-known/jwks.json")).json())["keys"]
+        }
+        assert retired in kids
+        # the last token it signed has expired: the key goes
+        await conn.execute(
+            "UPDATE signing_keys SET verify_until = now() - interval '1 second' WHERE kid = $1",
+            retired,
+        )
+        assert await keystore.reload()
+        kids = {
+            k["kid"] for k in (await (await client.get("/.well-known/jwks.json")).json())["keys"]
+        }
+        assert retired not in kids
+    finally:
+        await conn.close()

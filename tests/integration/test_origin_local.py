@@ -8,14 +8,10 @@ from outside the root.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
-from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from origin import (
@@ -24,7 +20,6 @@ from origin import (
     ObjectNotFound,
     ObjectTooLarge,
     OriginError,
-    OriginStore,
     OriginUnavailable,
     content_type_for,
     object_key,
@@ -32,38 +27,17 @@ from origin import (
     validate_component,
     validate_prefix,
 )
+from tests.support.origin_app import (
+    CACHE,
+    AnyClient,
+    ClientFactory,
+    no_error_logs,  # noqa: F401 - autouse fixture
+    origin_app,
+)
 
-CACHE = "public, max-age=31536000, immutable"
 SEGMENT = object_key("videos", "m1", "720p", "seg_00042.ts")
 DATA = os.urandom(5000)
 SECRET = b"outside the origin root"
-AnyClient = TestClient[web.Request, web.Application]
-ClientFactory = Callable[[web.Application], Awaitable[AnyClient]]
-
-
-@pytest.fixture(autouse=True)
-def no_error_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Fail a test if the server or the store logged an error (e.g. a response that
-    aiohttp could not finish), even when the client saw a good answer."""
-    yield
-    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
-    assert not errors, [r.getMessage() for r in errors]
-
-
-def origin_app(store: OriginStore) -> web.Application:
-    """An app whose one handler serves origin objects, with the gateway's error mapping."""
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        try:
-            return await store.serve(request, request.match_info["key"], cache_control=CACHE)
-        except (ObjectNotFound, InvalidObjectKey) as err:
-            raise web.HTTPNotFound() from err
-        except OriginUnavailable as err:
-            raise web.HTTPServiceUnavailable(headers={"Retry-After": str(err.retry_after)}) from err
-
-    app = web.Application()
-    app.router.add_get("/o/{key:.+}", handle)
-    return app
 
 
 @pytest.fixture

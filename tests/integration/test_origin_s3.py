@@ -9,16 +9,13 @@ stream cut mid-body by a fault-injecting TCP proxy in front of moto.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from origin import (
     BreakerState,
@@ -26,7 +23,6 @@ from origin import (
     InvalidObjectKey,
     ObjectNotFound,
     ObjectTooLarge,
-    OriginStore,
     OriginUnavailable,
     RangeNotSatisfiable,
     S3Origin,
@@ -35,37 +31,16 @@ from origin import (
     resolve_range,
 )
 from tests.support.moto_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, MotoServer
+from tests.support.origin_app import (
+    CACHE,
+    AnyClient,
+    ClientFactory,
+    no_error_logs,  # noqa: F401 - autouse fixture
+    origin_app,
+)
 
-CACHE = "public, max-age=31536000, immutable"
 SEGMENT = object_key("videos", "m1", "720p", "seg_00042.ts")
 DATA = os.urandom(5000)
-AnyClient = TestClient[web.Request, web.Application]
-ClientFactory = Callable[[web.Application], Awaitable[AnyClient]]
-
-
-@pytest.fixture(autouse=True)
-def no_error_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Fail a test if the server or the store logged an error (e.g. a response that
-    aiohttp could not finish), even when the client saw a good answer."""
-    yield
-    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
-    assert not errors, [r.getMessage() for r in errors]
-
-
-def origin_app(store: OriginStore) -> web.Application:
-    """An app whose one handler serves origin objects, with the gateway's error mapping."""
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        try:
-            return await store.serve(request, request.match_info["key"], cache_control=CACHE)
-        except (ObjectNotFound, InvalidObjectKey) as err:
-            raise web.HTTPNotFound() from err
-        except OriginUnavailable as err:
-            raise web.HTTPServiceUnavailable(headers={"Retry-After": str(err.retry_after)}) from err
-
-    app = web.Application()
-    app.router.add_get("/o/{key:.+}", handle)
-    return app
 
 
 def make_store(

@@ -1,0 +1,64 @@
+"""``kush gateway --workers 2``: two processes share one port (SO_REUSEPORT)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from kush.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_two_workers_share_the_port(settings: Settings) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url or "",
+        "REDIS_URL": settings.redis_url or "",
+        "KUSH_DB_SCHEMA": settings.db_schema,
+        "KUSH_REDIS_PREFIX": settings.redis_prefix,
+        "KUSH_MASTER_KEY": settings.master_key or "",
+        "KUSH_GATEWAY_PORT": str(port),
+        "KUSH_ADMIN_PORT": str(_free_port()),
+        "KUSH_DATA_DIR": str(settings.data_dir),
+        "KUSH_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kush", "gateway", "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        pids: set[int] = set()
+        deadline = time.monotonic() + 60
+        while len(pids) < 2 and time.monotonic() < deadline:
+            try:
+                # a new connection each time: the kernel spreads them over the workers
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    pids.add(json.loads(r.read())["pid"])
+            except OSError:
+                time.sleep(0.2)
+        assert len(pids) == 2
+        assert proc.pid not in pids
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
