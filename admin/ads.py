@@ -214,6 +214,7 @@ def _campaign_json(r: Any) -> dict[str, Any]:
         "weight": r["weight"],
         "target_countries": r["target_countries"],
         "target_categories": r["target_categories"],
+        "target_regions": r["target_regions"],
         "target_plans": r["target_plans"],
         "daily_cap": r["daily_cap"],
         "total_cap": r["total_cap"],
@@ -251,8 +252,8 @@ async def create_campaign(request: web.Request) -> web.Response:
         campaign_id = await conn.fetchval(
             """INSERT INTO campaigns (name, advertiser, starts_at, ends_at, weight,
                    target_countries, target_categories, target_plans, daily_cap, total_cap,
-                   frequency_cap_per_day)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id""",
+                   frequency_cap_per_day, target_regions)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id""",
             name,
             _text(body, "advertiser", required=False) or "",
             starts,
@@ -264,6 +265,7 @@ async def create_campaign(request: web.Request) -> web.Response:
             _int(body, "daily_cap", low=1, high=10**9),
             _int(body, "total_cap", low=1, high=10**10),
             _int(body, "frequency_cap_per_day", low=1, high=1000),
+            _codes(body, "target_regions"),
         )
         for ad in set(ids):
             await conn.execute("INSERT INTO campaign_ads VALUES ($1, $2)", campaign_id, ad)

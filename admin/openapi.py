@@ -69,6 +69,7 @@ SPEC: dict[str, Any] = {
                     ends_at=STR,
                     weight=INT,
                     target_countries=STRS,
+                    target_regions=STRS,
                     target_categories=STRS,
                     target_plans=STRS,
                     daily_cap=INT,

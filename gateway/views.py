@@ -174,6 +174,7 @@ async def start_playback(request: web.Request) -> web.Response:
     now = int(time.time())
     ip = client_ip(request, settings.trusted_proxy_hops)
     renditions = await _content_renditions(request, movie, master.variants)
+    region = request.headers.get(settings.region_header)
     ad_plan = None
     if viewer.ads:
         first = renditions[0]
@@ -183,6 +184,7 @@ async def start_playback(request: web.Request) -> web.Response:
             user_id=viewer.id,
             plan=viewer.plan,
             country=country,
+            region=region,
             categories=await movie_categories(pool, movie.id),
             movie_id=movie.id,
             content=entry.parsed,
@@ -200,6 +202,7 @@ async def start_playback(request: web.Request) -> web.Response:
         ip_prefix=ip_prefix_of(ip) if settings.segment_ip_binding else None,
         user_agent=request.headers.get("User-Agent"),
         country=country,
+        region=region,
         start_offset=await resume_offset(pool, viewer.id, movie),
         ad_plan=ad_plan,
         extra={

@@ -75,6 +75,7 @@ class Settings:
     register_limit_per_hour: int = 10
     cookie_secure: bool = False
     geo_header: str = "CF-IPCountry"
+    region_header: str = "CF-Region"
     trusted_proxy_hops: int = 0
     segment_ip_binding: bool = False
     data_saver_height: int = 480
@@ -272,6 +273,7 @@ class _Parser:
             register_limit_per_hour=self.integer("KUSH_REGISTER_LIMIT_PER_HOUR", 10, 1, 100000),
             cookie_secure=self.boolean("KUSH_COOKIE_SECURE", not demo),
             geo_header=self.text("KUSH_GEO_HEADER") or "CF-IPCountry",
+            region_header=self.text("KUSH_REGION_HEADER") or "CF-Region",
             trusted_proxy_hops=self.integer("KUSH_TRUSTED_PROXY_HOPS", 0, 0, 10),
             segment_ip_binding=self.boolean("KUSH_SEGMENT_IP_BINDING", False),
             data_saver_height=self.integer("KUSH_DATA_SAVER_HEIGHT", 480, 144, 4320),

@@ -72,6 +72,7 @@ class PlaybackSession:
     ip_prefix: str | None = None
     user_agent: str | None = None
     country: str | None = None
+    region: str | None = None
     start_offset: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -124,8 +125,8 @@ class SessionStore:
                 await pipe.execute()
         await self.pool.execute(
             """INSERT INTO playback_sessions (id, user_id, movie_id, plan_id, renditions,
-                   ad_plan, client_ip, user_agent, country, expires_at)
-               VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10)""",
+                   ad_plan, client_ip, user_agent, country, expires_at, region)
+               VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11)""",
             session.id,
             uuid.UUID(session.user_id),
             uuid.UUID(session.movie_id),
@@ -136,6 +137,7 @@ class SessionStore:
             (session.user_agent or "")[:256] or None,
             session.country,
             datetime.fromtimestamp(session.expires_at, tz=UTC),
+            (session.region or "")[:64] or None,
         )
 
     async def get(self, session_id: str) -> PlaybackSession | None:

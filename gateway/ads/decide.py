@@ -31,6 +31,7 @@ class Campaign:
     ends_at: datetime
     creatives: tuple[Creative, ...]
     target_countries: frozenset[str] | None = None
+    target_regions: frozenset[str] | None = None
     target_categories: frozenset[str] | None = None
     target_plans: frozenset[str] | None = None
     daily_cap: int | None = None
@@ -46,6 +47,7 @@ class Viewer:
     plan: str
     country: str | None
     categories: frozenset[str]
+    region: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,6 +82,8 @@ def eligible_campaigns(
         if c.target_plans is not None and viewer.plan not in c.target_plans:
             continue
         if c.target_countries is not None and (viewer.country or "") not in c.target_countries:
+            continue
+        if c.target_regions is not None and (viewer.region or "").lower() not in c.target_regions:
             continue
         if c.target_categories is not None and not (c.target_categories & viewer.categories):
             continue

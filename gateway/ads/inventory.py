@@ -68,6 +68,7 @@ class Inventory:
     async def _reload(self) -> None:
         rows = await self.pool.fetch(
             """SELECT c.id, c.weight, c.starts_at, c.ends_at, c.target_countries,
+                      c.target_regions,
                       c.target_categories, c.target_plans, c.daily_cap, c.total_cap,
                       c.frequency_cap_per_day,
                       coalesce(array_agg(a.id ORDER BY a.id)
@@ -92,6 +93,7 @@ class Inventory:
                     for a, d in zip(r["ad_ids"], r["durations"], strict=True)
                 ),
                 target_countries=_set(r["target_countries"]),
+                target_regions=_set([x.lower() for x in r["target_regions"] or []]),
                 target_categories=_set(r["target_categories"]),
                 target_plans=_set(r["target_plans"]),
                 daily_cap=r["daily_cap"],

@@ -120,6 +120,7 @@ async def plan_ads(
     plan: str,
     country: str | None,
     categories: frozenset[str],
+    region: str | None = None,
     movie_id: str,
     content: MediaPlaylist,
     rng: random.Random | None = None,
@@ -128,7 +129,9 @@ async def plan_ads(
     campaigns = await inventory.campaigns()
     if not campaigns:
         return None
-    viewer = Viewer(user_id=user_id, plan=plan, country=country, categories=categories)
+    viewer = Viewer(
+        user_id=user_id, plan=plan, country=country, categories=categories, region=region
+    )
     counts = await inventory.counts(user_id, [c.id for c in campaigns])
     eligible = eligible_campaigns(campaigns, viewer, counts, datetime.now(UTC))
     if not eligible:

@@ -77,6 +77,7 @@ async def test_ads_and_campaigns(gateway: TestClient, admin: TestClient) -> None
         "target_plans": ["free"],
         "daily_cap": 100,
         "frequency_cap_per_day": 2,
+        "target_regions": ["Central Region"],
         "ad_ids": [ad["id"]],
         **flight(),
     }
@@ -85,6 +86,7 @@ async def test_ads_and_campaigns(gateway: TestClient, admin: TestClient) -> None
     created = await resp.json()
     assert created["ad_ids"] == [ad["id"]]
     assert created["frequency_cap_per_day"] == 2
+    assert created["target_regions"] == ["Central Region"]
     bad_flight = {**campaign, "ends_at": campaign["starts_at"]}
     assert (await admin.post("/admin/v1/campaigns", json=bad_flight, headers=auth)).status == 422
     unknown = {**campaign, "ad_ids": ["00000000-0000-0000-0000-000000000000"]}

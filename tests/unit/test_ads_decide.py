@@ -121,3 +121,17 @@ def test_every_event_exactly_once_over_all_segments(durations: list[float]) -> N
     assert sorted(events) == sorted(
         ["impression", "first_quartile", "midpoint", "third_quartile", "complete"]
     )
+
+
+def test_region_targeting_is_case_insensitive() -> None:
+    cs = [campaign("central", target_regions=frozenset({"central region"}))]
+    here = Viewer(
+        user_id="u", plan="free", country="UG", categories=frozenset(), region="Central Region"
+    )
+    away = Viewer(
+        user_id="u", plan="free", country="UG", categories=frozenset(), region="Northern Region"
+    )
+    unknown = Viewer(user_id="u", plan="free", country="UG", categories=frozenset())
+    assert [c.id for c in eligible_campaigns(cs, here, Counts(), NOW)] == ["central"]
+    assert eligible_campaigns(cs, away, Counts(), NOW) == []
+    assert eligible_campaigns(cs, unknown, Counts(), NOW) == []
