@@ -19,7 +19,9 @@ from gateway.hls import (
     PlaylistTemplate,
     compile_master_playlist,
     compile_media_playlist,
+    parse_master_playlist,
     parse_media_playlist,
+    resolve_uri,
 )
 from kush.errors import Forbidden, NotFound
 from origin import OriginStore, object_key
@@ -170,6 +172,7 @@ class PlaylistCache:
         self.origin = origin
         self.max_entries = max_entries
         self._masters: dict[tuple[str, int, int, int], MasterTemplate] = {}
+        self._audio: dict[tuple[str, int], tuple[str, ...]] = {}
         self._media: dict[tuple[str, int, str], MediaEntry] = {}
 
     async def _read(self, key: str) -> str:
@@ -190,6 +193,22 @@ class PlaylistCache:
                 preferred_height=preferred,
             )
             self._remember(self._masters, cache_key, found)
+        return found
+
+    async def audio_playlists(self, movie: Movie) -> tuple[str, ...]:
+        """URL paths of the film's alternate-audio playlists (EXT-X-MEDIA TYPE=AUDIO):
+        ad pods must line up in them as in the video renditions."""
+        cache_key = (movie.id, movie.version)
+        found = self._audio.get(cache_key)
+        if found is None:
+            text = await self._read(movie.master_key or origin_key_for(movie.id, "master.m3u8"))
+            root = hls_root(movie.id)
+            found = tuple(
+                resolve_uri(r.uri, root + "master.m3u8", root)
+                for r in parse_master_playlist(text).renditions
+                if r.type == "AUDIO" and r.uri
+            )
+            self._remember(self._audio, cache_key, found)
         return found
 
     async def media(self, movie_id: str, version: int, rendition: str, name: str) -> MediaEntry:

@@ -234,11 +234,14 @@ async def _content_renditions(
     """(name, height, container) of every media playlist the session may play, in
     master order: what ad pods must align across."""
     root = hls_root(movie.id)
+    playlists = request.app[playlists_key]
+    paths = [(v.path, v.height) for v in variants]
+    paths += [(path, None) for path in await playlists.audio_playlists(movie)]
     out: list[tuple[str, int | None, str]] = []
-    for variant in variants:
-        rendition, _, name = variant.path.removeprefix(root).partition("/")
-        entry = await request.app[playlists_key].media(movie.id, movie.version, rendition, name)
-        out.append((rendition, variant.height, entry.container))
+    for path, height in paths:
+        rendition, _, name = path.removeprefix(root).partition("/")
+        entry = await playlists.media(movie.id, movie.version, rendition, name)
+        out.append((rendition, height, entry.container))
     return out
 
 
@@ -358,15 +361,17 @@ async def _media_text(
 ) -> str:
     """The session's media playlist: tokenized, with its ad pods stitched in if any."""
     signer = _signer(request, session)
-    if not session.ad_plan:
-        return entry.template.render(
-            signer.sign_many(entry.template.paths), start_offset=session.start_offset
-        )
     renditions = [
         (str(r[0]), int(r[1]) if r[1] is not None else None, str(r[2]))
         for r in session.extra.get("content_renditions", [])
     ]
-    height = next((h for n, h, _ in renditions if n == rendition), None)
+    stitchable = [r for r in renditions if r[0] == rendition]
+    if not session.ad_plan or not stitchable or entry.parsed.i_frames_only:
+        # no ads; or an I-frame (trick-play) or subtitle playlist, which carry no pods
+        return entry.template.render(
+            signer.sign_many(entry.template.paths), start_offset=session.start_offset
+        )
+    height = stitchable[0][1]
     stitched = await request.app[stitcher_key].stitched(
         movie_id=session.movie_id,
         version=int(session.extra.get("version", 1)),
