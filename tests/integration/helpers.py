@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -55,3 +56,10 @@ async def ffmpeg_reads(url: str, *, limit_s: float = 180) -> str:
     _, err = await asyncio.wait_for(proc.communicate(), timeout=limit_s)
     assert proc.returncode == 0, err.decode()[-2000:]
     return err.decode()
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on (bound, read, released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

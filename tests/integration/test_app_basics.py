@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
 from collections.abc import Callable
 
 import pytest
@@ -13,15 +12,10 @@ from aiohttp.test_utils import TestClient
 from admin.app import create_app as create_admin
 from gateway.app import create_app as create_gateway
 from kush.settings import Settings
+from tests.integration.helpers import free_port
 
 AppFactory = Callable[[Settings], web.Application]
 ClientMaker = Callable[[web.Application], "object"]
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(params=[create_gateway, create_admin], ids=["gateway", "admin"])
@@ -54,7 +48,7 @@ async def test_readyz_503_when_postgres_unreachable(
     factory: AppFactory, settings: Settings, aiohttp_client
 ) -> None:
     broken = dataclasses.replace(
-        settings, database_url=f"postgresql://kush@127.0.0.1:{_closed_port()}/kush"
+        settings, database_url=f"postgresql://kush@127.0.0.1:{free_port()}/kush"
     )
     client: TestClient = await aiohttp_client(factory(broken))
     resp = await client.get("/readyz")
@@ -67,7 +61,7 @@ async def test_readyz_503_when_postgres_unreachable(
 
 
 async def test_readyz_503_when_redis_unreachable(settings: Settings, aiohttp_client) -> None:
-    broken = dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{_closed_port()}/0")
+    broken = dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     client: TestClient = await aiohttp_client(create_gateway(broken))
     resp = await client.get("/readyz")
     assert resp.status == 503
@@ -130,7 +124,7 @@ async def test_dependency_down_gives_503_with_retry_after(
     settings: Settings, aiohttp_client
 ) -> None:
     broken = dataclasses.replace(
-        settings, database_url=f"postgresql://kush@127.0.0.1:{_closed_port()}/kush"
+        settings, database_url=f"postgresql://kush@127.0.0.1:{free_port()}/kush"
     )
     app = create_gateway(broken)
 

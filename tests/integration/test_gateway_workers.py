@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,18 +13,13 @@ import urllib.request
 import pytest
 
 from kush.settings import Settings
+from tests.integration.helpers import free_port
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_two_workers_share_the_port(settings: Settings) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": settings.database_url or "",
@@ -34,7 +28,7 @@ def test_two_workers_share_the_port(settings: Settings) -> None:
         "KUSH_REDIS_PREFIX": settings.redis_prefix,
         "KUSH_MASTER_KEY": settings.master_key or "",
         "KUSH_GATEWAY_PORT": str(port),
-        "KUSH_ADMIN_PORT": str(_free_port()),
+        "KUSH_ADMIN_PORT": str(free_port()),
         "KUSH_DATA_DIR": str(settings.data_dir),
         "KUSH_LOG_LEVEL": "WARNING",
     }

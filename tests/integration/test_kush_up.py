@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,13 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.integration.helpers import free_port
+
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ready(url: str) -> bool:
@@ -54,7 +49,7 @@ def data_root() -> Iterator[Path]:
 
 def test_up_embedded_then_sigterm(data_root: Path) -> None:
     tmp_path = data_root
-    gw, adm = _free_port(), _free_port()
+    gw, adm = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     env.update(
         KUSH_DATA_DIR=str(tmp_path / "var"),
