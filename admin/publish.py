@@ -17,7 +17,7 @@ from pathlib import Path
 
 import asyncpg
 
-from admin.ingest import HlsPackage, build_demo_film
+from admin.ingest import HlsPackage, build_demo_film, transcode_to_hls
 from origin import OriginStore, object_key
 
 log = logging.getLogger(__name__)
@@ -214,3 +214,48 @@ async def seed_demo_ads(
             WHERE NOT EXISTS (SELECT 1 FROM break_policies WHERE movie_id IS NULL)"""
     )
     return ad_id
+
+
+def slug_for(title: str) -> str:
+    """A URL slug from a title (lower-case letters, digits, dashes), with a random tail
+    so that two films of the same title never collide."""
+    base = "".join(c if c.isalnum() and c.isascii() else "-" for c in title.lower())
+    base = "-".join(p for p in base.split("-") if p)[:100] or "film"
+    return f"{base}-{uuid.uuid4().hex[:6]}"
+
+
+async def ingest_file(
+    conn: asyncpg.Connection,
+    origin: OriginStore,
+    source: Path,
+    *,
+    title: str,
+    work_dir: Path,
+    publish: bool,
+    on_progress: Callable[[float], None] | None = None,
+) -> str:
+    """Transcode a local video file into the HLS ladder (no rung above the source),
+    upload it and record it in the catalogue; returns the new film's id."""
+    movie_id = str(
+        await conn.fetchval(
+            """INSERT INTO movies (slug, title, status) VALUES ($1, $2, 'processing')
+               RETURNING id""",
+            slug_for(title),
+            title,
+        )
+    )
+    try:
+        await asyncio.to_thread(work_dir.mkdir, parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+            out = Path(tmp) / "package"
+            package = await transcode_to_hls(source, out, on_progress=on_progress)
+            await upload_package(origin, movie_id, out)
+        await record_package(conn, movie_id, package, publish=publish)
+        if not publish:
+            await conn.execute(
+                "UPDATE movies SET status = 'draft' WHERE id = $1", uuid.UUID(movie_id)
+            )
+    except BaseException:
+        await conn.execute("DELETE FROM movies WHERE id = $1", uuid.UUID(movie_id))
+        raise
+    return movie_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from kush import cli
@@ -37,6 +38,52 @@ async def _seed_demo_film(settings: Settings, conn: Any) -> None:
         )
     finally:
         await origin.close()
+
+
+def _ingest_parser(sub: Any) -> None:
+    ingest = sub.add_parser("ingest", help="transcode a video file into the HLS ladder")
+    ingest.add_argument("file", help="the source video")
+    ingest.add_argument("--title", help="film title (default: the file name)")
+    ingest.add_argument("--draft", action="store_true", help="do not publish it yet")
+
+
+def _ingest_command(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from admin.ingest import IngestError
+    from admin.publish import ingest_file
+    from gateway.origins import create_origin
+    from kush import db
+
+    source = Path(args.file)
+    if not source.is_file():
+        print(f"kush ingest: no such file: {source}", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        conn = await db.connect(settings)
+        origin = create_origin(settings)
+        try:
+            await db.migrate(conn, settings.db_schema)
+            movie_id = await ingest_file(
+                conn,
+                origin,
+                source,
+                title=args.title or source.stem,
+                work_dir=settings.data_dir / "work",
+                publish=not args.draft,
+                on_progress=lambda f: print(f"\r  transcoding {f:4.0%}", end="", flush=True),
+            )
+        except IngestError as err:
+            print(f"\nkush ingest: {err}", file=sys.stderr)
+            return 1
+        finally:
+            await origin.close()
+            await conn.close()
+        print(f"\n{'draft' if args.draft else 'published'}: {movie_id}")
+        return 0
+
+    return cli._run(run())
 
 
 def _keys_parser(sub: Any) -> None:
@@ -83,3 +130,5 @@ cli.PREPARE_HOOKS.append(_ensure_keys)
 cli.DEMO_SEED_HOOKS.append(_seed_demo_film)
 cli.EXTRA_COMMANDS.append(_keys_parser)
 cli.COMMAND_HANDLERS["keys"] = _keys_command
+cli.EXTRA_COMMANDS.append(_ingest_parser)
+cli.COMMAND_HANDLERS["ingest"] = _ingest_command
