@@ -163,7 +163,7 @@ async def generate_ad(
     await asyncio.to_thread(work_dir.mkdir, parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         out = Path(tmp) / "package"
-        package = await build_demo_film(out, duration_s=duration_s)
+        package = await build_demo_film(out, duration_s=duration_s, label="ADVERT - Kush Films")
         await upload_ad_package(origin, ad_id, out)
     await record_ad_package(conn, ad_id, package)
 

@@ -728,6 +728,7 @@ async def build_demo_film(
     include_audio_only: bool = False,
     on_progress: Callable[[float], None] | None = None,
     preset: str = "superfast",
+    label: str = "Kush Films demo",
 ) -> HlsPackage:
     """Generate a 1080p synthetic film and package it as HLS with exactly ``heights``.
 
@@ -751,7 +752,9 @@ async def build_demo_film(
     # Generating the source costs far less than encoding the ladder.
     generate_share = 0.2
     try:
-        source = await generate_test_source(workdir / "source.mp4", duration_s=duration_s)
+        source = await generate_test_source(
+            workdir / "source.mp4", duration_s=duration_s, label=label
+        )
         if on_progress is not None:
             on_progress(generate_share)
         return await transcode_to_hls(
