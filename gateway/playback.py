@@ -173,17 +173,28 @@ class PlaylistCache:
         self.max_entries = max_entries
         self._masters: dict[tuple[str, int, int, int], MasterTemplate] = {}
         self._audio: dict[tuple[str, int], tuple[str, ...]] = {}
+        self._master_texts: dict[tuple[str, int], str] = {}
         self._media: dict[tuple[str, int, str], MediaEntry] = {}
 
     async def _read(self, key: str) -> str:
         data = await self.origin.read_bytes(key, max_size=MAX_PLAYLIST_BYTES)
         return data.decode("utf-8")
 
+    async def _master_text(self, movie: Movie) -> str:
+        """The origin master playlist of a film version, read once (each tier's template
+        and the audio list are built from it)."""
+        cache_key = (movie.id, movie.version)
+        text = self._master_texts.get(cache_key)
+        if text is None:
+            text = await self._read(movie.master_key or origin_key_for(movie.id, "master.m3u8"))
+            self._remember(self._master_texts, cache_key, text)
+        return text
+
     async def master(self, movie: Movie, *, max_height: int, preferred: int) -> MasterTemplate:
         cache_key = (movie.id, movie.version, max_height, preferred)
         found = self._masters.get(cache_key)
         if found is None:
-            text = await self._read(movie.master_key or origin_key_for(movie.id, "master.m3u8"))
+            text = await self._master_text(movie)
             root = hls_root(movie.id)
             found = compile_master_playlist(
                 text,
@@ -201,7 +212,7 @@ class PlaylistCache:
         cache_key = (movie.id, movie.version)
         found = self._audio.get(cache_key)
         if found is None:
-            text = await self._read(movie.master_key or origin_key_for(movie.id, "master.m3u8"))
+            text = await self._master_text(movie)
             root = hls_root(movie.id)
             found = tuple(
                 resolve_uri(r.uri, root + "master.m3u8", root)
