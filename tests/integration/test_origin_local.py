@@ -29,14 +29,20 @@ from origin import (
 )
 from tests.support.origin_app import (
     CACHE,
+    DATA,
+    SEGMENT,
     AnyClient,
     ClientFactory,
     no_error_logs,  # noqa: F401 - autouse fixture
     origin_app,
+    # the HTTP contract of both stores, run against this module's store:
+    test_head,  # noqa: F401
+    test_if_none_match_is_304,  # noqa: F401
+    test_range,  # noqa: F401
+    test_suffix_range,  # noqa: F401
+    test_unsatisfiable_range_is_416,  # noqa: F401
 )
 
-SEGMENT = object_key("videos", "m1", "720p", "seg_00042.ts")
-DATA = os.urandom(5000)
 SECRET = b"outside the origin root"
 
 
@@ -77,52 +83,6 @@ async def test_full_get_sends_bytes_and_headers(client: AnyClient, store: LocalO
     assert response.headers["Accept-Ranges"] == "bytes"
     assert response.headers["ETag"] == (await store.head(SEGMENT)).etag
     assert "Last-Modified" in response.headers
-
-
-async def test_range(client: AnyClient) -> None:
-    response = await client.get(f"/o/{SEGMENT}", headers={"Range": "bytes=100-199"})
-    assert response.status == 206
-    assert await response.read() == DATA[100:200]
-    assert response.headers["Content-Range"] == f"bytes 100-199/{len(DATA)}"
-    assert response.headers["Content-Length"] == "100"
-    assert response.headers["Cache-Control"] == CACHE
-
-
-async def test_suffix_range(client: AnyClient) -> None:
-    response = await client.get(f"/o/{SEGMENT}", headers={"Range": "bytes=-10"})
-    assert response.status == 206
-    assert await response.read() == DATA[-10:]
-    assert response.headers["Content-Range"] == f"bytes 4990-4999/{len(DATA)}"
-
-
-@pytest.mark.parametrize("value", ["bytes=6000-", "bytes=5000-5001", "bytes=0-1,5-6", "lines=1-2"])
-async def test_unsatisfiable_range_is_416(client: AnyClient, value: str) -> None:
-    response = await client.get(f"/o/{SEGMENT}", headers={"Range": value})
-    assert response.status == 416
-    assert response.headers["Content-Range"] == f"bytes */{len(DATA)}"
-    assert response.headers["Cache-Control"] == "no-store"
-
-
-async def test_if_none_match_is_304(client: AnyClient) -> None:
-    etag = (await client.get(f"/o/{SEGMENT}")).headers["ETag"]
-    response = await client.get(f"/o/{SEGMENT}", headers={"If-None-Match": etag})
-    assert response.status == 304
-    assert response.headers["ETag"] == etag
-    assert response.headers["Cache-Control"] == CACHE
-    assert await response.read() == b""
-    other = await client.get(f"/o/{SEGMENT}", headers={"If-None-Match": '"something-else"'})
-    assert other.status == 200
-
-
-async def test_head(client: AnyClient) -> None:
-    response = await client.head(f"/o/{SEGMENT}")
-    assert response.status == 200
-    assert response.headers["Content-Length"] == str(len(DATA))
-    assert response.headers["Content-Type"] == "video/mp2t"
-    assert response.headers["Cache-Control"] == CACHE
-    assert await response.read() == b""
-    etag = response.headers["ETag"]
-    assert (await client.head(f"/o/{SEGMENT}", headers={"If-None-Match": etag})).status == 304
 
 
 @pytest.mark.parametrize(
