@@ -12,7 +12,7 @@ import logging
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -42,6 +42,23 @@ async def _upload(origin: OriginStore, prefix: str, owner_id: str, package_dir: 
         parts = path.relative_to(package_dir).parts
         await origin.put_file(object_key(prefix, owner_id, *parts), path)
     return len(ordered)
+
+
+async def _build_and_upload(
+    origin: OriginStore,
+    prefix: str,
+    owner_id: str,
+    work_dir: Path,
+    build: Callable[[Path], Awaitable[HlsPackage]],
+) -> HlsPackage:
+    """Build a package in a scratch folder under ``work_dir``, upload it under
+    ``{prefix}/{owner_id}/`` and drop the scratch copy."""
+    await asyncio.to_thread(work_dir.mkdir, parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        out = Path(tmp) / "package"
+        package = await build(out)
+        await _upload(origin, prefix, owner_id, out)
+    return package
 
 
 async def upload_package(origin: OriginStore, movie_id: str, package_dir: Path) -> int:
@@ -113,16 +130,15 @@ async def seed_demo_film(
         )
     else:
         movie_id = row["id"]
-    await asyncio.to_thread(work_dir.mkdir, parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-        out = Path(tmp) / "package"
-        print(
-            f"Generating the demo film ({duration_s:.0f} s, 4 renditions) with ffmpeg...",
-            flush=True,
-        )
-        package = await build_demo_film(out, duration_s=duration_s, on_progress=_progress_printer())
-        print("", flush=True)
-        await upload_package(origin, str(movie_id), out)
+    print(f"Generating the demo film ({duration_s:.0f} s, 4 renditions) with ffmpeg...", flush=True)
+    package = await _build_and_upload(
+        origin,
+        "videos",
+        str(movie_id),
+        work_dir,
+        lambda out: build_demo_film(out, duration_s=duration_s, on_progress=_progress_printer()),
+    )
+    print("", flush=True)
     await record_package(conn, str(movie_id), package, publish=True)
     log.info("demo film %s published", movie_id)
     return str(movie_id)
@@ -160,11 +176,13 @@ async def generate_ad(
     conn: asyncpg.Connection, origin: OriginStore, ad_id: str, *, duration_s: float, work_dir: Path
 ) -> None:
     """Generate a synthetic video ad in the film ladder (until uploads are ingested)."""
-    await asyncio.to_thread(work_dir.mkdir, parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-        out = Path(tmp) / "package"
-        package = await build_demo_film(out, duration_s=duration_s, label="ADVERT - Kush Films")
-        await upload_ad_package(origin, ad_id, out)
+    package = await _build_and_upload(
+        origin,
+        "ads",
+        ad_id,
+        work_dir,
+        lambda out: build_demo_film(out, duration_s=duration_s, label="ADVERT - Kush Films"),
+    )
     await record_ad_package(conn, ad_id, package)
 
 
@@ -245,11 +263,13 @@ async def ingest_file(
         )
     )
     try:
-        await asyncio.to_thread(work_dir.mkdir, parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-            out = Path(tmp) / "package"
-            package = await transcode_to_hls(source, out, on_progress=on_progress)
-            await upload_package(origin, movie_id, out)
+        package = await _build_and_upload(
+            origin,
+            "videos",
+            movie_id,
+            work_dir,
+            lambda out: transcode_to_hls(source, out, on_progress=on_progress),
+        )
         await record_package(conn, movie_id, package, publish=publish)
         if not publish:
             await conn.execute(
