@@ -173,10 +173,12 @@ async def start_playback(request: web.Request) -> web.Response:
         raise NotEntitled("Your plan includes no rendition of this film")
     now = int(time.time())
     ip = client_ip(request, settings.trusted_proxy_hops)
-    renditions = await _content_renditions(request, movie, master.variants)
     region = request.headers.get(settings.region_header)
     ad_plan = None
+    renditions: list[tuple[str, int | None, str]] = []
     if viewer.ads:
+        # what the session's pods must line up across (ad sessions only)
+        renditions = await _content_renditions(request, movie, master.variants)
         first = renditions[0]
         entry = await app[playlists_key].media(movie.id, movie.version, first[0], "index.m3u8")
         ad_plan = await plan_ads(
