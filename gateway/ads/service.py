@@ -280,9 +280,9 @@ async def confirm_after_content(
     ]
     if not pending:
         return
-    await confirm_pods(redis, keys, session_id=session_id, pods=pending, content_time=content_time)
-    for index, _, _ in pending:
-        if await redis.exists(keys("ad-confirmed", session_id, str(index))):
-            if len(confirmed) > 100_000:
-                confirmed.clear()
-            confirmed.add((session_id, index))
+    done = await confirm_pods(
+        redis, keys, session_id=session_id, pods=pending, content_time=content_time
+    )
+    if len(confirmed) > 100_000:
+        confirmed.clear()
+    confirmed.update((session_id, index) for index in done)

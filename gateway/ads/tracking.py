@@ -94,8 +94,9 @@ async def confirm_pods(
     session_id: str,
     pods: Sequence[tuple[int, float, Sequence[tuple[str, str]]]],
     content_time: float,
-) -> None:
-    """Confirm the impressions of every started pod placed before ``content_time``.
+) -> list[int]:
+    """Confirm the impressions of every started pod placed before ``content_time``;
+    returns the indices of the pods that are now confirmed (by this call or earlier).
 
     ``pods`` is (pod index, pod's content position, [(ad id, campaign id)]); a pod at
     content position P is followed by the content segment starting at P, so fetching
@@ -103,11 +104,13 @@ async def confirm_pods(
     segment was fetched in this session count. Each pod is confirmed once per session
     (a Redis SET NX guards the stream; the table's unique key guards the rest).
     """
+    done: list[int] = []
     for index, at_s, ads in pods:
         if content_time < at_s:
             continue
         if not await redis.exists(keys("ad-started", session_id, str(index))):
             continue
+        done.append(index)
         guard = keys("ad-confirmed", session_id, str(index))
         if not await redis.set(guard, b"1", nx=True, ex=2 * 86400):
             continue
@@ -121,3 +124,4 @@ async def confirm_pods(
                 pod_index=index,
                 events=["confirmed_impression"],
             )
+    return done
