@@ -173,7 +173,7 @@ class AuthService:
 
     async def logout(self, claims: AccessClaims, refresh_token: str | None = None) -> None:
         """Blacklist this access token until it expires and revoke its refresh family."""
-        ttl = max(1, claims.exp + JWT_LEEWAY_S - int(self._clock()))
+        ttl = max(1, claims.exp + JWT_LEEWAY_S - int(self.clock()))
         await self.pool.execute(
             """INSERT INTO revoked_tokens (jti, user_id, expires_at)
                VALUES ($1, $2, to_timestamp($3)) ON CONFLICT (jti) DO NOTHING""",
@@ -208,7 +208,7 @@ class AuthService:
         """Verify an access token: signature, expiry, and not revoked (jti or family)."""
         keys = self.keystore.keys
         claims = decode_jwt(
-            token, public_keys=keys.jwt_public, now=int(self._clock()), leeway=JWT_LEEWAY_S
+            token, public_keys=keys.jwt_public, now=int(self.clock()), leeway=JWT_LEEWAY_S
         )
         if await self.is_revoked(claims):
             raise TokenRevoked("access token revoked")
@@ -258,10 +258,7 @@ class AuthService:
     # ------------------------------------------------------------ internals
 
     def _now(self) -> datetime:
-        return datetime.fromtimestamp(self._clock(), tz=UTC)
-
-    def _clock(self) -> float:
-        return self.clock()
+        return datetime.fromtimestamp(self.clock(), tz=UTC)
 
     async def _insert_refresh(self, conn: asyncpg.Connection, family_id: uuid.UUID) -> str:
         token = new_refresh_token()
@@ -296,7 +293,7 @@ class AuthService:
             email=row["email"],
             role=cast(Role, row["role"]),
             plan=cast(Plan, row["plan"]),
-            now=int(self._clock()),
+            now=int(self.clock()),
             sid=family_id,
         )
         token = encode_jwt(claims.to_payload(), kid=keys.jwt_kid, private_key=keys.jwt_private)
