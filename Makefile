@@ -27,12 +27,13 @@ unit: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench-tokens: $(STAMP)
-	$(BIN)/python -m tokens.bench
+	$(BIN)/python -m loadtest.bench_tokens
 
 bench-hls: $(STAMP)
-	$(BIN)/python -m gateway.hls.bench
+	$(BIN)/python -m loadtest.bench_hls
 
 # gateway vs nginx serving the same bytes (wrk); installs wrk and nginx if missing
 bench-edge: $(STAMP)

@@ -16,10 +16,11 @@ import orjson
 from aiohttp import web
 
 from admin.publish import generate_ad
-from gateway.ads.inventory import bump_version
-from kush.db import audit
-from kush.errors import BadRequest, NotFound, Unprocessable
-from kush.web import (
+from origin import OriginStore
+from runtime.db import audit
+from runtime.errors import BadRequest, NotFound, Unprocessable
+from runtime.signals import bump_ad_inventory
+from runtime.web import (
     json_response,
     pg_key,
     read_json,
@@ -28,8 +29,7 @@ from kush.web import (
     rkeys_key,
     settings_key,
 )
-from origin import OriginStore
-from tokens.views import require_role
+from tokens.service.views import require_role
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ async def _changed(
     details: dict[str, Any] | None = None,
 ) -> None:
     app = request.app
-    await bump_version(app[redis_key], app[rkeys_key])
+    await bump_ad_inventory(app[redis_key], app[rkeys_key])
     await audit(
         app[pg_key],
         action=action,
@@ -178,7 +178,7 @@ async def _generate(app: web.Application, ad_id: str, seconds: float) -> None:
                 duration_s=seconds,
                 work_dir=app[settings_key].data_dir / "work",
             )
-        await bump_version(app[redis_key], app[rkeys_key])
+        await bump_ad_inventory(app[redis_key], app[rkeys_key])
     except Exception:
         log.exception("generating ad %s failed", ad_id)
         await app[pg_key].execute("UPDATE ads SET status = 'draft' WHERE id = $1", uuid.UUID(ad_id))

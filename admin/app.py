@@ -10,10 +10,10 @@ from aiohttp import web
 from admin.ads import admin_origin_key, background_key
 from admin.ads import setup_routes as setup_ad_routes
 from admin.openapi import openapi
-from gateway.origins import create_origin
-from kush.settings import Settings
-from kush.web import base_app, settings_key
-from tokens.views import auth_ctx
+from origin.factory import create_origin
+from runtime.settings import Settings
+from runtime.web import base_app, settings_key
+from tokens.service.views import auth_ctx
 
 
 async def _resources_ctx(app: web.Application) -> AsyncIterator[None]:

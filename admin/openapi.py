@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from kush.web import json_response
+from runtime.web import json_response
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 

@@ -8,8 +8,6 @@ from aiohttp import web
 
 from gateway.ads.inventory import Inventory
 from gateway.ads.service import AdLibrary, Stitcher
-from gateway.hls import ForeignUriError, PlaylistError
-from gateway.origins import create_origin
 from gateway.pages import setup_routes as setup_page_routes
 from gateway.playback import PlaylistCache
 from gateway.views import (
@@ -23,14 +21,16 @@ from gateway.views import (
     stitcher_key,
 )
 from gateway.views import setup_routes as setup_playback_routes
-from kush.errors import ApiError, NotFound, ServiceUnavailable, Unauthorized
-from kush.settings import Settings
-from kush.web import base_app, error_mappers_key, pg_key, redis_key, rkeys_key, settings_key
+from hls import ForeignUriError, PlaylistError
 from origin import InvalidObjectKey, ObjectNotFound, ObjectTooLarge, OriginUnavailable
+from origin.factory import create_origin
+from runtime.errors import ApiError, NotFound, ServiceUnavailable, Unauthorized
+from runtime.settings import Settings
+from runtime.web import base_app, error_mappers_key, pg_key, redis_key, rkeys_key, settings_key
 from tokens import TokenError
-from tokens.sessions import SessionStore
-from tokens.views import auth_ctx, auth_key
-from tokens.views import setup_routes as setup_auth_routes
+from tokens.service.sessions import SessionStore
+from tokens.service.views import auth_ctx, auth_key
+from tokens.service.views import setup_routes as setup_auth_routes
 
 
 def map_domain_error(exc: Exception) -> ApiError | None:

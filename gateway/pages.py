@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from kush.errors import NotFound
-from kush.settings import DEFAULT_HLSJS_URL, Settings
-from kush.web import settings_key
+from runtime.errors import NotFound
+from runtime.settings import DEFAULT_HLSJS_URL, Settings
+from runtime.web import settings_key
 
 log = logging.getLogger(__name__)
 

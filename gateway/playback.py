@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.hls import (
+from hls import (
     MasterTemplate,
     MediaPlaylist,
     PlaylistTemplate,
@@ -23,8 +23,8 @@ from gateway.hls import (
     parse_media_playlist,
     resolve_uri,
 )
-from kush.errors import Forbidden, NotFound
 from origin import OriginStore, object_key
+from runtime.errors import Forbidden, NotFound
 
 MAX_PLAYLIST_BYTES = 4 * 1024 * 1024
 RESUME_MIN_S = 30.0

@@ -32,13 +32,13 @@ from gateway.playback import (
     resume_offset,
     save_progress,
 )
-from kush.errors import BadRequest, Forbidden, NotFound, Unauthorized
-from kush.net import client_ip
-from kush.web import json_response, pg_key, read_json, redis_key, rkeys_key, settings_key
 from origin import OriginStore, object_key
+from runtime.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from runtime.net import client_ip
+from runtime.web import json_response, pg_key, read_json, redis_key, rkeys_key, settings_key
 from tokens import TokenError, ip_prefix_of, new_session_id, segment_token_ttl
-from tokens.sessions import PlaybackSession, SessionStore
-from tokens.views import authenticate, keystore_key
+from tokens.service.sessions import PlaybackSession, SessionStore
+from tokens.service.views import authenticate, keystore_key
 
 origin_key = web.AppKey("origin", OriginStore)
 playlists_key = web.AppKey("playlists", PlaylistCache)

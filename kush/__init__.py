@@ -1,5 +1,13 @@
-"""Kush Films edge: command line, settings and runtime shared by every service."""
+"""The ``kush`` command: the top layer, which imports the services it runs.
 
-from kush.settings import Settings, SettingsError
+Nothing below this package imports it (see ``docs/architecture.md``).
+"""
 
-__all__ = ["Settings", "SettingsError"]
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("kush-edge")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = ["__version__"]

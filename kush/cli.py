@@ -1,4 +1,9 @@
-"""The ``kush`` command: run the services, migrate, seed, rotate keys, inspect config."""
+"""The ``kush`` command: run the services, migrate, seed, rotate keys, inspect config.
+
+Every subcommand is one row of :data:`COMMANDS` (name, help, arguments, handler); the
+handlers import the service they run when they run it, so ``kush config`` does not load
+the gateway.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,17 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from kush.logs import setup_logging
-from kush.settings import Settings, SettingsError
+from kush import __version__
+from runtime.logs import setup_logging
+from runtime.settings import Settings, SettingsError
 
 log = logging.getLogger("kush")
-
-SHUTDOWN_GRACE_S = 8.0
 
 
 def _install_uvloop() -> None:
@@ -27,7 +30,8 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def _run(coro: Coroutine[Any, Any, int]) -> int:
+def run_async(coro: Coroutine[Any, Any, int]) -> int:
+    """Run one command's coroutine on uvloop."""
     _install_uvloop()
     return asyncio.run(coro)
 
@@ -35,47 +39,97 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 # ---------------------------------------------------------------- one-shot commands
 
 
-async def _migrate(settings: Settings) -> int:
-    from kush import db
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from runtime import db
 
-    conn = await db.connect(settings)
-    try:
-        applied = await db.migrate(conn, settings.db_schema)
-    finally:
-        await conn.close()
-    print(f"migrations applied: {len(applied)}" + (f" ({applied})" if applied else ""))
-    return 0
+    async def migrate() -> int:
+        conn = await db.connect(settings)
+        try:
+            applied = await db.migrate(conn, settings.db_schema)
+        finally:
+            await conn.close()
+        print(f"migrations applied: {len(applied)}" + (f" ({applied})" if applied else ""))
+        return 0
 
-
-async def prepare(settings: Settings) -> None:
-    """Migrations, signing keys and (in demo mode) demo data: what ``kush up`` runs first."""
-    from kush import db
-    from kush.seed import seed_demo_accounts
-
-    conn = await db.connect(settings)
-    try:
-        await db.migrate(conn, settings.db_schema)
-        for hook in PREPARE_HOOKS:
-            await hook(settings, conn)
-        if settings.is_demo:
-            await seed_demo_accounts(conn, settings.demo_password)
-            for hook in DEMO_SEED_HOOKS:
-                await hook(settings, conn)
-    finally:
-        await conn.close()
+    return run_async(migrate())
 
 
-# Later packages register start-up work here (signing keys, demo film...) without
-# the CLI importing the whole world.
-PrepareHook = Callable[[Settings, Any], Coroutine[Any, Any, None]]
-PREPARE_HOOKS: list[PrepareHook] = []
-DEMO_SEED_HOOKS: list[PrepareHook] = []
+def cmd_seed(settings: Settings, _args: argparse.Namespace) -> int:
+    from kush.seed import prepare
+
+    async def seed() -> int:
+        await prepare(settings)
+        return 0
+
+    return run_async(seed())
 
 
-def _config(settings: Settings) -> int:
+def cmd_config(settings: Settings, _args: argparse.Namespace) -> int:
     for name, value in settings.masked().items():
         print(f"{name:24} {value}")
     return 0
+
+
+def cmd_keys(settings: Settings, _args: argparse.Namespace) -> int:
+    from runtime import db
+    from tokens.keys import parse_master_key
+    from tokens.service.keystore import ensure_signing_keys, rotate_keys
+
+    async def rotate() -> int:
+        master = parse_master_key(settings.resolve_master_key())
+        conn = await db.connect(settings)
+        try:
+            await db.migrate(conn, settings.db_schema)
+            if not await ensure_signing_keys(conn, master):
+                await rotate_keys(conn, master)
+            rows = await conn.fetch(
+                """SELECT kid, purpose FROM signing_keys WHERE retired_at IS NULL
+                   ORDER BY purpose"""
+            )
+        finally:
+            await conn.close()
+        for row in rows:
+            print(f"current {row['purpose']} key: {row['kid']}")
+        return 0
+
+    return run_async(rotate())
+
+
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from admin.ingest import IngestError
+    from admin.publish import ingest_file
+    from origin.factory import create_origin
+    from runtime import db
+
+    source = Path(args.file)
+    if not source.is_file():
+        print(f"kush ingest: no such file: {source}", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        conn = await db.connect(settings)
+        origin = create_origin(settings)
+        try:
+            await db.migrate(conn, settings.db_schema)
+            movie_id = await ingest_file(
+                conn,
+                origin,
+                source,
+                title=args.title or source.stem,
+                work_dir=settings.data_dir / "work",
+                publish=not args.draft,
+                on_progress=lambda f: print(f"\r  transcoding {f:4.0%}", end="", flush=True),
+            )
+        except IngestError as err:
+            print(f"\nkush ingest: {err}", file=sys.stderr)
+            return 1
+        finally:
+            await origin.close()
+            await conn.close()
+        print(f"\n{'draft' if args.draft else 'published'}: {movie_id}")
+        return 0
+
+    return run_async(run())
 
 
 # ---------------------------------------------------------------- long-running services
@@ -102,58 +156,10 @@ def _serve(settings: Settings, service: str, port: int) -> int:
     return 0
 
 
-def _worker(settings: Settings) -> int:
-    from kush.worker import run_worker
+def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
+    from kush.supervisor import Supervisor
 
-    return _run(run_worker(settings))
-
-
-class Supervisor:
-    """Runs child processes, forwards SIGINT/SIGTERM, and stops them all together."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self.stopping = False
-
-    def spawn(self, name: str, args: Sequence[str]) -> None:
-        cmd = [sys.executable, "-m", "kush", *args]
-        self.children.append((name, subprocess.Popen(cmd, env=self.env)))  # noqa: S603
-
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        self.stopping = True
-
-    def wait(self) -> int:
-        """Block until a signal arrives or a child dies; then stop every child."""
-        signal.signal(signal.SIGINT, self._on_signal)
-        signal.signal(signal.SIGTERM, self._on_signal)
-        code = 0
-        while not self.stopping:
-            for name, proc in self.children:
-                if proc.poll() is not None:
-                    log.error("%s exited with status %s; stopping", name, proc.returncode)
-                    self.stopping = True
-                    code = 1
-            time.sleep(0.2)
-        self.stop()
-        return code
-
-    def stop(self) -> None:
-        for _, proc in self.children:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + SHUTDOWN_GRACE_S
-        for name, proc in self.children:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in time; killing it", name)
-                proc.kill()
-                proc.wait()
-
-
-def _gateway_workers(settings: Settings, workers: int | None) -> int:
-    count = workers or settings.gateway_workers
+    count = args.workers or settings.gateway_workers
     if count <= 1:
         return _serve(settings, "gateway", settings.gateway_port)
     sup = Supervisor(dict(os.environ))
@@ -162,9 +168,21 @@ def _gateway_workers(settings: Settings, workers: int | None) -> int:
     return sup.wait()
 
 
-def _up(settings: Settings, workers: int | None) -> int:
+def cmd_admin(settings: Settings, _args: argparse.Namespace) -> int:
+    return _serve(settings, "admin", settings.admin_port)
+
+
+def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
+    from kush.worker import run_worker
+
+    return run_async(run_worker(settings))
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     """Everything on one machine: embedded services when unconfigured, demo data, URLs."""
-    from kush.embedded import EmbeddedServices
+    from kush.seed import prepare
+    from kush.supervisor import Supervisor
+    from runtime.embedded import EmbeddedServices
 
     embedded = EmbeddedServices()
     env = dict(os.environ)
@@ -176,9 +194,14 @@ def _up(settings: Settings, workers: int | None) -> int:
         if settings.is_demo and not settings.master_key:
             env["KUSH_MASTER_KEY"] = settings.resolve_master_key()
         effective = Settings.from_env(env)
-        _run(_prepare_ok(effective))
+
+        async def prepare_all() -> int:
+            await prepare(effective)
+            return 0
+
+        run_async(prepare_all())
         sup = Supervisor(env)
-        count = workers or min(effective.gateway_workers, 2)
+        count = args.workers or min(effective.gateway_workers, 2)
         sup.spawn("gateway", ["gateway", "--workers", str(count)])
         sup.spawn("admin", ["admin"])
         sup.spawn("worker", ["worker"])
@@ -186,11 +209,6 @@ def _up(settings: Settings, workers: int | None) -> int:
         return sup.wait()
     finally:
         embedded.stop()
-
-
-async def _prepare_ok(settings: Settings) -> int:
-    await prepare(settings)
-    return 0
 
 
 def _print_banner(settings: Settings) -> None:
@@ -211,34 +229,62 @@ def _print_banner(settings: Settings) -> None:
     print("\n".join(lines), flush=True)
 
 
-# ---------------------------------------------------------------- entry point
+# ---------------------------------------------------------------- the command table
+
+
+def _no_args(_parser: argparse.ArgumentParser) -> None:
+    return None
+
+
+def _workers_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=None, help="gateway worker processes")
+
+
+def _ingest_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="the source video")
+    parser.add_argument("--title", help="film title (default: the file name)")
+    parser.add_argument("--draft", action="store_true", help="do not publish it yet")
+
+
+def _keys_args(parser: argparse.ArgumentParser) -> None:
+    keys_sub = parser.add_subparsers(dest="keys_command", required=True)
+    keys_sub.add_parser("rotate", help="make new current keys; old ones verify until expiry")
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One ``kush`` subcommand."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[Settings, argparse.Namespace], int]
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("up", "run everything with embedded defaults and demo data", _workers_arg, cmd_up),
+    Command("gateway", "run the gateway", _workers_arg, cmd_gateway),
+    Command("admin", "run the admin service", _no_args, cmd_admin),
+    Command("worker", "run background jobs", _no_args, cmd_worker),
+    Command("migrate", "apply database migrations", _no_args, cmd_migrate),
+    Command("seed", "create signing keys and (demo mode) the demo data", _no_args, cmd_seed),
+    Command("config", "print the effective settings, secrets masked", _no_args, cmd_config),
+    Command("keys", "signing keys", _keys_args, cmd_keys),
+    Command("ingest", "transcode a video file into the HLS ladder", _ingest_args, cmd_ingest),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kush", description=__doc__)
+    parser = argparse.ArgumentParser(prog="kush", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"kush {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="run everything with embedded defaults and demo data")
-    up.add_argument("--workers", type=int, default=None, help="gateway worker processes")
-    gw = sub.add_parser("gateway", help="run the gateway")
-    gw.add_argument("--workers", type=int, default=None, help="processes sharing the port")
-    sub.add_parser("admin", help="run the admin service")
-    sub.add_parser("worker", help="run background jobs")
-    sub.add_parser("migrate", help="apply database migrations")
-    sub.add_parser("seed", help="create the demo data (demo mode)")
-    sub.add_parser("config", help="print the effective settings, secrets masked")
-    for extra in EXTRA_COMMANDS:
-        extra(sub)
+    for command in COMMANDS:
+        command.add_arguments(sub.add_parser(command.name, help=command.help))
     return parser
-
-
-ExtraCommand = Callable[[Any], None]
-EXTRA_COMMANDS: list[ExtraCommand] = []
-COMMAND_HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kush`` console script."""
-    _load_plugins()
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -246,27 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kush: configuration error: {err}", file=sys.stderr)
         return 2
     setup_logging(settings.log_format, settings.log_level)
-    command: str = args.command
-    if command == "up":
-        return _up(settings, args.workers)
-    if command == "gateway":
-        return _gateway_workers(settings, args.workers)
-    if command == "admin":
-        return _serve(settings, "admin", settings.admin_port)
-    if command == "worker":
-        return _worker(settings)
-    if command == "migrate":
-        return _run(_migrate(settings))
-    if command == "seed":
-        return _run(_prepare_ok(settings))
-    if command == "config":
-        return _config(settings)
-    return COMMAND_HANDLERS[command](settings, args)
-
-
-def _load_plugins() -> None:
-    """Import the modules that register extra commands and start-up hooks."""
-    import kush.plugins  # noqa: F401
+    handlers = {command.name: command.run for command in COMMANDS}
+    return handlers[args.command](settings, args)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Demo data for ``kush up`` in demo mode: the four demo accounts with their plans."""
+"""What ``kush up`` prepares before the services start: migrations, signing keys and,
+in demo mode, the demo accounts, the demo film and the demo ad."""
 
 from __future__ import annotations
 
@@ -7,9 +8,17 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from admin.publish import seed_demo_ads, seed_demo_film
+from origin.factory import create_origin
+from runtime import db
+from runtime.settings import Settings
+from tokens.keys import parse_master_key
 from tokens.passwords import hash_password, verify_password
+from tokens.service.keystore import ensure_signing_keys
 
 log = logging.getLogger(__name__)
+
+DEMO_AD_SECONDS = 12.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,3 +80,29 @@ async def seed_demo_accounts(conn: asyncpg.Connection, password: str) -> int:
     if created:
         log.info("seeded %d demo accounts", created)
     return created
+
+
+async def prepare(settings: Settings) -> None:
+    """Migrations, signing keys and (in demo mode) demo data: what ``kush up`` runs first."""
+    conn = await db.connect(settings)
+    try:
+        await db.migrate(conn, settings.db_schema)
+        await ensure_signing_keys(conn, parse_master_key(settings.resolve_master_key()))
+        if settings.is_demo:
+            await seed_demo_accounts(conn, settings.demo_password)
+            await seed_demo_media(settings, conn)
+    finally:
+        await conn.close()
+
+
+async def seed_demo_media(settings: Settings, conn: asyncpg.Connection) -> None:
+    """The generated demo film and demo ad, unless ``KUSH_SEED_DEMO_FILM`` turns them off."""
+    if not settings.seed_demo_film:
+        return
+    origin = create_origin(settings)
+    work_dir = settings.data_dir / "work"
+    try:
+        await seed_demo_film(conn, origin, duration_s=settings.demo_film_seconds, work_dir=work_dir)
+        await seed_demo_ads(conn, origin, duration_s=DEMO_AD_SECONDS, work_dir=work_dir)
+    finally:
+        await origin.close()

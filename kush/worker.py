@@ -1,4 +1,4 @@
-"""``kush worker``: background jobs (housekeeping now; ad events and ingest later)."""
+"""``kush worker``: runs every background job in :data:`JOBS` until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
@@ -6,33 +6,18 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 import asyncpg
-from redis.asyncio import Redis
 
-from kush import db
-from kush.redis import Keys, create_redis
-from kush.settings import Settings
+from gateway.ads.writer import ad_events_job
+from runtime import db
+from runtime.jobs import Job, WorkerContext
+from runtime.redis import create_redis
+from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_EVERY_S = 300.0
-
-
-class WorkerContext:
-    """What every background job gets: settings, the pool, Redis and the key builder."""
-
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: Redis) -> None:
-        self.settings = settings
-        self.pool = pool
-        self.redis = redis
-        self.keys = Keys(settings.redis_prefix)
-
-
-Job = Callable[[WorkerContext, asyncio.Event], Coroutine[Any, Any, None]]
-JOBS: list[Job] = []
 
 
 async def housekeeping(ctx: WorkerContext, stop: asyncio.Event) -> None:
@@ -49,7 +34,8 @@ async def housekeeping(ctx: WorkerContext, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=HOUSEKEEPING_EVERY_S)
 
 
-JOBS.append(housekeeping)
+#: Every job the worker runs, written out (one process runs them all).
+JOBS: tuple[Job, ...] = (housekeeping, ad_events_job)
 
 
 async def run_worker(settings: Settings) -> int:

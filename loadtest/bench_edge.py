@@ -36,10 +36,10 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from kush import db
-from kush.embedded import EmbeddedServices
 from kush.seed import seed_demo_accounts
-from kush.settings import Settings
+from runtime import db
+from runtime.embedded import EmbeddedServices
+from runtime.settings import Settings
 
 SEGMENTS = 1200
 SEGMENT_BYTES = 1024 * 1024

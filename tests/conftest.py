@@ -24,11 +24,11 @@ from redis.asyncio import Redis
 
 from admin.ingest import HlsPackage, build_demo_film
 from admin.publish import record_ad_package, record_package, upload_ad_package, upload_package
-from kush import db
-from kush.embedded import EmbeddedServices
 from kush.seed import seed_demo_accounts
-from kush.settings import Settings
 from origin import LocalOrigin
+from runtime import db
+from runtime.embedded import EmbeddedServices
+from runtime.settings import Settings
 
 TEST_MASTER_KEY = "dGVzdC1tYXN0ZXIta2V5LXRlc3QtbWFzdGVyLWtleSE"
 

@@ -42,7 +42,7 @@ Why BLAKE2s for the per-path MAC
 
 The budget is "well under 1 ms" of CPU to tokenize the 1 200 URIs of a two-hour film.
 Medians measured on this machine (CPython 3.11.7, one pinned core, a loaded 2-vCPU Xeon;
-``python -m tokens.bench`` prints current figures), 1 200 paths of ~60 bytes, MACs plus
+``python -m loadtest.bench_tokens`` prints current figures), 1 200 paths of ~60 bytes, MACs plus
 the base64 assembly:
 
 * ``hmac.digest(K_s, path, "sha256")`` per path: 2.4 ms;

@@ -1,8 +1,9 @@
 """Ad inventory from PostgreSQL, cached per process, invalidated by admin changes.
 
-Admin writes bump ``ads:version`` in Redis; a gateway reloads when the version changed
-or its copy is older than ``INVENTORY_TTL_S``. Delivery counts for caps come from the
-``ad_events`` table (the billing truth) with the same cache; per-viewer frequency counts
+Admin writes bump ``ads:version`` in Redis (``runtime.signals``); a gateway reloads when
+the version changed or its copy is older than ``INVENTORY_TTL_S``. Delivery counts for
+caps come from the ``ad_events`` table (the billing truth) with the same cache; per-viewer
+frequency counts
 live in Redis (``freq:<campaign>:<user>:<day>``), incremented when a session is planned.
 """
 
@@ -17,7 +18,8 @@ import asyncpg
 from redis.asyncio import Redis
 
 from gateway.ads.decide import Campaign, Counts, Creative
-from kush.redis import Keys
+from runtime.redis import Keys
+from runtime.signals import ad_inventory_version_key
 
 INVENTORY_TTL_S = 10.0
 FREQUENCY_TTL_S = 2 * 86400
@@ -33,11 +35,6 @@ class Policy:
     postroll: bool = False
     max_pod_s: float = 60.0
     max_ads_per_pod: int = 2
-
-
-async def bump_version(redis: Redis, keys: Keys) -> None:
-    """Tell every gateway that the inventory changed."""
-    await redis.incr(keys("ads", "version"))
 
 
 def _set(values: list[str] | None) -> frozenset[str] | None:
@@ -59,7 +56,7 @@ class Inventory:
 
     async def campaigns(self) -> list[Campaign]:
         """Active campaigns (reloaded when stale or when an admin changed something)."""
-        version = await self.redis.get(self.keys("ads", "version"))
+        version = await self.redis.get(ad_inventory_version_key(self.keys))
         if version != self._version or time.monotonic() - self._loaded_at > INVENTORY_TTL_S:
             await self._reload()
             self._version = version

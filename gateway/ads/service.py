@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from gateway.ads.decide import Viewer, campaign_uses, decide_pods, eligible_campaigns
 from gateway.ads.inventory import Inventory
 from gateway.ads.tracking import confirm_pods, emit, segment_events
-from gateway.hls import (
+from hls import (
     AdCreative,
     AdMedia,
     BreakPolicy,
@@ -29,8 +29,8 @@ from gateway.hls import (
     plan_break_times,
     stitch_media_playlist,
 )
-from kush.redis import Keys
 from origin import OriginStore, object_key
+from runtime.redis import Keys
 
 AD_LIBRARY_TTL_S = 60.0
 MAX_STITCHED = 1024

@@ -21,7 +21,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from kush.redis import Keys
+from runtime.redis import Keys
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from gateway.ads.tracking import stream_key
-from kush.redis import Keys
+from runtime.jobs import WorkerContext
+from runtime.redis import Keys
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ async def drain_once(
     return total
 
 
-async def ad_events_job(ctx: Any, stop: asyncio.Event) -> None:
+async def ad_events_job(ctx: WorkerContext, stop: asyncio.Event) -> None:
     """Run until ``stop``: keep the table in step with the stream."""
     consumer = consumer_name()
     while not stop.is_set():

@@ -18,7 +18,7 @@ from playwright.async_api import Response, async_playwright
 
 from gateway.app import create_app
 from gateway.pages import STATIC_DIR
-from kush.settings import Settings
+from runtime.settings import Settings
 from tests.e2e.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,

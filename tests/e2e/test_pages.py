@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
 from gateway.pages import STATIC_DIR, content_security_policy
-from kush.settings import Settings
+from runtime.settings import Settings
 
 
 @pytest.fixture

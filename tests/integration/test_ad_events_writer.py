@@ -9,9 +9,9 @@ from redis.asyncio import Redis
 
 from gateway.ads.tracking import emit, stream_key
 from gateway.ads.writer import GROUP, drain_once, ensure_group
-from kush import db
-from kush.redis import Keys
-from kush.settings import Settings
+from runtime import db
+from runtime.redis import Keys
+from runtime.settings import Settings
 
 
 async def test_exactly_once_through_a_crash_and_a_replay(settings: Settings, redis: Redis) -> None:

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from admin.app import create_app as create_admin
 from gateway.app import create_app as create_gateway
-from kush.settings import Settings
+from runtime.settings import Settings
 from tests.integration.conftest import DEMO_PASSWORD
 from tests.integration.helpers import bearer, register_and_login
 

@@ -11,9 +11,9 @@ from aiohttp.test_utils import TestClient
 from admin.app import create_app as create_admin
 from gateway.ads.writer import drain_once, ensure_group
 from gateway.app import create_app
-from kush import db
-from kush.redis import Keys
-from kush.settings import Settings
+from runtime import db
+from runtime.redis import Keys
+from runtime.settings import Settings
 from tests.conftest import DEMO_PASSWORD, AdFilm
 from tests.integration.helpers import bearer, ffmpeg_reads, register_and_login
 from tests.integration.test_playback import local, login, start, uris
@@ -100,7 +100,7 @@ async def test_events_counted_exactly_once_and_reported(
     keys = Keys(play_settings.redis_prefix)
     pool = await db.create_pool(play_settings)
     app = client.app
-    from kush.web import redis_key
+    from runtime.web import redis_key
 
     redis = app[redis_key]
     try:

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from admin.app import create_app as create_admin
 from gateway.app import create_app as create_gateway
-from kush.settings import Settings
+from runtime.settings import Settings
 from tests.integration.helpers import free_port
 
 AppFactory = Callable[[Settings], web.Application]
@@ -97,7 +97,7 @@ async def test_unknown_route_is_json_404(
 
 
 async def _echo(request: web.Request) -> web.Response:
-    from kush.web import json_response, read_json
+    from runtime.web import json_response, read_json
 
     return json_response(await read_json(request))
 
@@ -129,7 +129,7 @@ async def test_dependency_down_gives_503_with_retry_after(
     app = create_gateway(broken)
 
     async def uses_db(request: web.Request) -> web.Response:
-        from kush.web import json_response, pg_key
+        from runtime.web import json_response, pg_key
 
         return json_response({"n": await request.app[pg_key].fetchval("SELECT 1")})
 

@@ -13,11 +13,12 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from gateway.app import create_app
-from kush import db
-from kush.settings import Settings
+from runtime import db
+from runtime.settings import Settings
 from tests.integration.helpers import PASSWORD, bearer, new_email, register_and_login
 from tokens.keys import parse_master_key
-from tokens.keystore import rotate_keys
+from tokens.service.keystore import rotate_keys
+from tokens.service.views import keystore_key
 
 
 @pytest.fixture
@@ -204,7 +205,7 @@ async def test_jwks_and_rotation_with_tokens_in_flight(
         await rotate_keys(conn, parse_master_key(auth_settings.master_key or ""))
     finally:
         await conn.close()
-    keystore = client.app[__import__("tokens.views", fromlist=["keystore_key"]).keystore_key]
+    keystore = client.app[keystore_key]
     assert await keystore.reload()
     jwks = await (await client.get("/.well-known/jwks.json")).json()
     kids = {k["kid"] for k in jwks["keys"]}
@@ -243,7 +244,7 @@ async def test_forged_tokens_refused(client: TestClient) -> None:
 async def test_retired_key_leaves_the_jwks_after_its_tokens_expired(
     client: TestClient, auth_settings: Settings
 ) -> None:
-    from tokens.views import keystore_key
+    from tokens.service.views import keystore_key
 
     conn = await db.connect(auth_settings)
     try:

@@ -10,9 +10,9 @@ import asyncpg
 import pytest
 
 from admin.publish import DEMO_SLUG, seed_demo_ads, seed_demo_film
-from kush import db
-from kush.settings import Settings
 from origin import LocalOrigin
+from runtime import db
+from runtime.settings import Settings
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from kush.settings import Settings
+from runtime.settings import Settings
 from tests.integration.helpers import free_port
 
 pytestmark = pytest.mark.slow

@@ -14,8 +14,8 @@ import asyncpg
 import pytest
 
 from admin.ingest import generate_test_source
-from kush import db
-from kush.settings import Settings
+from runtime import db
+from runtime.settings import Settings
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@ import secrets
 import asyncpg
 import pytest
 
-from kush import db
-from kush.settings import Settings
+from runtime import db
+from runtime.settings import Settings
 
 
 async def _fresh_schema(settings: Settings) -> Settings:

@@ -12,8 +12,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
-from kush import db
-from kush.settings import Settings
+from runtime import db
+from runtime.settings import Settings
 from tests.integration.conftest import DEMO_PASSWORD, Film
 from tests.integration.helpers import bearer, ffmpeg_reads, register_and_login
 

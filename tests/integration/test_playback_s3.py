@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestClient
 from admin.publish import upload_package
 from gateway.app import create_app
 from gateway.views import origin_key
-from kush.settings import Settings
 from origin import S3Origin
+from runtime.settings import Settings
 from tests.integration.conftest import Film
 from tests.integration.test_playback import follow, local, login, start, uris
 from tests.support.moto_server import MotoServer

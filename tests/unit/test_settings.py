@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kush.settings import Settings, SettingsError
+from runtime.settings import Settings, SettingsError
 
 PRODUCTION_OK = {
     "KUSH_MODE": "production",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from gateway.hls import PlaylistTemplate
+from hls import PlaylistTemplate
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "playlists"
 ROOT = "/hls/abc123/"

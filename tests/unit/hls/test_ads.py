@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import m3u8
 import pytest
 
-from gateway.hls import (
+from hls import (
     AD_DATERANGE_CLASS,
     AdCreative,
     AdMedia,

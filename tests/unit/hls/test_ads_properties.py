@@ -12,7 +12,7 @@ from typing import Literal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.hls import (
+from hls import (
     AD_DATERANGE_CLASS,
     AdCreative,
     AdMedia,

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.hls import AttributeList, PlaylistError, Resolution, parse_attribute_list
-from gateway.hls.attributes import (
+from hls import AttributeList, PlaylistError, Resolution, parse_attribute_list
+from hls.attributes import (
     parse_decimal_float,
     parse_decimal_integer,
     parse_hex_sequence,

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import m3u8
 import pytest
 
-from gateway.hls import (
+from hls import (
     PlaylistTemplate,
     compile_master_playlist,
     compile_media_playlist,

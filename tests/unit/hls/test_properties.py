@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.hls import (
+from hls import (
     PlaylistError,
     compile_master_playlist,
     compile_media_playlist,

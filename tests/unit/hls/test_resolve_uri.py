@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.hls import ForeignUriError, PlaylistError, resolve_uri
+from hls import ForeignUriError, PlaylistError, resolve_uri
 
 ROOT = "/hls/abc123/"
 MEDIA = "/hls/abc123/720p/index.m3u8"

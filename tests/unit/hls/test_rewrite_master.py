@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.hls import (
+from hls import (
     ForeignUriError,
     MasterTemplate,
     PlaylistError,

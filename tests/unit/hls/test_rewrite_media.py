@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.hls import (
+from hls import (
     ForeignUriError,
     PlaylistError,
     PlaylistTemplate,
     compile_media_playlist,
 )
-from gateway.hls.lines import LineKind, split_lines
+from hls.lines import LineKind, split_lines
 from tests.unit.hls.helpers import (
     FOREIGN_MEDIA,
     MEDIA_CASES,

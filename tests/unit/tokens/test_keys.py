@@ -117,7 +117,7 @@ def test_parse_master_key(text: str) -> None:
 
 
 def test_parse_master_key_accepts_the_generated_demo_form() -> None:
-    # kush.settings generates secrets.token_urlsafe(32); tests/conftest.py uses this one.
+    # runtime.settings generates secrets.token_urlsafe(32); tests/conftest.py uses this one.
     assert parse_master_key("dGVzdC1tYXN0ZXIta2V5LXRlc3QtbWFzdGVyLWtleSE") == (
         b"test-master-key-test-master-key!"
     )

@@ -25,8 +25,8 @@ import asyncpg
 import orjson
 from redis.asyncio import Redis
 
-from kush.errors import Forbidden
-from kush.redis import Keys
+from runtime.errors import Forbidden
+from runtime.redis import Keys
 
 log = logging.getLogger(__name__)
 

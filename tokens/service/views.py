@@ -17,17 +17,17 @@ from typing import Any
 
 from aiohttp import web
 
-from kush import ratelimit
-from kush.errors import BadRequest, Forbidden, Unauthorized
-from kush.net import client_ip
-from kush.settings import Settings
-from kush.web import json_response, pg_key, read_json, redis_key, rkeys_key, settings_key
-from tokens.auth import REFRESH_TTL_S, AuthService, IssuedTokens, subject_key
+from runtime import ratelimit
+from runtime.errors import BadRequest, Forbidden, Unauthorized
+from runtime.net import client_ip
+from runtime.settings import Settings
+from runtime.web import json_response, pg_key, read_json, redis_key, rkeys_key, settings_key
 from tokens.errors import TokenError
 from tokens.jwt import ACCESS_TOKEN_TTL_S, AccessClaims
 from tokens.keys import parse_master_key
-from tokens.keystore import KeyStore
 from tokens.passwords import dummy_verify
+from tokens.service.auth import REFRESH_TTL_S, AuthService, IssuedTokens, subject_key
+from tokens.service.keystore import KeyStore
 
 auth_key = web.AppKey("auth", AuthService)
 keystore_key = web.AppKey("keystore", KeyStore)

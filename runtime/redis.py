@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from kush.settings import Settings
+from runtime.settings import Settings
 
 
 def create_redis(settings: Settings) -> Redis:

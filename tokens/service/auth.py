@@ -21,8 +21,8 @@ from typing import cast
 import asyncpg
 from redis.asyncio import Redis
 
-from kush.errors import Conflict, Unauthorized, Unprocessable
-from kush.redis import Keys
+from runtime.errors import Conflict, Unauthorized, Unprocessable
+from runtime.redis import Keys
 from tokens.errors import InvalidEmail, TokenError, TokenInvalid, TokenRevoked, WeakPassword
 from tokens.jwt import (
     ACCESS_TOKEN_TTL_S,
@@ -34,7 +34,6 @@ from tokens.jwt import (
     new_access_claims,
 )
 from tokens.keys import hash_refresh_token, new_refresh_token
-from tokens.keystore import JWT_LEEWAY_S, KeyStore
 from tokens.passwords import (
     check_password_policy,
     dummy_verify,
@@ -43,6 +42,7 @@ from tokens.passwords import (
     normalize_email,
     verify_password,
 )
+from tokens.service.keystore import JWT_LEEWAY_S, KeyStore
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import time
 
 from redis.asyncio import Redis
 
-from kush.errors import TooManyRequests
-from kush.redis import Keys
+from runtime.errors import TooManyRequests
+from runtime.redis import Keys
 
 
 async def hit(

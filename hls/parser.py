@@ -2,7 +2,7 @@
 
 Malformed input raises `PlaylistError` and nothing else, so callers can map one
 exception to one response. URIs are not resolved or checked here; that is the
-rewriter's job (`gateway.hls.rewrite`).
+rewriter's job (`hls.rewrite`).
 """
 
 import re

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kush.settings import Settings
 from origin import LocalOrigin, OriginStore, S3Origin
+from runtime.settings import Settings
 
 
 def create_origin(settings: Settings) -> OriginStore:

@@ -1,4 +1,4 @@
-"""Micro-benchmark of the token library: ``python -m tokens.bench``.
+"""Micro-benchmark of the token library: ``python -m loadtest.bench_tokens``.
 
 Runs on one core (pinned where the OS allows), times each operation over several repeats
 with ``time.perf_counter`` and prints medians. Not a test: the figures depend on the
@@ -183,7 +183,7 @@ def _bench_jwt() -> None:
 
 def main() -> None:
     """Run every benchmark and print the medians."""
-    print(f"tokens.bench: CPython {platform.python_version()}, {_pin_to_one_core()}")
+    print(f"loadtest.bench_tokens: CPython {platform.python_version()}, {_pin_to_one_core()}")
     paths = _paths(URIS_PER_FILM)
     _bench_segment(paths)
     _bench_alternatives(paths)

@@ -1,4 +1,4 @@
-"""Micro benchmark: ``python -m gateway.hls.bench [--segments N] [--repeat R]``.
+"""Micro benchmark: ``python -m loadtest.bench_hls [--segments N] [--repeat R]``.
 
 Prints the median time to compile and to render a VOD media playlist of N
 segments with one token per URI, and the same per-request work done with the
@@ -15,7 +15,7 @@ from .rewrite import compile_media_playlist
 
 ROOT = "/hls/0b6c7c55-0b1d-4a7e-9d4e-2f1f6a0c9e11/"
 PLAYLIST_PATH = ROOT + "720p/index.m3u8"
-SAMPLE_TOKEN = "v1.Zk9xX2ZhY2VfdG9rZW5fb2ZfNDNfY2hhcnNfXw.1717000000"  # noqa: S105 - fake
+SAMPLE_TOKEN = "v1.Zk9xX2ZhY2VfdG9rZW5fb2ZfNDNfY2hhcnNfXw.1717000000"
 
 
 def make_media_playlist(segments: int) -> str:

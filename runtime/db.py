@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from kush.settings import Settings
+from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class Migration:
 def load_migrations() -> list[Migration]:
     """All migrations shipped with the package, in version order."""
     found: list[Migration] = []
-    for entry in resources.files("kush.migrations").iterdir():
+    for entry in resources.files("runtime.migrations").iterdir():
         match = _MIGRATION_RE.match(entry.name)
         if match:
             found.append(

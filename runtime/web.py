@@ -25,8 +25,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.exposition import generate_latest
 from redis.asyncio import Redis
 
-from kush import db
-from kush.errors import (
+from runtime import db
+from runtime.errors import (
     ApiError,
     BadRequest,
     MethodNotAllowed,
@@ -34,9 +34,9 @@ from kush.errors import (
     PayloadTooLarge,
     ServiceUnavailable,
 )
-from kush.logs import request_id_var
-from kush.redis import Keys, create_redis
-from kush.settings import Settings
+from runtime.logs import request_id_var
+from runtime.redis import Keys, create_redis
+from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("kush.access")

@@ -283,7 +283,7 @@ def _media_pieces(
     """Check and rewrite a media playlist into pieces, remembering each line's own.
 
     Returns ``(lines, pieces, starts)``: ``pieces[starts[i]:starts[i + 1]]``
-    render ``lines[i]``. Shared with `gateway.hls.ads`, which splices ad pods
+    render ``lines[i]``. Shared with `hls.ads`, which splices ad pods
     between lines and so produces content URIs exactly as this module does.
     """
     lines = split_playlist(text)

@@ -19,7 +19,7 @@ from datetime import timedelta
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from kush.errors import ServiceUnavailable
+from runtime.errors import ServiceUnavailable
 from tokens.jwt import ACCESS_TOKEN_TTL_S, Jwks, jwks
 from tokens.keys import (
     generate_ed25519,
