@@ -8,38 +8,40 @@ from aiohttp import web
 
 from gateway.ads.inventory import Inventory
 from gateway.ads.service import AdLibrary, Stitcher
+from gateway.cors import add_cors_headers
+from gateway.errors import GatewayError, Missing, Refused, TokenRequired
+from gateway.keys import playback_key
 from gateway.pages import setup_routes as setup_page_routes
-from gateway.playback import PlaylistCache
-from gateway.views import (
-    add_cors_headers,
-    confirmed_key,
-    inventory_key,
-    origin_key,
-    playlists_key,
-    progress_marks_key,
-    sessions_key,
-    stitcher_key,
-)
+from gateway.playback import Playback
+from gateway.playlists import PlaylistCache
 from gateway.views import setup_routes as setup_playback_routes
 from hls import ForeignUriError, PlaylistError
 from origin import InvalidObjectKey, ObjectNotFound, ObjectTooLarge, OriginUnavailable
 from origin.factory import create_origin
-from runtime.errors import ApiError, NotFound, ServiceUnavailable, Unauthorized
+from runtime.errors import ApiError, Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from runtime.settings import Settings
 from runtime.web import base_app, error_mappers_key, pg_key, redis_key, rkeys_key, settings_key
 from tokens import TokenError
-from tokens.service.sessions import SessionStore
+from tokens.service.sessions import SessionRefused, SessionStore
 from tokens.service.views import auth_ctx, auth_key
 from tokens.service.views import setup_routes as setup_auth_routes
 
 
 def map_domain_error(exc: Exception) -> ApiError | None:
-    """Domain exceptions of the libraries the gateway uses, as JSON errors."""
+    """Domain exceptions of the gateway and the libraries it uses, as JSON errors."""
+    if isinstance(exc, GatewayError):
+        if isinstance(exc, Missing):
+            return NotFound(exc.message, code=exc.code)
+        if isinstance(exc, Refused):
+            return Forbidden(exc.message, code=exc.code)
+        if isinstance(exc, TokenRequired):
+            return Unauthorized(exc.message, code=exc.code)
+        return ApiError(exc.message, code=exc.code)
+    if isinstance(exc, SessionRefused):
+        return Forbidden(exc.message, code=exc.code)
     if isinstance(exc, TokenError):
         return Unauthorized(str(exc) or "Invalid token", code=exc.code)
-    if isinstance(exc, InvalidObjectKey):
-        return NotFound("No such file", code="not_found")
-    if isinstance(exc, ObjectNotFound):
+    if isinstance(exc, InvalidObjectKey | ObjectNotFound):
         return NotFound("No such file", code="not_found")
     if isinstance(exc, OriginUnavailable):
         return ServiceUnavailable(
@@ -53,16 +55,21 @@ def map_domain_error(exc: Exception) -> ApiError | None:
 
 
 async def _playback_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The origin store, the playlist template cache and the session store."""
+    """The origin store, the playlist template cache, sessions and ads: the playback
+    domain's dependencies, built once per process."""
     origin = create_origin(app[settings_key])
-    app[origin_key] = origin
-    app[playlists_key] = PlaylistCache(origin)
     sessions = SessionStore(app[pg_key], app[redis_key], app[rkeys_key])
-    app[sessions_key] = sessions
-    app[progress_marks_key] = {}
-    app[inventory_key] = Inventory(app[pg_key], app[redis_key], app[rkeys_key])
-    app[stitcher_key] = Stitcher(AdLibrary(origin))
-    app[confirmed_key] = set()
+    app[playback_key] = Playback(
+        settings=app[settings_key],
+        pool=app[pg_key],
+        redis=app[redis_key],
+        keys=app[rkeys_key],
+        origin=origin,
+        playlists=PlaylistCache(origin),
+        sessions=sessions,
+        inventory=Inventory(app[pg_key], app[redis_key], app[rkeys_key]),
+        stitcher=Stitcher(AdLibrary(origin)),
+    )
     app[auth_key].family_revoked_hooks.append(sessions.end_family)
     yield
     await origin.close()

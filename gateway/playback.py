@@ -1,127 +1,84 @@
-"""Playback domain: entitlement rules, compiled playlist templates, progress.
+"""Playback domain: entitlement rules, starting sessions, the session's playlists, and
+the bookkeeping a segment fetch triggers.
 
-No HTTP here: the views parse the request, call these functions and build the response.
+No HTTP here: the views parse the request, call these functions and build the response;
+errors are the domain errors of ``gateway.errors``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
+from redis.asyncio import Redis
 
-from hls import (
-    MasterTemplate,
-    MediaPlaylist,
-    PlaylistTemplate,
-    compile_master_playlist,
-    compile_media_playlist,
-    parse_master_playlist,
-    parse_media_playlist,
-    resolve_uri,
+from gateway import repository
+from gateway.ads.inventory import Inventory
+from gateway.ads.service import Stitcher, confirm_after_content, plan_ads, track_ad_segment
+from gateway.errors import (
+    AgeRestricted,
+    GeoBlocked,
+    NotEntitled,
+    PlaybackTokenRejected,
+    SessionEnded,
 )
-from origin import OriginStore, object_key
-from runtime.errors import Forbidden, NotFound
+from gateway.playlists import PlaylistCache, hls_root
+from gateway.repository import Movie, Viewer
+from hls import ContentRendition, MasterTemplate
+from origin import OriginStore
+from runtime.redis import Keys
+from runtime.settings import Settings
+from tokens import SegmentKeyring, SessionSigner, TokenError, new_session_id, segment_token_ttl
+from tokens.service.sessions import AdPlan, PlaybackSession, SessionStore
 
-MAX_PLAYLIST_BYTES = 4 * 1024 * 1024
+log = logging.getLogger(__name__)
+
 RESUME_MIN_S = 30.0
 RESUME_END_MARGIN_S = 60.0
+PROGRESS_WRITE_EVERY_S = 20.0
+PROGRESS_MARKS_MAX = 50_000
 
 
-class NotEntitled(Forbidden):
-    code, message = "not_entitled", "Your plan does not include this"
+@dataclass(slots=True, kw_only=True)
+class Playback:
+    """What the playback domain works with, built once per gateway process."""
 
-
-class GeoBlocked(Forbidden):
-    code, message = "geo_blocked", "This film is not available in your country"
-
-
-class AgeRestricted(Forbidden):
-    code, message = "age_restricted", "This film is restricted by age"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Movie:
-    """What playback needs to know about a film."""
-
-    id: str
-    title: str
-    status: str
-    duration_s: float
-    min_age: int
-    geo_allow: tuple[str, ...] | None
-    geo_block: tuple[str, ...]
-    version: int
-    master_key: str | None
+    settings: Settings
+    pool: asyncpg.Pool
+    redis: Redis
+    keys: Keys
+    origin: OriginStore
+    playlists: PlaylistCache
+    sessions: SessionStore
+    inventory: Inventory
+    stitcher: Stitcher
+    #: (session, pod index) pairs whose impressions this process has confirmed
+    confirmed: set[tuple[str, int]] = field(default_factory=set)
+    #: when this process last wrote each session's progress (monotonic seconds)
+    progress_marks: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Viewer:
-    """The account starting playback, with its effective plan."""
+class Viewing:
+    """Who starts playback and from where, as the request tells it."""
 
-    id: str
-    birth_year: int | None
-    plan: str
-    max_height: int
-    max_streams: int
-    ads: bool
-
-
-async def load_movie(pool: asyncpg.Pool, movie_id: str) -> Movie:
-    """A published film, or 404."""
-    try:
-        key = uuid.UUID(movie_id)
-    except ValueError:
-        raise NotFound("No such film", code="movie_not_found") from None
-    row = await pool.fetchrow(
-        """SELECT id, title, status, duration_s, min_age, geo_allow, geo_block, version,
-                  master_key FROM movies WHERE id = $1""",
-        key,
-    )
-    if row is None or row["status"] != "published":
-        raise NotFound("No such film", code="movie_not_found")
-    return Movie(
-        id=str(row["id"]),
-        title=row["title"],
-        status=row["status"],
-        duration_s=float(row["duration_s"]),
-        min_age=row["min_age"],
-        geo_allow=tuple(row["geo_allow"]) if row["geo_allow"] is not None else None,
-        geo_block=tuple(row["geo_block"]),
-        version=row["version"],
-        master_key=row["master_key"],
-    )
+    user_id: str
+    family_id: str | None
+    country: str | None
+    region: str | None
+    client_ip: str | None
+    ip_prefix: str | None
+    user_agent: str | None
 
 
-async def load_viewer(pool: asyncpg.Pool, user_id: str) -> Viewer:
-    """The account and its plan's limits, read fresh (a JWT's plan may lag a payment)."""
-    row = await pool.fetchrow(
-        """SELECT u.id, u.birth_year, p.id AS plan, p.max_height, p.max_streams, p.ads
-             FROM users u
-             JOIN plans p ON p.id = coalesce(
-                 (SELECT s.plan_id FROM subscriptions s
-                   WHERE s.user_id = u.id AND s.status IN ('active', 'trialing', 'past_due')
-                   ORDER BY s.created_at DESC LIMIT 1), 'free')
-            WHERE u.id = $1 AND u.disabled_at IS NULL""",
-        uuid.UUID(user_id),
-    )
-    if row is None:
-        raise Forbidden("Account not found or disabled", code="account_disabled")
-    return Viewer(
-        id=str(row["id"]),
-        birth_year=row["birth_year"],
-        plan=row["plan"],
-        max_height=row["max_height"],
-        max_streams=row["max_streams"],
-        ads=row["ads"],
-    )
+# ------------------------------------------------------------------ rules
 
 
 def check_rules(movie: Movie, viewer: Viewer, country: str | None, *, year: int) -> None:
-    """Geo and age rules; raise the matching 403."""
+    """Geo and age rules; raise the matching domain error."""
     code = (country or "").strip().upper()
     known = len(code) == 2 and code.isalpha() and code not in {"XX", "T1"}
     if known and code in movie.geo_block:
@@ -133,142 +90,24 @@ def check_rules(movie: Movie, viewer: Viewer, country: str | None, *, year: int)
         raise AgeRestricted()
 
 
-def hls_root(movie_id: str) -> str:
-    """The URL path under which a film's HLS files are served."""
-    return f"/hls/{movie_id}/"
+def iso_utc(ts: int) -> str:
+    """Unix seconds as ISO 8601 UTC (``2026-11-29T14:00:00Z``)."""
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def origin_key_for(movie_id: str, *parts: str) -> str:
-    """The origin key for a film file; raises InvalidObjectKey for a bad component."""
-    return object_key("videos", movie_id, *parts)
+def now_year() -> int:
+    return time.gmtime().tm_year
 
 
-@dataclass(frozen=True, slots=True)
-class MediaEntry:
-    """A compiled media playlist, its source and parse, and each segment's start time
-    (for progress and ad confirmation)."""
-
-    template: PlaylistTemplate
-    starts: dict[str, float]
-    duration: float
-    text: str
-    parsed: MediaPlaylist
-
-    @property
-    def container(self) -> str:
-        """``fmp4`` when segments need an init section (EXT-X-MAP), else ``ts``."""
-        first = self.parsed.segments[0] if self.parsed.segments else None
-        return "fmp4" if first is not None and first.map is not None else "ts"
-
-
-class PlaylistCache:
-    """Origin playlists compiled once into templates, keyed by film version.
-
-    A re-ingest bumps ``movies.version``, which changes the key, so stale templates are
-    simply never asked for again (and age out of the bounded cache).
-    """
-
-    def __init__(self, origin: OriginStore, *, max_entries: int = 2048) -> None:
-        self.origin = origin
-        self.max_entries = max_entries
-        self._masters: dict[tuple[str, int, int, int], MasterTemplate] = {}
-        self._audio: dict[tuple[str, int], tuple[str, ...]] = {}
-        self._master_texts: dict[tuple[str, int], str] = {}
-        self._media: dict[tuple[str, int, str], MediaEntry] = {}
-
-    async def _read(self, key: str) -> str:
-        data = await self.origin.read_bytes(key, max_size=MAX_PLAYLIST_BYTES)
-        return data.decode("utf-8")
-
-    async def _master_text(self, movie: Movie) -> str:
-        """The origin master playlist of a film version, read once (each tier's template
-        and the audio list are built from it)."""
-        cache_key = (movie.id, movie.version)
-        text = self._master_texts.get(cache_key)
-        if text is None:
-            text = await self._read(movie.master_key or origin_key_for(movie.id, "master.m3u8"))
-            self._remember(self._master_texts, cache_key, text)
-        return text
-
-    async def master(self, movie: Movie, *, max_height: int, preferred: int) -> MasterTemplate:
-        cache_key = (movie.id, movie.version, max_height, preferred)
-        found = self._masters.get(cache_key)
-        if found is None:
-            text = await self._master_text(movie)
-            root = hls_root(movie.id)
-            found = compile_master_playlist(
-                text,
-                playlist_path=root + "master.m3u8",
-                root=root,
-                max_height=max_height,
-                preferred_height=preferred,
-            )
-            self._remember(self._masters, cache_key, found)
-        return found
-
-    async def audio_playlists(self, movie: Movie) -> tuple[str, ...]:
-        """URL paths of the film's alternate-audio playlists (EXT-X-MEDIA TYPE=AUDIO):
-        ad pods must line up in them as in the video renditions."""
-        cache_key = (movie.id, movie.version)
-        found = self._audio.get(cache_key)
-        if found is None:
-            text = await self._master_text(movie)
-            root = hls_root(movie.id)
-            found = tuple(
-                resolve_uri(r.uri, root + "master.m3u8", root)
-                for r in parse_master_playlist(text).renditions
-                if r.type == "AUDIO" and r.uri
-            )
-            self._remember(self._audio, cache_key, found)
-        return found
-
-    async def media(self, movie_id: str, version: int, rendition: str, name: str) -> MediaEntry:
-        cache_key = (movie_id, version, f"{rendition}/{name}")
-        found = self._media.get(cache_key)
-        if found is None:
-            text = await self._read(origin_key_for(movie_id, rendition, name))
-            root = hls_root(movie_id)
-            playlist_path = f"{root}{rendition}/{name}"
-            template = compile_media_playlist(text, playlist_path=playlist_path, root=root)
-            parsed = parse_media_playlist(text)
-            starts: dict[str, float] = {}
-            elapsed = 0.0
-            base = f"{root}{rendition}/"
-            for segment in parsed.segments:
-                path = segment.uri if segment.uri.startswith("/") else base + segment.uri
-                starts.setdefault(path.split("?", 1)[0], elapsed)
-                elapsed += segment.duration
-            found = MediaEntry(template, starts, elapsed, text, parsed)
-            self._remember(self._media, cache_key, found)
-        return found
-
-    def _remember(self, table: dict[Any, Any], key: Any, value: Any) -> None:
-        if len(table) >= self.max_entries:
-            table.pop(next(iter(table)))
-        table[key] = value
-
-
-async def movie_categories(pool: asyncpg.Pool, movie_id: str) -> frozenset[str]:
-    """Category slugs of a film (ad targeting)."""
-    rows = await pool.fetch(
-        """SELECT c.slug FROM movie_categories mc JOIN categories c ON c.id = mc.category_id
-            WHERE mc.movie_id = $1""",
-        uuid.UUID(movie_id),
-    )
-    return frozenset(r["slug"] for r in rows)
+# ------------------------------------------------------------------ progress
 
 
 async def resume_offset(pool: asyncpg.Pool, user_id: str, movie: Movie) -> float | None:
     """Where to resume a film left part-way, or None to start at the beginning."""
-    row = await pool.fetchrow(
-        """SELECT position_s, completed FROM watch_progress
-            WHERE user_id = $1 AND movie_id = $2""",
-        uuid.UUID(user_id),
-        uuid.UUID(movie.id),
-    )
-    if row is None or row["completed"]:
+    found = await repository.read_progress(pool, user_id, movie.id)
+    if found is None or found[1]:
         return None
-    position = float(row["position_s"])
+    position = found[0]
     if position < RESUME_MIN_S or position > movie.duration_s - RESUME_END_MARGIN_S:
         return None
     return position
@@ -277,27 +116,218 @@ async def resume_offset(pool: asyncpg.Pool, user_id: str, movie: Movie) -> float
 async def save_progress(
     pool: asyncpg.Pool, user_id: str, movie_id: str, position: float, duration: float | None
 ) -> None:
-    """Upsert the viewer's position; near the end counts as completed."""
+    """Record the viewer's position; near the end counts as completed."""
     completed = duration is not None and position >= duration - RESUME_END_MARGIN_S
-    await pool.execute(
-        """INSERT INTO watch_progress (user_id, movie_id, position_s, duration_s, completed)
-           VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (user_id, movie_id) DO UPDATE
-              SET position_s = EXCLUDED.position_s,
-                  duration_s = coalesce(EXCLUDED.duration_s, watch_progress.duration_s),
-                  completed = EXCLUDED.completed, updated_at = now()""",
-        uuid.UUID(user_id),
-        uuid.UUID(movie_id),
-        position,
-        duration,
-        completed,
+    await repository.write_progress(
+        pool, user_id, movie_id, position, duration, completed=completed
     )
 
 
-def iso_utc(ts: int) -> str:
-    """Unix seconds as ISO 8601 UTC (``2026-11-29T14:00:00Z``)."""
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+# ------------------------------------------------------------------ sessions
 
 
-def now_year() -> int:
-    return time.gmtime().tm_year
+async def start_session(pb: Playback, movie_id: str, who: Viewing) -> PlaybackSession:
+    """Check the film, the plan and the rules, decide the ad plan once, and store a new
+    session (refused beyond the plan's stream limit)."""
+    movie = await repository.load_movie(pb.pool, movie_id)
+    viewer = await repository.load_viewer(pb.pool, who.user_id)
+    check_rules(movie, viewer, who.country, year=now_year())
+    master = await pb.playlists.master(
+        movie, max_height=viewer.max_height, preferred=pb.settings.data_saver_height
+    )
+    if not master.variants:
+        raise NotEntitled("Your plan includes no rendition of this film")
+    renditions: tuple[ContentRendition, ...] = ()
+    ad_plan: AdPlan = ()
+    if viewer.ads:
+        # what the session's pods must line up across (ad sessions only)
+        renditions = await content_renditions(pb, movie, master)
+        entry = await pb.playlists.media(movie.id, movie.version, renditions[0].name, "index.m3u8")
+        ad_plan = await plan_ads(
+            pb.inventory,
+            user_id=viewer.id,
+            plan=viewer.plan,
+            country=who.country,
+            region=who.region,
+            categories=await repository.movie_categories(pb.pool, movie.id),
+            movie_id=movie.id,
+            content=entry.parsed,
+        )
+    now = int(time.time())
+    session = PlaybackSession(
+        id=new_session_id(),
+        user_id=viewer.id,
+        movie_id=movie.id,
+        plan=viewer.plan,
+        renditions=tuple(sorted(master.renditions)),
+        created_at=now,
+        expires_at=now + segment_token_ttl(movie.duration_s),
+        version=movie.version,
+        max_height=viewer.max_height,
+        content_renditions=renditions,
+        family_id=who.family_id,
+        ad_plan=ad_plan,
+        client_ip=who.client_ip,
+        ip_prefix=who.ip_prefix,
+        user_agent=who.user_agent,
+        country=who.country,
+        region=who.region,
+        start_offset=await resume_offset(pb.pool, viewer.id, movie),
+    )
+    await pb.sessions.create(session, max_streams=viewer.max_streams)
+    return session
+
+
+async def content_renditions(
+    pb: Playback, movie: Movie, master: MasterTemplate
+) -> tuple[ContentRendition, ...]:
+    """Every media playlist the session may play, in master order: what ad pods must
+    align across (video variants, then alternate audio)."""
+    root = hls_root(movie.id)
+    paths: list[tuple[str, int | None]] = [(v.path, v.height) for v in master.variants]
+    paths += [(path, None) for path in await pb.playlists.audio_playlists(movie)]
+    out: list[ContentRendition] = []
+    for path, height in paths:
+        rendition, _, name = path.removeprefix(root).partition("/")
+        entry = await pb.playlists.media(movie.id, movie.version, rendition, name)
+        out.append(ContentRendition(rendition, height, entry.container))
+    return tuple(out)
+
+
+def session_signer(ring: SegmentKeyring, session: PlaybackSession) -> SessionSigner:
+    """Signs the URIs of one session's playlists."""
+    return ring.session_signer(session.id, session.expires_at, ip_prefix=session.ip_prefix)
+
+
+async def authorize_uri(
+    pb: Playback,
+    ring: SegmentKeyring,
+    *,
+    token: str,
+    raw_path: str,
+    client_ip: str | None,
+    movie_id: str | None,
+) -> PlaybackSession:
+    """Verify one URI's token (no database) and load its live session (cached)."""
+    try:
+        claims = ring.verify(token, raw_path, now=int(time.time()), client_ip=client_ip)
+    except TokenError as err:
+        raise PlaybackTokenRejected(code=err.code) from err
+    session = await pb.sessions.get(claims.session_id)
+    if session is None:
+        raise SessionEnded()
+    if movie_id is not None and session.movie_id != movie_id:
+        raise PlaybackTokenRejected("Token does not match this film")
+    return session
+
+
+def check_rendition(session: PlaybackSession, rendition: str) -> None:
+    """The session's plan must include the rendition folder."""
+    if rendition not in session.renditions:
+        raise NotEntitled("Your plan does not include this rendition")
+
+
+def check_ad(session: PlaybackSession, ad_id: str) -> None:
+    """Only creatives planned in the session's pods may be fetched with its tokens."""
+    if ad_id not in session.ad_ids():
+        raise PlaybackTokenRejected("This ad is not part of the session")
+
+
+# ------------------------------------------------------------------ playlists
+
+
+async def master_text(pb: Playback, session: PlaybackSession, signer: SessionSigner) -> str:
+    """The session's tier-filtered master playlist with a token on every URI."""
+    movie = await repository.load_movie(pb.pool, session.movie_id)
+    master = await pb.playlists.master(
+        movie, max_height=session.max_height, preferred=pb.settings.data_saver_height
+    )
+    return master.render(signer.sign_many(master.paths), start_offset=session.start_offset)
+
+
+async def media_text(
+    pb: Playback, session: PlaybackSession, rendition: str, name: str, signer: SessionSigner
+) -> str:
+    """The session's media playlist: tokenized, with its ad pods stitched in if any."""
+    check_rendition(session, rendition)
+    entry = await pb.playlists.media(session.movie_id, session.version, rendition, name)
+    stitchable = [r for r in session.content_renditions if r.name == rendition]
+    if not session.ad_plan or not stitchable or entry.parsed.i_frames_only:
+        # no ads; or an I-frame (trick-play) or subtitle playlist, which carry no pods
+        return entry.template.render(
+            signer.sign_many(entry.template.paths), start_offset=session.start_offset
+        )
+    stitched = await pb.stitcher.stitched(
+        movie_id=session.movie_id,
+        version=session.version,
+        rendition=rendition,
+        name=name,
+        text=entry.text,
+        ad_plan=session.ad_plan,
+        renditions=session.content_renditions,
+        content_height=stitchable[0].height,
+        content_container=entry.container,
+    )
+    offset = session.start_offset
+    return stitched.render(
+        signer.sign_many(stitched.paths),
+        start_offset=stitched.output_time(offset) if offset is not None else None,
+    )
+
+
+# ------------------------------------------------------------------ segment bookkeeping
+
+
+async def record_content_fetch(
+    pb: Playback, session: PlaybackSession, rendition: str, path: str
+) -> None:
+    """Everything a content segment fetch means besides its bytes: the stream's
+    heartbeat, confirming ad pods the viewer played past, and the viewer's position
+    (throttled to one write per ``PROGRESS_WRITE_EVERY_S`` per session)."""
+    await pb.sessions.heartbeat(session)
+    marks = pb.progress_marks
+    now = time.monotonic()
+    due = now - marks.get(session.id, 0.0) >= PROGRESS_WRITE_EVERY_S
+    if not due and not session.ad_plan:
+        return
+    try:
+        entry = await pb.playlists.media(session.movie_id, session.version, rendition, "index.m3u8")
+    except Exception:  # bookkeeping is best effort: never fail a segment because of it
+        log.debug("no media playlist for progress of %s", rendition, exc_info=True)
+        return
+    start = entry.starts.get(path)
+    if start is None:
+        return
+    if session.ad_plan:
+        await confirm_after_content(
+            pb.redis,
+            pb.keys,
+            pb.confirmed,
+            session_id=session.id,
+            ad_plan=session.ad_plan,
+            content_time=start,
+        )
+    if not due:
+        return
+    if len(marks) > PROGRESS_MARKS_MAX:
+        marks.clear()
+    marks[session.id] = now
+    await save_progress(pb.pool, session.user_id, session.movie_id, start, entry.duration)
+
+
+async def record_ad_fetch(
+    pb: Playback, session: PlaybackSession, ad_id: str, rendition: str, path: str
+) -> None:
+    """An ad segment fetch: the stream's heartbeat and the ad's delivery events
+    (impression, quartiles, complete)."""
+    await pb.sessions.heartbeat(session)
+    await track_ad_segment(
+        pb.redis,
+        pb.keys,
+        pb.stitcher.library,
+        session_id=session.id,
+        ad_plan=session.ad_plan,
+        ad_id=ad_id,
+        rendition=rendition,
+        path=path,
+    )

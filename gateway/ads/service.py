@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import orjson
 from redis.asyncio import Redis
 
 from gateway.ads.decide import Viewer, campaign_uses, decide_pods, eligible_campaigns
@@ -20,6 +19,7 @@ from hls import (
     AdCreative,
     AdMedia,
     BreakPolicy,
+    ContentRendition,
     MediaPlaylist,
     Pod,
     StitchedPlaylist,
@@ -31,6 +31,7 @@ from hls import (
 )
 from origin import OriginStore, object_key
 from runtime.redis import Keys
+from tokens.service.sessions import AdPlan, PlannedAd, PlannedPod
 
 AD_LIBRARY_TTL_S = 60.0
 MAX_STITCHED = 1024
@@ -124,18 +125,18 @@ async def plan_ads(
     movie_id: str,
     content: MediaPlaylist,
     rng: random.Random | None = None,
-) -> dict[str, Any] | None:
-    """Decide the session's pods once; None when there is nothing to show."""
+) -> AdPlan:
+    """Decide the session's pods once; empty when there is nothing to show."""
     campaigns = await inventory.campaigns()
     if not campaigns:
-        return None
+        return ()
     viewer = Viewer(
         user_id=user_id, plan=plan, country=country, categories=categories, region=region
     )
     counts = await inventory.counts(user_id, [c.id for c in campaigns])
     eligible = eligible_campaigns(campaigns, viewer, counts, datetime.now(UTC))
     if not eligible:
-        return None
+        return ()
     policy = await inventory.policy(movie_id)
     times = plan_break_times(content, break_policy(policy))
     left = {
@@ -152,9 +153,16 @@ async def plan_ads(
         frequency_left=left,
     )
     if not pods:
-        return None
+        return ()
     await inventory.count_frequency(user_id, campaign_uses(pods))
-    return {"pods": pods}
+    return tuple(
+        PlannedPod(
+            index=p["index"],
+            at_s=p["at_s"],
+            ads=tuple(PlannedAd(a["ad_id"], a["campaign_id"]) for a in p["ads"]),
+        )
+        for p in pods
+    )
 
 
 class Stitcher:
@@ -166,17 +174,15 @@ class Stitcher:
         self._cache: dict[tuple[Any, ...], StitchedPlaylist] = {}
 
     async def pods_for(
-        self, ad_plan: dict[str, Any], renditions: Sequence[tuple[str, int | None, str]]
+        self, ad_plan: AdPlan, renditions: Sequence[ContentRendition]
     ) -> tuple[Pod, ...]:
         pods = [
             Pod(
-                index=int(p["index"]),
-                at_s=float(p["at_s"]),
-                ads=tuple(
-                    [await self.library.creative(a["ad_id"], a["campaign_id"]) for a in p["ads"]]
-                ),
+                index=p.index,
+                at_s=p.at_s,
+                ads=tuple([await self.library.creative(a.ad_id, a.campaign_id) for a in p.ads]),
             )
-            for p in ad_plan.get("pods", [])
+            for p in ad_plan
         ]
         return align_pods(pods, renditions)
 
@@ -188,12 +194,12 @@ class Stitcher:
         rendition: str,
         name: str,
         text: str,
-        ad_plan: dict[str, Any],
-        renditions: Sequence[tuple[str, int | None, str]],
+        ad_plan: AdPlan,
+        renditions: Sequence[ContentRendition],
         content_height: int | None,
         content_container: str,
     ) -> StitchedPlaylist:
-        key = (movie_id, version, rendition, name, orjson.dumps(ad_plan), tuple(renditions))
+        key = (movie_id, version, rendition, name, ad_plan, tuple(renditions))
         found = self._cache.get(key)
         if found is None:
             root = f"/hls/{movie_id}/"
@@ -217,13 +223,13 @@ async def track_ad_segment(
     library: AdLibrary,
     *,
     session_id: str,
-    ad_plan: dict[str, Any],
+    ad_plan: AdPlan,
     ad_id: str,
     rendition: str,
     path: str,
 ) -> None:
     """Turn one ad segment fetch into events (impression, quartiles, complete)."""
-    pods = [p for p in ad_plan.get("pods", []) if any(a["ad_id"] == ad_id for a in p["ads"])]
+    pods = [p for p in ad_plan if any(a.ad_id == ad_id for a in p.ads)]
     if not pods:
         return
     renditions = {r.media.name: r for r in await library.renditions(ad_id)}
@@ -239,22 +245,22 @@ async def track_ad_segment(
         # the first pod where this ad has not started yet is the one playing now
         pod = pods[-1]
         for candidate in pods:
-            seen = keys("ad-seen", session_id, str(candidate["index"]), ad_id)
+            seen = keys("ad-seen", session_id, str(candidate.index), ad_id)
             if await redis.set(seen, b"1", nx=True, ex=2 * 86400):
                 pod = candidate
                 break
-        await redis.set(current, str(pod["index"]), ex=2 * 86400)
+        await redis.set(current, str(pod.index), ex=2 * 86400)
     else:
         raw = await redis.get(current)
-        pod = next((p for p in pods if raw is not None and str(p["index"]) == _s(raw)), pods[0])
-    campaign = next(a["campaign_id"] for a in pod["ads"] if a["ad_id"] == ad_id)
+        pod = next((p for p in pods if raw is not None and str(p.index) == _s(raw)), pods[0])
+    campaign = next(a.campaign_id for a in pod.ads if a.ad_id == ad_id)
     await emit(
         redis,
         keys,
         session_id=session_id,
         ad_id=ad_id,
         campaign_id=campaign,
-        pod_index=int(pod["index"]),
+        pod_index=pod.index,
         events=segment_events(index, ad.starts, ad.duration),
     )
 
@@ -269,14 +275,14 @@ async def confirm_after_content(
     confirmed: set[tuple[str, int]],
     *,
     session_id: str,
-    ad_plan: dict[str, Any],
+    ad_plan: AdPlan,
     content_time: float,
 ) -> None:
     """Confirm every started pod the viewer has now played past (memoised per process)."""
     pending = [
-        (int(p["index"]), float(p["at_s"]), [(a["ad_id"], a["campaign_id"]) for a in p["ads"]])
-        for p in ad_plan.get("pods", [])
-        if (session_id, int(p["index"])) not in confirmed and float(p["at_s"]) <= content_time
+        (p.index, p.at_s, [(a.ad_id, a.campaign_id) for a in p.ads])
+        for p in ad_plan
+        if (session_id, p.index) not in confirmed and p.at_s <= content_time
     ]
     if not pending:
         return

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from gateway.app import create_app
 from runtime import db
 from runtime.settings import Settings
+from runtime.web import redis_key, rkeys_key
 from tests.integration.conftest import DEMO_PASSWORD, Film
 from tests.integration.helpers import bearer, ffmpeg_reads, register_and_login
 
@@ -180,6 +181,24 @@ async def test_stream_limit_and_end(client: TestClient, film: Film) -> None:
     third = await start(client, token, film.movie_id)
     assert third.status == 201
     await end_all(client, token, (await third.json())["session_id"])
+
+
+async def test_unreadable_stored_session_is_refused_not_a_crash(
+    client: TestClient, film: Film, play_settings: Settings
+) -> None:
+    """A session entry another release wrote (unknown format byte) reads as ended: a
+    clean 403, never a 500, and the entry is not trusted."""
+    token = await login(client, "premium")
+    body = await (await start(client, token, film.movie_id)).json()
+    redis = client.app[redis_key]
+    key = client.app[rkeys_key]("ps", body["session_id"])
+    await redis.set(key, b"\x7f" + b'{"id": "from the future"}', ex=60)
+    resp = await client.get(local(body["manifest_url"]))
+    assert resp.status == 403
+    assert (await resp.json())["error"]["code"] == "session_revoked"
+    assert (
+        await client.delete(f"/v1/playback/{body['session_id']}", headers=bearer(token))
+    ).status == 404
 
 
 async def test_logout_mid_playback_stops_segments_in_every_worker(

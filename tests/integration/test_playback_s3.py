@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from admin.publish import upload_package
 from gateway.app import create_app
-from gateway.views import origin_key
+from gateway.keys import playback_key
 from origin import S3Origin
 from runtime.settings import Settings
 from tests.integration.conftest import Film
@@ -88,7 +88,7 @@ async def test_s3_origin_down_gives_503_then_recovers(
         assert (await resp.json())["error"]["code"] == "origin_unavailable"
     finally:
         moto.restart()
-    store = client.app[origin_key]
+    store = client.app[playback_key].origin
     assert isinstance(store, S3Origin)
     async with asyncio.timeout(60):
         while True:

@@ -1,0 +1,68 @@
+"""Domain errors of the gateway: raised by playback, catalogue and HLS code, and turned
+into the JSON errors of DESIGN.md in one place (``gateway.app.map_domain_error``)."""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base: a stable machine ``code`` and a human ``message`` the player can show."""
+
+    code = "error"
+    message = "Request refused"
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        self.message = message or type(self).message
+        self.code = code or type(self).code
+        super().__init__(self.message)
+
+
+class Missing(GatewayError):
+    """Something asked for does not exist (or is not visible): 404."""
+
+
+class MovieNotFound(Missing):
+    code, message = "movie_not_found", "No such film"
+
+
+class SessionNotFound(Missing):
+    code, message = "session_not_found", "No such playback session"
+
+
+class Refused(GatewayError):
+    """Known caller, not allowed: 403."""
+
+
+class NotEntitled(Refused):
+    code, message = "not_entitled", "Your plan does not include this"
+
+
+class GeoBlocked(Refused):
+    code, message = "geo_blocked", "This film is not available in your country"
+
+
+class AgeRestricted(Refused):
+    code, message = "age_restricted", "This film is restricted by age"
+
+
+class AccountDisabled(Refused):
+    code, message = "account_disabled", "Account not found or disabled"
+
+
+class PlaybackTokenRejected(Refused):
+    """A segment token that does not verify (its code says why: expired, invalid...)."""
+
+    code, message = "invalid_token", "Invalid or expired playback token"
+
+
+class SessionEnded(Refused):
+    code, message = "session_revoked", "This playback session has ended"
+
+
+class HotlinkDenied(Refused):
+    code, message = "hotlink_denied", "Playback from this site is not allowed"
+
+
+class TokenRequired(GatewayError):
+    """No playback token at all: 401."""
+
+    code, message = "token_required", "A playback token is required"

@@ -1,0 +1,9 @@
+"""The gateway's typed application state, declared once."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.playback import Playback
+
+playback_key = web.AppKey("playback", Playback)

@@ -1,0 +1,271 @@
+"""The gateway's SQL: films, viewers and their plans, watch progress.
+
+Every query the gateway runs lives here; views and domain code call these functions and
+never write SQL themselves.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from gateway.errors import AccountDisabled, MovieNotFound
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Movie:
+    """What playback needs to know about a film."""
+
+    id: str
+    title: str
+    status: str
+    duration_s: float
+    min_age: int
+    geo_allow: tuple[str, ...] | None
+    geo_block: tuple[str, ...]
+    version: int
+    master_key: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Viewer:
+    """The account starting playback, with its effective plan."""
+
+    id: str
+    birth_year: int | None
+    plan: str
+    max_height: int
+    max_streams: int
+    ads: bool
+
+
+def _uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+async def load_movie(pool: asyncpg.Pool, movie_id: str) -> Movie:
+    """A published film, or :class:`MovieNotFound`."""
+    key = _uuid(movie_id)
+    if key is None:
+        raise MovieNotFound()
+    row = await pool.fetchrow(
+        """SELECT id, title, status, duration_s, min_age, geo_allow, geo_block, version,
+                  master_key FROM movies WHERE id = $1""",
+        key,
+    )
+    if row is None or row["status"] != "published":
+        raise MovieNotFound()
+    return Movie(
+        id=str(row["id"]),
+        title=row["title"],
+        status=row["status"],
+        duration_s=float(row["duration_s"]),
+        min_age=row["min_age"],
+        geo_allow=tuple(row["geo_allow"]) if row["geo_allow"] is not None else None,
+        geo_block=tuple(row["geo_block"]),
+        version=row["version"],
+        master_key=row["master_key"],
+    )
+
+
+async def load_viewer(pool: asyncpg.Pool, user_id: str) -> Viewer:
+    """The account and its plan's limits, read fresh (a JWT's plan may lag a payment)."""
+    row = await pool.fetchrow(
+        """SELECT u.id, u.birth_year, p.id AS plan, p.max_height, p.max_streams, p.ads
+             FROM users u
+             JOIN plans p ON p.id = coalesce(
+                 (SELECT s.plan_id FROM subscriptions s
+                   WHERE s.user_id = u.id AND s.status IN ('active', 'trialing', 'past_due')
+                   ORDER BY s.created_at DESC LIMIT 1), 'free')
+            WHERE u.id = $1 AND u.disabled_at IS NULL""",
+        uuid.UUID(user_id),
+    )
+    if row is None:
+        raise AccountDisabled()
+    return Viewer(
+        id=str(row["id"]),
+        birth_year=row["birth_year"],
+        plan=row["plan"],
+        max_height=row["max_height"],
+        max_streams=row["max_streams"],
+        ads=row["ads"],
+    )
+
+
+async def movie_categories(pool: asyncpg.Pool, movie_id: str) -> frozenset[str]:
+    """Category slugs of a film (ad targeting)."""
+    rows = await pool.fetch(
+        """SELECT c.slug FROM movie_categories mc JOIN categories c ON c.id = mc.category_id
+            WHERE mc.movie_id = $1""",
+        uuid.UUID(movie_id),
+    )
+    return frozenset(r["slug"] for r in rows)
+
+
+async def read_progress(
+    pool: asyncpg.Pool, user_id: str, movie_id: str
+) -> tuple[float, bool] | None:
+    """(position in seconds, completed) of a viewer in a film, if they started it."""
+    row = await pool.fetchrow(
+        """SELECT position_s, completed FROM watch_progress
+            WHERE user_id = $1 AND movie_id = $2""",
+        uuid.UUID(user_id),
+        uuid.UUID(movie_id),
+    )
+    return None if row is None else (float(row["position_s"]), bool(row["completed"]))
+
+
+async def write_progress(
+    pool: asyncpg.Pool,
+    user_id: str,
+    movie_id: str,
+    position: float,
+    duration: float | None,
+    *,
+    completed: bool,
+) -> None:
+    """Upsert the viewer's position in a film."""
+    await pool.execute(
+        """INSERT INTO watch_progress (user_id, movie_id, position_s, duration_s, completed)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (user_id, movie_id) DO UPDATE
+              SET position_s = EXCLUDED.position_s,
+                  duration_s = coalesce(EXCLUDED.duration_s, watch_progress.duration_s),
+                  completed = EXCLUDED.completed, updated_at = now()""",
+        uuid.UUID(user_id),
+        uuid.UUID(movie_id),
+        position,
+        duration,
+        completed,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryItem:
+    """A film the viewer watched, with where they are in it."""
+
+    movie_id: str
+    title: str
+    position_s: float
+    duration_s: float | None
+    completed: bool
+    updated_at: datetime
+
+
+async def watch_history(pool: asyncpg.Pool, user_id: str, *, limit: int = 50) -> list[HistoryItem]:
+    """Recently watched films, newest first."""
+    rows = await pool.fetch(
+        """SELECT w.movie_id, w.position_s, w.duration_s, w.completed, w.updated_at, m.title
+             FROM watch_progress w JOIN movies m ON m.id = w.movie_id
+            WHERE w.user_id = $1 ORDER BY w.updated_at DESC LIMIT $2""",
+        uuid.UUID(user_id),
+        limit,
+    )
+    return [
+        HistoryItem(
+            movie_id=str(r["movie_id"]),
+            title=r["title"],
+            position_s=r["position_s"],
+            duration_s=r["duration_s"],
+            completed=r["completed"],
+            updated_at=r["updated_at"],
+        )
+        for r in rows
+    ]
+
+
+# ------------------------------------------------------------------ catalogue listing
+
+_MOVIE_COLUMNS = """m.id, m.slug, m.title, m.description, m.year, m.duration_s, m.min_age,
+    m.rating, m.poster_key, m.published_at,
+    ARRAY(SELECT c.slug FROM movie_categories mc JOIN categories c ON c.id = mc.category_id
+           WHERE mc.movie_id = m.id ORDER BY c.slug) AS categories"""
+
+
+def movie_card(row: Any) -> dict[str, Any]:
+    """The public JSON of a published film."""
+    return {
+        "id": str(row["id"]),
+        "slug": row["slug"],
+        "title": row["title"],
+        "description": row["description"],
+        "year": row["year"],
+        "duration_s": row["duration_s"],
+        "min_age": row["min_age"],
+        "rating": row["rating"],
+        "poster_url": f"/posters/{row['id']}.jpg" if row["poster_key"] else None,
+        "categories": list(row["categories"] or []),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class MoviePage:
+    """One page of the catalogue and where the next one starts (``None``: last page)."""
+
+    items: list[dict[str, Any]]
+    next_after: tuple[float, str] | None
+
+
+async def list_published(
+    pool: asyncpg.Pool,
+    *,
+    q: str,
+    category: str,
+    after: tuple[float, str] | None,
+    limit: int,
+) -> MoviePage:
+    """Published films, newest first, filtered by text search and category; keyset
+    pagination on (published_at, id)."""
+    where = ["m.status = 'published'"]
+    args: list[Any] = []
+    if q:
+        args.append(q)
+        n = len(args)
+        where.append(
+            f"(m.search @@ plainto_tsquery('simple', ${n}) OR m.title ILIKE '%' || ${n} || '%')"
+        )
+    if category:
+        args.append(category)
+        where.append(
+            "EXISTS (SELECT 1 FROM movie_categories mc JOIN categories c "  # noqa: S608
+            f"ON c.id = mc.category_id WHERE mc.movie_id = m.id AND c.slug = ${len(args)})"
+        )
+    if after:
+        args.extend([after[0], uuid.UUID(after[1])])
+        where.append(
+            f"(extract(epoch FROM m.published_at), m.id) < (${len(args) - 1}, ${len(args)})"
+        )
+    args.append(limit + 1)
+    rows = await pool.fetch(
+        f"SELECT {_MOVIE_COLUMNS}, extract(epoch FROM m.published_at) AS pub "  # noqa: S608
+        f"FROM movies m WHERE {' AND '.join(where)} "
+        f"ORDER BY m.published_at DESC, m.id DESC LIMIT ${len(args)}",
+        *args,
+    )
+    items = [movie_card(r) for r in rows[:limit]]
+    next_after = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_after = (float(last["pub"]), str(last["id"]))
+    return MoviePage(items, next_after)
+
+
+async def published_movie_card(pool: asyncpg.Pool, movie_id: str) -> dict[str, Any]:
+    """The public JSON of one published film, or :class:`MovieNotFound`."""
+    key = _uuid(movie_id)
+    if key is None:
+        raise MovieNotFound()
+    row = await pool.fetchrow(
+        f"SELECT {_MOVIE_COLUMNS} FROM movies m WHERE m.id = $1 AND m.status = 'published'",  # noqa: S608
+        key,
+    )
+    if row is None:
+        raise MovieNotFound()
+    return movie_card(row)

@@ -1,0 +1,65 @@
+"""Playback session views: ``POST /v1/playback/{movie_id}``, ``DELETE
+/v1/playback/{session_id}``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.errors import SessionNotFound
+from gateway.keys import playback_key
+from gateway.playback import Viewing, iso_utc, session_signer, start_session
+from gateway.playlists import hls_root
+from runtime.net import client_ip
+from runtime.web import json_response, settings_key
+from tokens import ip_prefix_of
+from tokens.service.views import authenticate, keystore_key
+
+
+def base_url(request: web.Request) -> str:
+    """Where players reach this gateway: ``KUSH_PUBLIC_URL`` or the request's host."""
+    settings = request.app[settings_key]
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    return f"{request.scheme}://{request.host}"
+
+
+async def start_playback(request: web.Request) -> web.Response:
+    """POST /v1/playback/{movie_id} -> 201 {session_id, manifest_url, expires_at, ads}."""
+    claims = await authenticate(request)
+    settings = request.app[settings_key]
+    ip = client_ip(request, settings.trusted_proxy_hops)
+    who = Viewing(
+        user_id=claims.sub,
+        family_id=claims.sid,
+        country=request.headers.get(settings.geo_header),
+        region=request.headers.get(settings.region_header),
+        client_ip=ip,
+        ip_prefix=ip_prefix_of(ip) if settings.segment_ip_binding else None,
+        user_agent=request.headers.get("User-Agent"),
+    )
+    session = await start_session(request.app[playback_key], request.match_info["movie_id"], who)
+    path = hls_root(session.movie_id) + "master.m3u8"
+    token = session_signer(request.app[keystore_key].keys.segments, session).sign(path)
+    return json_response(
+        {
+            "session_id": session.id,
+            "manifest_url": f"{base_url(request)}{path}?t={token}",
+            "expires_at": iso_utc(session.expires_at),
+            "ads": bool(session.ad_plan),
+            "start_offset": session.start_offset,
+            "renditions": list(session.renditions),
+        },
+        status=201,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def end_playback(request: web.Request) -> web.Response:
+    """DELETE /v1/playback/{session_id} -> 204; frees the stream slot."""
+    claims = await authenticate(request)
+    ended = await request.app[playback_key].sessions.end(
+        request.match_info["session_id"], reason="stopped", user_id=claims.sub
+    )
+    if not ended:
+        raise SessionNotFound()
+    return web.Response(status=204)
