@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from runtime.net import parse_networks
+
 Mode = Literal["demo", "production"]
 OriginKind = Literal["local", "s3"]
 
@@ -76,7 +78,7 @@ class Settings:
     cookie_secure: bool = False
     geo_header: str = "CF-IPCountry"
     region_header: str = "CF-Region"
-    trusted_proxy_hops: int = 0
+    trusted_proxies: tuple[str, ...] = ()
     segment_ip_binding: bool = False
     data_saver_height: int = 480
     hotlink_allowed_hosts: tuple[str, ...] = ()
@@ -216,6 +218,14 @@ class _Parser:
             return default
         return tuple(item.strip() for item in raw.split(",") if item.strip())
 
+    def networks(self, name: str) -> tuple[str, ...]:
+        """A comma-separated list of CIDRs (``10.0.0.0/8, 2001:db8::/32``), normalised."""
+        items = self.listing(name, ())
+        try:
+            return tuple(str(net) for net in parse_networks(items))
+        except ValueError as err:
+            raise SettingsError(f"{name}: {err}") from None
+
     def script_url(self, name: str, default: str) -> str:
         """A path on this site (``/static/...``) or an http(s) URL, for a page script."""
         raw = self.text(name)
@@ -274,7 +284,7 @@ class _Parser:
             cookie_secure=self.boolean("KUSH_COOKIE_SECURE", not demo),
             geo_header=self.text("KUSH_GEO_HEADER") or "CF-IPCountry",
             region_header=self.text("KUSH_REGION_HEADER") or "CF-Region",
-            trusted_proxy_hops=self.integer("KUSH_TRUSTED_PROXY_HOPS", 0, 0, 10),
+            trusted_proxies=self.networks("KUSH_TRUSTED_PROXIES"),
             segment_ip_binding=self.boolean("KUSH_SEGMENT_IP_BINDING", False),
             data_saver_height=self.integer("KUSH_DATA_SAVER_HEIGHT", 480, 144, 4320),
             hotlink_allowed_hosts=self.listing("KUSH_HOTLINK_ALLOWED_HOSTS", ()),

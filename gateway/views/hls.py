@@ -43,7 +43,7 @@ async def _session_for(request: web.Request) -> PlaybackSession:
         request.app[keystore_key].keys.segments,
         token=token,
         raw_path=request.rel_url.raw_path,
-        client_ip=client_ip(request, settings.trusted_proxy_hops),
+        client_ip=client_ip(request, settings.trusted_proxies),
         movie_id=request.match_info.get("movie_id"),
     )
 

@@ -9,7 +9,7 @@ from gateway.errors import SessionNotFound
 from gateway.keys import playback_key
 from gateway.playback import Viewing, iso_utc, session_signer, start_session
 from gateway.playlists import hls_root
-from runtime.net import client_ip
+from runtime.net import client_ip, trusted_header
 from runtime.web import json_response, settings_key
 from tokens import ip_prefix_of
 from tokens.service.views import authenticate, keystore_key
@@ -27,12 +27,13 @@ async def start_playback(request: web.Request) -> web.Response:
     """POST /v1/playback/{movie_id} -> 201 {session_id, manifest_url, expires_at, ads}."""
     claims = await authenticate(request)
     settings = request.app[settings_key]
-    ip = client_ip(request, settings.trusted_proxy_hops)
+    trusted = settings.trusted_proxies
+    ip = client_ip(request, trusted)
     who = Viewing(
         user_id=claims.sub,
         family_id=claims.sid,
-        country=request.headers.get(settings.geo_header),
-        region=request.headers.get(settings.region_header),
+        country=trusted_header(request, trusted, settings.geo_header),
+        region=trusted_header(request, trusted, settings.region_header),
         client_ip=ip,
         ip_prefix=ip_prefix_of(ip) if settings.segment_ip_binding else None,
         user_agent=request.headers.get("User-Agent"),

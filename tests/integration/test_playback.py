@@ -222,7 +222,10 @@ async def test_logout_mid_playback_stops_segments_in_every_worker(
         assert (await resp.json())["error"]["code"] == "session_revoked"
 
 
-async def test_geo_and_age_rules(client: TestClient, film: Film, play_settings: Settings) -> None:
+async def test_geo_and_age_rules(film: Film, play_settings: Settings, aiohttp_client) -> None:
+    # the test client connects from loopback: make it the trusted edge that sets the header
+    trusted = dataclasses.replace(play_settings, trusted_proxies=("127.0.0.0/8", "::1/128"))
+    client: TestClient = await aiohttp_client(create_app(trusted))
     token = await login(client, "premium")
     conn = await db.connect(play_settings)
     mid = uuid.UUID(film.resume_movie_id)
@@ -250,6 +253,36 @@ async def test_geo_and_age_rules(client: TestClient, film: Film, play_settings: 
         await conn.close()
     resp = await start(client, token, str(uuid.uuid4()))
     assert resp.status == 404
+
+
+async def test_country_and_forwarded_for_are_ignored_from_untrusted_peers(
+    film: Film, play_settings: Settings, aiohttp_client
+) -> None:
+    """Anyone can send CF-IPCountry and X-Forwarded-For: only a trusted proxy is believed."""
+    untrusted: TestClient = await aiohttp_client(create_app(play_settings))
+    trusted: TestClient = await aiohttp_client(
+        create_app(dataclasses.replace(play_settings, trusted_proxies=("127.0.0.1/32",)))
+    )
+    conn = await db.connect(play_settings)
+    mid = uuid.UUID(film.resume_movie_id)
+    spoof = {"CF-IPCountry": "KE", "X-Forwarded-For": "203.0.113.9"}
+    try:
+        await conn.execute("UPDATE movies SET geo_allow = '{KE}' WHERE id = $1", mid)
+        token = await login(untrusted, "premium")
+        resp = await start(untrusted, token, film.resume_movie_id, **spoof)
+        assert resp.status == 403
+        assert (await resp.json())["error"]["code"] == "geo_blocked"
+        resp = await start(trusted, token, film.resume_movie_id, **spoof)
+        assert resp.status == 201, await resp.text()
+        body = await resp.json()
+        row = await conn.fetchrow(
+            "SELECT client_ip, country FROM playback_sessions WHERE id = $1", body["session_id"]
+        )
+        assert (str(row["client_ip"]), row["country"]) == ("203.0.113.9", "KE")
+        await end_all(trusted, token, body["session_id"])
+    finally:
+        await conn.execute("UPDATE movies SET geo_allow = NULL WHERE id = $1", mid)
+        await conn.close()
 
 
 async def test_progress_and_resume(client: TestClient, film: Film) -> None:

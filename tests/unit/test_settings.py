@@ -83,3 +83,10 @@ def test_config_masks_secrets() -> None:
     assert shown["database_url"] == "postgresql://kush:********@db.internal/kush"
     assert shown["stripe_secret_key"] == "********"
     assert shown["gateway_port"] == "8080"
+
+
+def test_trusted_proxies_are_cidrs() -> None:
+    settings = Settings.from_env({"KUSH_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1"})
+    assert settings.trusted_proxies == ("10.0.0.0/8", "192.168.1.1/32")
+    with pytest.raises(SettingsError, match="KUSH_TRUSTED_PROXIES"):
+        Settings.from_env({"KUSH_TRUSTED_PROXIES": "10.0.0.0/8, lan"})

@@ -116,7 +116,7 @@ def check_csrf(request: web.Request) -> None:
 
 
 def _rate_subject(request: web.Request) -> str:
-    return client_ip(request, request.app[settings_key].trusted_proxy_hops)
+    return client_ip(request, request.app[settings_key].trusted_proxies)
 
 
 def _token_response(
