@@ -73,7 +73,9 @@ class Settings:
     stripe_webhook_secret: str | None = None
     demo_password: str = DEMO_PASSWORD
     max_body_bytes: int = 1024 * 1024
-    login_limit_per_minute: int = 5
+    login_free_failures: int = 5
+    login_account_free_failures: int = 20
+    login_ip_failures_per_minute: int = 300
     register_limit_per_hour: int = 10
     cookie_secure: bool = False
     geo_header: str = "CF-IPCountry"
@@ -279,7 +281,13 @@ class _Parser:
             stripe_webhook_secret=self.text("STRIPE_WEBHOOK_SECRET"),
             demo_password=self.text("KUSH_DEMO_PASSWORD") or DEMO_PASSWORD,
             max_body_bytes=self.integer("KUSH_MAX_BODY_BYTES", 1024 * 1024, 1024, 1024**3),
-            login_limit_per_minute=self.integer("KUSH_LOGIN_LIMIT_PER_MINUTE", 5, 1, 100000),
+            login_free_failures=self.integer("KUSH_LOGIN_FREE_FAILURES", 5, 1, 1000),
+            login_account_free_failures=self.integer(
+                "KUSH_LOGIN_ACCOUNT_FREE_FAILURES", 20, 1, 100000
+            ),
+            login_ip_failures_per_minute=self.integer(
+                "KUSH_LOGIN_IP_FAILURES_PER_MINUTE", 300, 1, 1000000
+            ),
             register_limit_per_hour=self.integer("KUSH_REGISTER_LIMIT_PER_HOUR", 10, 1, 100000),
             cookie_secure=self.boolean("KUSH_COOKIE_SECURE", not demo),
             geo_header=self.text("KUSH_GEO_HEADER") or "CF-IPCountry",

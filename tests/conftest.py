@@ -176,7 +176,7 @@ def play_settings(settings: Settings, film: Film) -> Settings:
     return dataclasses.replace(
         settings,
         origin_dir=film.origin_dir,
-        login_limit_per_minute=10_000,
+        login_free_failures=10_000,
         register_limit_per_hour=10_000,
     )
 

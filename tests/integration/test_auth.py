@@ -23,7 +23,7 @@ from tokens.service.views import keystore_key
 
 @pytest.fixture
 def auth_settings(settings: Settings) -> Settings:
-    return dataclasses.replace(settings, login_limit_per_minute=1000, register_limit_per_hour=1000)
+    return dataclasses.replace(settings, login_free_failures=1000, register_limit_per_hour=1000)
 
 
 @pytest.fixture
@@ -158,7 +158,7 @@ async def test_login_rate_limit_429_with_retry_after(settings: Settings, aiohttp
     client: TestClient = await aiohttp_client(
         create_app(
             dataclasses.replace(
-                settings, login_limit_per_minute=5, redis_prefix=settings.redis_prefix + "rl1:"
+                settings, login_free_failures=5, redis_prefix=settings.redis_prefix + "rl1:"
             )
         )
     )
@@ -171,8 +171,88 @@ async def test_login_rate_limit_429_with_retry_after(settings: Settings, aiohttp
         statuses.append(resp.status)
     assert statuses[:5] == [401] * 5
     assert statuses[5] == 429
-    assert 1 <= int(resp.headers["Retry-After"]) <= 61
+    assert 1 <= int(resp.headers["Retry-After"]) <= 2
     assert (await resp.json())["error"]["code"] == "rate_limited"
+
+
+@pytest.fixture
+async def nat_client(settings: Settings, aiohttp_client) -> TestClient:
+    """A gateway behind a trusted edge on loopback: X-Forwarded-For picks the address."""
+    guarded = dataclasses.replace(
+        settings,
+        login_free_failures=5,
+        login_account_free_failures=8,
+        trusted_proxies=("127.0.0.0/8", "::1/128"),
+        redis_prefix=settings.redis_prefix + "guard:" + new_email().split("@")[0] + ":",
+    )
+    return await aiohttp_client(create_app(guarded))
+
+
+async def _login_from(client: TestClient, address: str, email: str, password: str) -> int:
+    resp = await client.post(
+        "/v1/auth/login",
+        json={"email": email, "password": password},
+        headers={"X-Forwarded-For": address},
+    )
+    return resp.status
+
+
+async def test_guessing_from_one_address_never_locks_the_owner_elsewhere(
+    nat_client: TestClient,
+) -> None:
+    """Failures count per (account, address): an attacker hammering an account from one
+    address is backed off, the owner on another address signs in at once."""
+    email = new_email()
+    assert (
+        await nat_client.post("/v1/auth/register", json={"email": email, "password": PASSWORD})
+    ).status == 201
+    attacker = [
+        await _login_from(nat_client, "198.51.100.66", email, "wrong guess!") for _ in range(7)
+    ]
+    assert attacker[:5] == [401] * 5
+    assert 429 in attacker[5:]
+    assert await _login_from(nat_client, "41.210.7.9", email, PASSWORD) == 200
+
+
+async def test_carrier_nat_address_is_not_limited_by_successful_logins(
+    nat_client: TestClient,
+) -> None:
+    """Many viewers behind one carrier-NAT address: successes never count."""
+    cgnat = "41.210.128.1"
+    accounts = []
+    for _ in range(3):
+        email = new_email()
+        await nat_client.post("/v1/auth/register", json={"email": email, "password": PASSWORD})
+        accounts.append(email)
+    statuses = [await _login_from(nat_client, cgnat, accounts[i % 3], PASSWORD) for i in range(12)]
+    assert statuses == [200] * 12
+
+
+async def test_success_resets_the_failure_count(nat_client: TestClient) -> None:
+    email = new_email()
+    await nat_client.post("/v1/auth/register", json={"email": email, "password": PASSWORD})
+    address = "102.85.4.4"
+    for _ in range(2):
+        fails = [await _login_from(nat_client, address, email, "typo typo typo") for _ in range(4)]
+        assert fails == [401] * 4
+        assert await _login_from(nat_client, address, email, PASSWORD) == 200
+
+
+async def test_distributed_guessing_backs_off_unknown_networks_only(
+    nat_client: TestClient,
+) -> None:
+    """Across addresses the account backs off too, but not for a network that signed in
+    before (the owner's usual phone network)."""
+    email = new_email()
+    await nat_client.post("/v1/auth/register", json={"email": email, "password": PASSWORD})
+    home = "41.75.190.20"
+    assert await _login_from(nat_client, home, email, PASSWORD) == 200
+    spread = [
+        await _login_from(nat_client, f"203.0.113.{i}", email, "wrong guess!") for i in range(8)
+    ]
+    assert spread == [401] * 8
+    assert await _login_from(nat_client, "203.0.114.50", email, PASSWORD) == 429
+    assert await _login_from(nat_client, "41.75.190.99", email, PASSWORD) == 200
 
 
 async def test_register_rate_limit(settings: Settings, aiohttp_client) -> None:

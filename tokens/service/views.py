@@ -28,6 +28,7 @@ from tokens.keys import parse_master_key
 from tokens.passwords import dummy_verify
 from tokens.service.auth import REFRESH_TTL_S, AuthService, IssuedTokens, subject_key
 from tokens.service.keystore import KeyStore
+from tokens.service.login_guard import LoginGuard, LoginLimits
 
 auth_key = web.AppKey("auth", AuthService)
 keystore_key = web.AppKey("keystore", KeyStore)
@@ -192,11 +193,23 @@ async def login(request: web.Request) -> web.Response:
     client = body.get("client", "api")
     if not isinstance(client, str):
         raise BadRequest("'client' must be a string", code="invalid_request")
-    limit = settings.login_limit_per_minute
-    rd, keys = app[redis_key], app[rkeys_key]
-    await ratelimit.hit(rd, keys, "login-ip", _rate_subject(request), limit=limit, window_s=60)
-    await ratelimit.hit(rd, keys, "login-acct", subject_key(email), limit=limit, window_s=60)
-    issued = await app[auth_key].login(email, password, client=client)
+    guard = LoginGuard(
+        app[redis_key],
+        app[rkeys_key],
+        LoginLimits(
+            free=settings.login_free_failures,
+            account_free=settings.login_account_free_failures,
+            address_failures_per_minute=settings.login_ip_failures_per_minute,
+        ),
+    )
+    account, address = subject_key(email), _rate_subject(request)
+    await guard.check(account, address)
+    try:
+        issued = await app[auth_key].login(email, password, client=client)
+    except Unauthorized:
+        await guard.failed(account, address)
+        raise
+    await guard.succeeded(account, address)
     return _token_response(request, issued, web_client=client == "web")
 
 
