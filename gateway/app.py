@@ -8,7 +8,7 @@ from aiohttp import web
 
 from gateway.ads.inventory import Inventory
 from gateway.ads.service import AdLibrary, Stitcher
-from gateway.cors import add_cors_headers
+from gateway.cors import add_cors_headers, cors_preflight
 from gateway.errors import GatewayError, Missing, Refused, TokenRequired
 from gateway.keys import playback_key
 from gateway.pages import setup_routes as setup_page_routes
@@ -16,7 +16,13 @@ from gateway.playback import Playback
 from gateway.playlists import PlaylistCache
 from gateway.views import setup_routes as setup_playback_routes
 from hls import ForeignUriError, PlaylistError
-from origin import InvalidObjectKey, ObjectNotFound, ObjectTooLarge, OriginUnavailable
+from origin import (
+    InvalidObjectKey,
+    ObjectNotFound,
+    ObjectTooLarge,
+    OriginError,
+    OriginUnavailable,
+)
 from origin.factory import create_origin
 from runtime.errors import ApiError, Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from runtime.settings import Settings
@@ -51,6 +57,10 @@ def map_domain_error(exc: Exception) -> ApiError | None:
         )
     if isinstance(exc, ForeignUriError | PlaylistError | ObjectTooLarge):
         return ApiError("The stored playlist is unusable", code="bad_origin_playlist", status=502)
+    if isinstance(exc, OriginError):
+        # the origin answered, but not with the object (a 403 from a misconfigured
+        # bucket, an unexpected status): our upstream is broken, the request is not
+        return ApiError("The video origin answered with an error", code="origin_error", status=502)
     return None
 
 
@@ -79,6 +89,7 @@ def create_app(settings: Settings) -> web.Application:
     """Build the gateway app; resources open in ``cleanup_ctx``, nothing at import time."""
     app = base_app(settings, "gateway")
     app[error_mappers_key].append(map_domain_error)
+    app.middlewares.append(cors_preflight)
     app.cleanup_ctx.append(auth_ctx)
     app.cleanup_ctx.append(_playback_ctx)
     app.on_response_prepare.append(add_cors_headers)

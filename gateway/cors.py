@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from runtime.web import settings_key
 
 
-async def cors_preflight(request: web.Request) -> web.Response:
-    """OPTIONS on /hls/...: browser players on other origins may fetch with Range."""
-    return web.Response(status=204, headers={"Access-Control-Max-Age": "86400"})
+@web.middleware
+async def cors_preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """OPTIONS on /hls/...: browser players on other origins may fetch with Range.
+
+    A middleware rather than an ``OPTIONS /hls/{tail:.*}`` route: such a route makes
+    every unknown ``/hls/`` path answer 405 to a GET instead of 404.
+    """
+    if request.method == "OPTIONS" and request.path.startswith("/hls/"):
+        return web.Response(status=204, headers={"Access-Control-Max-Age": "86400"})
+    return await handler(request)
 
 
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -16,6 +16,7 @@ from hls import (
     parse_media_playlist,
     resolve_uri,
 )
+from hls.text import decode_playlist
 from origin import OriginStore, object_key
 
 MAX_PLAYLIST_BYTES = 4 * 1024 * 1024
@@ -66,7 +67,7 @@ class PlaylistCache:
 
     async def _read(self, key: str) -> str:
         data = await self.origin.read_bytes(key, max_size=MAX_PLAYLIST_BYTES)
-        return data.decode("utf-8")
+        return decode_playlist(data)
 
     async def _master_text(self, movie: Movie) -> str:
         """The origin master playlist of a film version, read once (each tier's template

@@ -57,6 +57,16 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 JSON_CONTENT_TYPE = "application/json"
 DEPENDENCY_RETRY_AFTER_S = 5
 
+#: nginx's status for "the client closed the connection before the response was sent"
+CLIENT_CLOSED = 499
+
+
+def client_gone(request: web.Request) -> bool:
+    """True when the client's connection is closed or closing."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 # Exceptions that mean "a dependency is down", never "bad input": answered 503.
 _DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -181,6 +191,12 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         status = exc.status
         raise
+    except BaseException:
+        # a viewer who hangs up mid-request (seek, rendition switch, lost signal) cancels
+        # or breaks the handler: counted as 499, never as a server error
+        if client_gone(request):
+            status = CLIENT_CLOSED
+        raise
     finally:
         elapsed = time.perf_counter() - started
         metrics = request.app[metrics_key]
@@ -225,6 +241,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             mapped = mapper(exc)
             if mapped is not None:
                 return _with_rid(error_response(mapped, rid), rid)
+        if isinstance(exc, OSError) and client_gone(request):
+            # the viewer closed the connection (seeked, switched rendition, lost signal):
+            # nothing to answer and nothing wrong on our side; logged as 499, not an outage
+            log.debug("client closed the connection on %s", request.rel_url.path)
+            return web.Response(status=CLIENT_CLOSED, reason="Client Closed Request")
         if isinstance(exc, _DEPENDENCY_ERRORS):
             log.warning("dependency unavailable: %s", type(exc).__name__)
             unavailable = ServiceUnavailable(

@@ -29,6 +29,7 @@ from hls import (
     plan_break_times,
     stitch_media_playlist,
 )
+from hls.text import decode_playlist
 from origin import OriginStore, object_key
 from runtime.redis import Keys
 from tokens.service.sessions import AdPlan, PlannedAd, PlannedPod
@@ -99,7 +100,7 @@ class AdLibrary:
         )
 
     async def _read(self, key: str) -> str:
-        return (await self.origin.read_bytes(key, max_size=MAX_PLAYLIST_BYTES)).decode()
+        return decode_playlist(await self.origin.read_bytes(key, max_size=MAX_PLAYLIST_BYTES))
 
 
 def break_policy(policy: Any) -> BreakPolicy:

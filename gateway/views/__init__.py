@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.cors import cors_preflight
 from gateway.views import catalogue, hls, playback, progress
 
 
@@ -24,4 +23,3 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/hls/ads/{ad_id}/{rendition}/{name}", hls.ad_segment)
     r.add_get(r"/hls/{movie_id}/{rendition}/{name:[^/]+\.m3u8}", hls.media_playlist)
     r.add_get("/hls/{movie_id}/{rendition}/{name}", hls.segment)
-    r.add_route("OPTIONS", "/hls/{tail:.*}", cors_preflight)
