@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from prometheus_client import Counter
 
 from gateway.ads.inventory import Inventory
-from gateway.ads.service import AdLibrary, Stitcher
+from gateway.ads.service import AdLibrary, FallbackCounter, Stitcher
 from gateway.cors import add_cors_headers, cors_preflight
 from gateway.errors import GatewayError, Missing, Refused, TokenRequired
 from gateway.keys import playback_key
@@ -26,7 +27,15 @@ from origin import (
 from origin.factory import create_origin
 from runtime.errors import ApiError, Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from runtime.settings import Settings
-from runtime.web import base_app, error_mappers_key, pg_key, redis_key, rkeys_key, settings_key
+from runtime.web import (
+    base_app,
+    error_mappers_key,
+    metrics_key,
+    pg_key,
+    redis_key,
+    rkeys_key,
+    settings_key,
+)
 from tokens import TokenError
 from tokens.service.sessions import SessionRefused, SessionStore
 from tokens.service.views import auth_ctx, auth_key
@@ -64,6 +73,21 @@ def map_domain_error(exc: Exception) -> ApiError | None:
     return None
 
 
+def _fallback_counter(app: web.Application) -> FallbackCounter:
+    """``kush_ads_fallback_total{reason}``: ads dropped so that the film plays."""
+    counter = Counter(
+        "kush_ads_fallback_total",
+        "Ads dropped (or ad sessions served without ads) so the film plays, by reason",
+        ["reason"],
+        registry=app[metrics_key].registry,
+    )
+
+    def count(reason: str) -> None:
+        counter.labels(reason).inc()
+
+    return count
+
+
 async def _playback_ctx(app: web.Application) -> AsyncIterator[None]:
     """The origin store, the playlist template cache, sessions and ads: the playback
     domain's dependencies, built once per process."""
@@ -78,7 +102,7 @@ async def _playback_ctx(app: web.Application) -> AsyncIterator[None]:
         playlists=PlaylistCache(origin),
         sessions=sessions,
         inventory=Inventory(app[pg_key], app[redis_key], app[rkeys_key]),
-        stitcher=Stitcher(AdLibrary(origin)),
+        stitcher=Stitcher(AdLibrary(origin), on_fallback=_fallback_counter(app)),
     )
     app[auth_key].family_revoked_hooks.append(sessions.end_family)
     yield

@@ -27,7 +27,7 @@ from gateway.errors import (
 )
 from gateway.playlists import PlaylistCache, hls_root
 from gateway.repository import Movie, Viewer
-from hls import ContentRendition, MasterTemplate
+from hls import ContentRendition, MasterTemplate, PlaylistError
 from origin import OriginStore
 from runtime.redis import Keys
 from runtime.settings import Settings
@@ -145,6 +145,8 @@ async def start_session(pb: Playback, movie_id: str, who: Viewing) -> PlaybackSe
         entry = await pb.playlists.media(movie.id, movie.version, renditions[0].name, "index.m3u8")
         ad_plan = await plan_ads(
             pb.inventory,
+            pb.stitcher,
+            renditions=renditions,
             user_id=viewer.id,
             plan=viewer.plan,
             country=who.country,
@@ -257,17 +259,24 @@ async def media_text(
         return entry.template.render(
             signer.sign_many(entry.template.paths), start_offset=session.start_offset
         )
-    stitched = await pb.stitcher.stitched(
-        movie_id=session.movie_id,
-        version=session.version,
-        rendition=rendition,
-        name=name,
-        text=entry.text,
-        ad_plan=session.ad_plan,
-        renditions=session.content_renditions,
-        content_height=stitchable[0].height,
-        content_container=entry.container,
-    )
+    try:
+        stitched = await pb.stitcher.stitched(
+            movie_id=session.movie_id,
+            version=session.version,
+            rendition=rendition,
+            name=name,
+            text=entry.text,
+            ad_plan=session.ad_plan,
+            renditions=session.content_renditions,
+            content_height=stitchable[0].height,
+            content_container=entry.container,
+        )
+    except (PlaylistError, ValueError) as err:  # ads are best effort: serve the film
+        log.warning("stitching failed, serving without ads: %s", type(err).__name__)
+        pb.stitcher.on_fallback("stitch_failed")
+        return entry.template.render(
+            signer.sign_many(entry.template.paths), start_offset=session.start_offset
+        )
     offset = session.start_offset
     return stitched.render(
         signer.sign_many(stitched.paths),

@@ -3,16 +3,17 @@ track ad segment fetches. Glue between the pure pieces and PostgreSQL/Redis/orig
 
 from __future__ import annotations
 
+import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from redis.asyncio import Redis
 
-from gateway.ads.decide import Viewer, campaign_uses, decide_pods, eligible_campaigns
+from gateway.ads.decide import Viewer, decide_pods, eligible_campaigns
 from gateway.ads.inventory import Inventory
 from gateway.ads.tracking import confirm_pods, emit, segment_events
 from hls import (
@@ -21,6 +22,7 @@ from hls import (
     BreakPolicy,
     ContentRendition,
     MediaPlaylist,
+    PlaylistError,
     Pod,
     StitchedPlaylist,
     align_pods,
@@ -30,9 +32,11 @@ from hls import (
     stitch_media_playlist,
 )
 from hls.text import decode_playlist
-from origin import OriginStore, object_key
+from origin import OriginError, OriginStore, object_key
 from runtime.redis import Keys
 from tokens.service.sessions import AdPlan, PlannedAd, PlannedPod
+
+log = logging.getLogger(__name__)
 
 AD_LIBRARY_TTL_S = 60.0
 MAX_STITCHED = 1024
@@ -117,6 +121,7 @@ def break_policy(policy: Any) -> BreakPolicy:
 
 async def plan_ads(
     inventory: Inventory,
+    stitcher: Stitcher,
     *,
     user_id: str,
     plan: str,
@@ -125,9 +130,49 @@ async def plan_ads(
     region: str | None = None,
     movie_id: str,
     content: MediaPlaylist,
+    renditions: Sequence[ContentRendition],
     rng: random.Random | None = None,
 ) -> AdPlan:
-    """Decide the session's pods once; empty when there is nothing to show."""
+    """Decide the session's pods once; empty when there is nothing to show.
+
+    Only ads that can actually play in every rendition of the session are kept (and
+    counted against frequency caps); a failure anywhere in deciding means no ads,
+    never a failed playback start.
+    """
+    try:
+        return await _plan_ads(
+            inventory,
+            stitcher,
+            user_id=user_id,
+            plan=plan,
+            country=country,
+            categories=categories,
+            region=region,
+            movie_id=movie_id,
+            content=content,
+            renditions=renditions,
+            rng=rng,
+        )
+    except Exception as err:  # best effort: the film plays without ads
+        log.warning("ad decision failed, playing without ads: %s", type(err).__name__)
+        stitcher.on_fallback("decision_failed")
+        return ()
+
+
+async def _plan_ads(
+    inventory: Inventory,
+    stitcher: Stitcher,
+    *,
+    user_id: str,
+    plan: str,
+    country: str | None,
+    categories: frozenset[str],
+    region: str | None,
+    movie_id: str,
+    content: MediaPlaylist,
+    renditions: Sequence[ContentRendition],
+    rng: random.Random | None,
+) -> AdPlan:
     campaigns = await inventory.campaigns()
     if not campaigns:
         return ()
@@ -145,7 +190,7 @@ async def plan_ads(
         for c in eligible
         if c.frequency_cap_per_day is not None
     }
-    pods = decide_pods(
+    decided = decide_pods(
         times,
         eligible,
         max_pod_s=policy.max_pod_s,
@@ -153,39 +198,77 @@ async def plan_ads(
         rng=rng or random.Random(),  # noqa: S311 - not security relevant
         frequency_left=left,
     )
-    if not pods:
-        return ()
-    await inventory.count_frequency(user_id, campaign_uses(pods))
-    return tuple(
+    wanted: AdPlan = tuple(
         PlannedPod(
             index=p["index"],
             at_s=p["at_s"],
             ads=tuple(PlannedAd(a["ad_id"], a["campaign_id"]) for a in p["ads"]),
         )
-        for p in pods
+        for p in decided
     )
+    playable = await stitcher.pods_for(wanted, renditions)
+    keep = {(p.index, a.ad_id) for p in playable for a in p.ads}
+    kept = tuple(
+        PlannedPod(
+            index=p.index, at_s=p.at_s, ads=tuple(a for a in p.ads if (p.index, a.ad_id) in keep)
+        )
+        for p in wanted
+    )
+    result = tuple(p for p in kept if p.ads)
+    if result:
+        uses: dict[str, int] = {}
+        for pod in result:
+            for ad in pod.ads:
+                uses[ad.campaign_id] = uses.get(ad.campaign_id, 0) + 1
+        await inventory.count_frequency(user_id, uses)
+    return result
+
+
+#: Called with a reason when an ad is dropped so the film can play (a metric).
+FallbackCounter = Callable[[str], None]
+
+
+def _no_count(_reason: str) -> None:
+    return None
 
 
 class Stitcher:
     """Stitched templates per (film version, rendition, pod plan): viewers with the same
-    decisions share one compile; a request costs the token MACs and one join."""
+    decisions share one compile; a request costs the token MACs and one join.
 
-    def __init__(self, library: AdLibrary) -> None:
+    Ads are best effort: a creative that cannot be read (missing at the origin, an
+    unusable playlist, the origin down) is dropped from its pod and counted through
+    ``on_fallback``; the film always plays.
+    """
+
+    def __init__(self, library: AdLibrary, *, on_fallback: FallbackCounter = _no_count) -> None:
         self.library = library
+        self.on_fallback = on_fallback
         self._cache: dict[tuple[Any, ...], StitchedPlaylist] = {}
+
+    async def _creative(self, ad: PlannedAd) -> AdCreative | None:
+        try:
+            return await self.library.creative(ad.ad_id, ad.campaign_id)
+        except (OriginError, PlaylistError, ValueError) as err:
+            log.warning("ad %s dropped: %s", ad.ad_id, type(err).__name__)
+            self.on_fallback("creative_unavailable")
+            return None
 
     async def pods_for(
         self, ad_plan: AdPlan, renditions: Sequence[ContentRendition]
     ) -> tuple[Pod, ...]:
-        pods = [
-            Pod(
-                index=p.index,
-                at_s=p.at_s,
-                ads=tuple([await self.library.creative(a.ad_id, a.campaign_id) for a in p.ads]),
-            )
-            for p in ad_plan
-        ]
-        return align_pods(pods, renditions)
+        """The plan's pods with readable creatives, aligned across ``renditions``."""
+        pods: list[Pod] = []
+        for p in ad_plan:
+            found = [await self._creative(a) for a in p.ads]
+            ads = tuple(c for c in found if c is not None)
+            if ads:
+                pods.append(Pod(index=p.index, at_s=p.at_s, ads=ads))
+        aligned = align_pods(pods, renditions)
+        planned = sum(len(p.ads) for p in pods)
+        for _ in range(planned - sum(len(p.ads) for p in aligned)):
+            self.on_fallback("not_alignable")
+        return aligned
 
     async def stitched(
         self,

@@ -9,8 +9,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from admin.app import create_app as create_admin
+from gateway.ads.inventory import Inventory
 from gateway.ads.writer import drain_once, ensure_group
 from gateway.app import create_app
+from gateway.keys import playback_key
 from runtime import db
 from runtime.redis import Keys
 from runtime.settings import Settings
@@ -148,3 +150,57 @@ async def test_frequency_cap_across_sessions(client: TestClient, ad_film: AdFilm
     second = await (await start(client, viewer, ad_film.movie_id)).json()
     assert second["ads"] is False
     await client.delete(f"/v1/playback/{second['session_id']}", headers=bearer(viewer))
+
+
+async def _fallbacks(client: TestClient, reason: str) -> float:
+    text = await (await client.get("/metrics")).text()
+    found = re.search(rf'kush_ads_fallback_total\{{reason="{reason}"\}} ([\d.e+]+)', text)
+    return float(found[1]) if found else 0.0
+
+
+async def test_missing_creative_means_no_ads_not_a_broken_film(
+    client: TestClient, ad_film: AdFilm, play_settings: Settings, aiohttp_client
+) -> None:
+    """Ads are best effort: a creative gone from the origin is dropped (counted in
+    kush_ads_fallback_total) and the film plays, whether it vanished before the session
+    started or after."""
+    ad_dir = play_settings.origin_root / "ads" / ad_film.ad_id
+    hidden = ad_dir.with_name(ad_film.ad_id + ".hidden")
+    viewer = (await register_and_login(client))["access_token"]
+    started = await (await start(client, viewer, ad_film.movie_id)).json()
+    assert started["ads"] is True
+    ad_dir.rename(hidden)
+    try:
+        # a session that planned the ad, served by a worker that never read the creative
+        other: TestClient = await aiohttp_client(create_app(play_settings))
+        media = await _media(other, ad_film.movie_id, started["manifest_url"])
+        assert media
+        assert all("com.kushfilms.ad" not in text for text in media.values())
+        assert all("#EXTINF" in text for text in media.values())
+        assert await _fallbacks(other, "creative_unavailable") >= 1
+        # a new session while the creative is missing: no ads promised, film plays
+        fresh = (await register_and_login(other))["access_token"]
+        resp = await start(other, fresh, ad_film.movie_id)
+        assert resp.status == 201
+        body = await resp.json()
+        assert body["ads"] is False
+        media = await _media(other, ad_film.movie_id, body["manifest_url"])
+        assert all("com.kushfilms.ad" not in text for text in media.values())
+    finally:
+        hidden.rename(ad_dir)
+
+
+async def test_ad_decision_failure_still_starts_playback(
+    client: TestClient, ad_film: AdFilm, play_settings: Settings
+) -> None:
+    """An error while deciding ads (here: the inventory's database pool is closed)
+    starts the session without ads instead of failing it."""
+    pb = client.app[playback_key]
+    closed = await db.create_pool(play_settings)
+    await closed.close()
+    pb.inventory = Inventory(closed, pb.redis, pb.keys)
+    viewer = (await register_and_login(client))["access_token"]
+    resp = await start(client, viewer, ad_film.movie_id)
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["ads"] is False
+    assert await _fallbacks(client, "decision_failed") >= 1
