@@ -12,7 +12,6 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-import aiohttp
 from aiohttp import hdrs
 
 from origin.errors import ObjectNotFound, OriginError, OriginUnavailable
@@ -156,10 +155,9 @@ class FetchCollapser:
                 if not shared:
                     return  # too big to hold in memory: each reader streams it directly
                 try:
-                    while chunk := await response.content.read(CHUNK_SIZE):
+                    while chunk := await upstream.read_body(response, key, CHUNK_SIZE):
                         fetch.append(chunk)
-                except (aiohttp.ClientError, TimeoutError) as err:
-                    upstream.stream_failed(key, err)
+                except StreamBroken:
                     fetch.fail(OriginUnavailable(upstream.retry_after(), "origin stream broke"))
         except OriginError as err:
             fetch.fail(err)

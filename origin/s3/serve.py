@@ -191,11 +191,7 @@ class ObjectStreamer:
                 out.content_length = answer.content_length
 
             async def next_chunk() -> bytes:
-                try:
-                    return await response.content.read(CHUNK_SIZE)
-                except (aiohttp.ClientError, TimeoutError) as err:
-                    upstream.stream_failed(key, err)
-                    raise StreamBroken(key) from None  # the cause may name the URL
+                return await upstream.read_body(response, key, CHUNK_SIZE)
 
             await self._pipe(request, out, key, next_chunk)
             return out

@@ -182,12 +182,12 @@ class S3Origin:
             if response.content_length is not None and response.content_length > max_size:
                 raise ObjectTooLarge(key, response.content_length, max_size)
             try:
-                data = await response.content.read(max_size + 1)
-                while len(data) <= max_size and (more := await response.content.read(CHUNK_SIZE)):
+                data = await upstream.read_body(response, key, max_size + 1)
+                while len(data) <= max_size and (
+                    more := await upstream.read_body(response, key, CHUNK_SIZE)
+                ):
                     data += more
-            except (aiohttp.ClientError, TimeoutError) as err:
-                upstream.stream_failed(key, err)
-                broken = StreamBroken(key)  # not the client error: it may name the URL
+            except StreamBroken as broken:
                 raise OriginUnavailable(upstream.retry_after(), "origin stream broke") from broken
             if len(data) > max_size:
                 raise ObjectTooLarge(key, len(data), max_size)
@@ -200,10 +200,7 @@ class S3Origin:
     ) -> web.StreamResponse:
         """Stream the object to the client (see :meth:`OriginStore.serve`).
 
-        HEAD is answered from a HEAD to the origin. Requests with ``Range`` (or
-        conditional headers, when no fetch of the object is in flight) go to the origin
-        with those headers forwarded; plain GETs share one origin fetch per object.
-        ``If-Range`` is not forwarded (S3 lacks it): such requests get the whole object.
+        How each kind of request is answered is `ObjectStreamer.serve`'s to say.
         """
         split_key(key)
         return await self._streamer.serve(request, key, cache_control=cache_control)

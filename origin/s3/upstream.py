@@ -195,11 +195,21 @@ class Upstream:
         finally:
             response.release()
 
-    def stream_failed(self, key: str, err: BaseException) -> None:
-        """The origin failed mid-body: that counts against it."""
-        log.warning("origin stream of %s failed mid-body: %s", key, describe(err))
+    async def read_body(self, response: aiohttp.ClientResponse, key: str, size: int) -> bytes:
+        """Up to ``size`` more bytes of a body (``b""`` at its end).
+
+        An origin failure mid-body counts against the origin and raises `StreamBroken`,
+        raised outside the handler so that it carries no trace of the client error,
+        whose message may hold the presigned URL.
+        """
+        try:
+            return await response.content.read(size)
+        except (aiohttp.ClientError, TimeoutError) as err:
+            failure = describe(err)
+        log.warning("origin stream of %s failed mid-body: %s", key, failure)
         self.stats.failures += 1
         self.breaker.record_failure(Permit(trial=False))
+        raise StreamBroken(key)
 
     async def raise_for_status(
         self, response: aiohttp.ClientResponse, operation: Operation, key: str
