@@ -1,9 +1,10 @@
-"""The pure HLS core: parse, check and rewrite playlists (RFC 8216). No I/O.
+"""The pure HLS core: parse, check, rewrite and write playlists (RFC 8216). No I/O.
 
 The gateway compiles each origin playlist once into a template
 (`compile_media_playlist`, `compile_master_playlist`, or `stitch_media_playlist`
 with ad pods for the free tier), caches it, and per request computes one token
-per ``template.paths`` entry and calls ``template.render``.
+per ``template.paths`` entry and calls ``template.render``. Ingest writes the
+master playlist of each ladder it packages with `write_master_playlist`.
 """
 
 from .ads import (
@@ -51,6 +52,7 @@ from .rewrite import (
     resolve_uri,
 )
 from .template import PlaylistTemplate
+from .writer import AudioRendition, VariantStream, write_master_playlist
 
 __all__ = [
     "AD_DATERANGE_CLASS",
@@ -60,6 +62,7 @@ __all__ = [
     "AdSegment",
     "AdSegmentInfo",
     "AttributeList",
+    "AudioRendition",
     "BreakPolicy",
     "ByteRange",
     "ContentRendition",
@@ -85,6 +88,7 @@ __all__ = [
     "StitchedPlaylist",
     "Variant",
     "VariantRef",
+    "VariantStream",
     "align_pods",
     "choose_ad_rendition",
     "compile_master_playlist",
@@ -96,4 +100,5 @@ __all__ = [
     "plan_break_times",
     "resolve_uri",
     "stitch_media_playlist",
+    "write_master_playlist",
 ]

@@ -22,7 +22,7 @@ _DECIMAL_INTEGER = re.compile(r"[0-9]{1,20}")
 _DECIMAL_FLOAT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _HEX_SEQUENCE = re.compile(r"0[xX]((?:[0-9A-Fa-f]{2})+)")
 _RESOLUTION = re.compile(r"([0-9]{1,9})x([0-9]{1,9})")
-_MAX_DECIMAL_INTEGER = 2**64 - 1  # §4.2 decimal-integer range
+MAX_DECIMAL_INTEGER = 2**64 - 1  # §4.2 decimal-integer range
 
 
 class Resolution(NamedTuple):
@@ -50,7 +50,7 @@ class Attribute(NamedTuple):
 
 def parse_decimal_integer(text: str) -> int:
     """Parse a decimal-integer (§4.2): ASCII digits only, 0 to 2**64-1."""
-    if _DECIMAL_INTEGER.fullmatch(text) is None or int(text) > _MAX_DECIMAL_INTEGER:
+    if _DECIMAL_INTEGER.fullmatch(text) is None or int(text) > MAX_DECIMAL_INTEGER:
         raise PlaylistError(f"not a decimal-integer: {text!r}")
     return int(text)
 

@@ -8,7 +8,7 @@ other line, known or not, is copied byte for byte with its own line terminator.
 """
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -18,10 +18,13 @@ from .errors import ForeignUriError, PlaylistError
 from .lines import Line, LineKind, split_playlist
 from .model import ByteRange
 from .parser import parse_extinf, parse_start
-from .template import PlaylistTemplate, StartSlot
+from .template import Piece, PlaylistTemplate, Slot, StartLine, assemble_template
 
 TOKEN_PARAMETER = "t"  # noqa: S105 - the name of a query parameter, not a secret
 """Query parameter that carries the per-URI token."""
+
+TOKEN_QUERY = f"?{TOKEN_PARAMETER}="
+"""What a URI without a query of its own gets before its token slot."""
 
 # Characters that are not allowed in a URI (RFC 3986 §2) or that a server might
 # decode into a path separator or dot segment after our check.
@@ -29,7 +32,6 @@ _UNSAFE = re.compile(r"[\x00-\x20\x7f\\]|%(?:2[eEfF]|5[cC]|00)")
 # A bare file name (no "/", ":", "%", query or fragment, not "." or ".."): it
 # resolves to the playlist's own directory without further checks.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*")
-_TOKEN_QUERY = f"?{TOKEN_PARAMETER}="
 
 # Tags whose URI must be present (RFC 8216 §4.3.2.5, §4.3.4.3; rfc8216bis §4.4).
 _URI_REQUIRED = frozenset(
@@ -128,21 +130,6 @@ def resolve_uri(uri: str, playlist_path: str, root: str) -> str:
     return _resolve(uri, playlist_path, root)
 
 
-class _Slot(NamedTuple):
-    """A token slot for ``path`` in a list of pieces."""
-
-    path: str
-
-
-class _Start(NamedTuple):
-    """The source's EXT-X-START line, tracked so render can replace it."""
-
-    text: str
-
-
-_Piece = str | _Slot | _Start
-
-
 class _UriRewriter:
     """Turns URIs into pieces ``[prefix…?t=, slot, #fragment…]``, checked once each."""
 
@@ -162,7 +149,7 @@ class _UriRewriter:
             return cached
         if _PLAIN_NAME.fullmatch(uri):
             # The common case, "seg_00042.ts": a file next to the playlist.
-            result = self._cache[uri] = (uri + _TOKEN_QUERY, self._base_dir + uri, "")
+            result = self._cache[uri] = (uri + TOKEN_QUERY, self._base_dir + uri, "")
             return result
         if not uri:
             raise PlaylistError("empty URI")
@@ -175,29 +162,29 @@ class _UriRewriter:
                 raise PlaylistError(f"URI already has a {TOKEN_PARAMETER}= parameter: {uri!r}")
             before = f"{text}?{query}&{TOKEN_PARAMETER}="
         else:
-            before = text + _TOKEN_QUERY
+            before = text + TOKEN_QUERY
         after = "" if fragment is None else "#" + fragment
         result = self._cache[uri] = (before, resolved, after)
         return result
 
-    def uri_line(self, line: Line) -> tuple[list[_Piece], str]:
+    def uri_line(self, line: Line) -> tuple[list[Piece], str]:
         """Pieces for a URI line (§4.1), keeping any surrounding whitespace."""
         text = line.text
         uri = text.strip()
         before, path, after = self.rewrite(uri)
         if len(uri) == len(text):
-            return [before, _Slot(path), after + line.eol], path
+            return [before, Slot(path), after + line.eol], path
         start = len(text) - len(text.lstrip())
-        pieces: list[_Piece] = [
+        pieces: list[Piece] = [
             text[:start] + before,
-            _Slot(path),
+            Slot(path),
             after + text[start + len(uri) :] + line.eol,
         ]
         return pieces, path
 
     def attribute_uri(
         self, line: Line, name: str, attributes: AttributeList
-    ) -> tuple[list[_Piece], str | None]:
+    ) -> tuple[list[Piece], str | None]:
         """Pieces for a tag with a ``URI`` attribute, spliced into the line in place."""
         text = line.text
         item = attributes.get("URI")
@@ -216,55 +203,12 @@ class _UriRewriter:
         if not item.quoted:
             raise PlaylistError(f"{name} URI must be a quoted-string")  # §4.2
         before, path, after = self.rewrite(item.value)
-        pieces: list[_Piece] = [
+        pieces: list[Piece] = [
             text[: item.start] + before,
-            _Slot(path),
+            Slot(path),
             after + text[item.end :] + line.eol,
         ]
         return pieces, path
-
-
-def _assemble(pieces: Iterable[_Piece], first: Line) -> PlaylistTemplate:
-    """Merge pieces into chunks and paths, and note where EXT-X-START goes."""
-    chunks: list[str] = []
-    paths: list[str] = []
-    buffer: list[str] = []
-    head_size = 0
-    start_span: tuple[int, int] | None = None
-    late_start: str | None = None
-    for piece in pieces:
-        if piece.__class__ is str and chunks:  # the hot case, after the header
-            buffer.append(piece)
-            continue
-        if isinstance(piece, _Slot):
-            chunks.append("".join(buffer))
-            buffer = []
-            paths.append(piece.path)
-            continue
-        if isinstance(piece, _Start):
-            if start_span is not None or late_start is not None:
-                raise PlaylistError("more than one EXT-X-START")  # §4.3.5.2
-            if chunks:
-                late_start = piece.text
-                continue
-            start_span = (head_size, head_size + len(piece.text))
-        text = piece if isinstance(piece, str) else piece.text
-        buffer.append(text)
-        if not chunks:
-            head_size += len(text)
-    chunks.append("".join(buffer))
-    insert_at = len(first.text) + len(first.eol)
-    if late_start is not None:
-        # An EXT-X-START after the first URI: move it up so render can find it.
-        head = chunks[0]
-        chunks[0] = head[:insert_at] + late_start + head[insert_at:]
-        start_span = (insert_at, insert_at + len(late_start))
-    old_start, old_end = start_span or (insert_at, insert_at)
-    return PlaylistTemplate(
-        chunks=tuple(chunks),
-        paths=tuple(paths),
-        start=StartSlot(insert_at, old_start, old_end, first.eol or "\n"),
-    )
 
 
 def compile_media_playlist(text: str, *, playlist_path: str, root: str) -> PlaylistTemplate:
@@ -273,22 +217,28 @@ def compile_media_playlist(text: str, *, playlist_path: str, root: str) -> Playl
     Raises `PlaylistError` if it is malformed and `ForeignUriError` if any URI
     a player would fetch is not under ``root``.
     """
-    lines, pieces, _ = _media_pieces(text, playlist_path, root)
-    return _assemble(pieces, lines[0])
+    lines, pieces, _ = media_pieces(text, playlist_path, root)
+    return assemble_template(pieces, lines[0])
 
 
-def _media_pieces(
-    text: str, playlist_path: str, root: str
-) -> tuple[list[Line], list[_Piece], list[int]]:
+class MediaPieces(NamedTuple):
+    """A checked, rewritten media playlist: ``pieces[starts[i]:starts[i + 1]]``
+    render ``lines[i]`` (and ``starts`` ends with ``len(pieces)``)."""
+
+    lines: list[Line]
+    pieces: list[Piece]
+    starts: list[int]
+
+
+def media_pieces(text: str, playlist_path: str, root: str) -> MediaPieces:
     """Check and rewrite a media playlist into pieces, remembering each line's own.
 
-    Returns ``(lines, pieces, starts)``: ``pieces[starts[i]:starts[i + 1]]``
-    render ``lines[i]``. Shared with `hls.ads`, which splices ad pods
+    Shared with the ad stitcher (`hls.ads.stitch`), which splices ad pods
     between lines and so produces content URIs exactly as this module does.
     """
     lines = split_playlist(text)
     rewriter = _UriRewriter(playlist_path, root)
-    pieces: list[_Piece] = [lines[0].text + lines[0].eol]
+    pieces: list[Piece] = [lines[0].text + lines[0].eol]
     starts = [0]
     add = pieces.append
     mark = starts.append
@@ -323,7 +273,7 @@ def _media_pieces(
                 continue
             elif name == tags.EXT_X_START:
                 parse_start(content)
-                add(_Start(content + line.eol))
+                add(StartLine(content + line.eol))
                 continue
             elif name == tags.EXT_X_TARGETDURATION:
                 has_target_duration = True
@@ -337,7 +287,7 @@ def _media_pieces(
     if not has_target_duration:
         raise PlaylistError("missing EXT-X-TARGETDURATION")  # §4.3.3.1: REQUIRED
     mark(len(pieces))
-    return lines, pieces, starts
+    return MediaPieces(lines, pieces, starts)
 
 
 def _at_line(err: PlaylistError, line: Line) -> PlaylistError:
@@ -385,7 +335,7 @@ class MasterTemplate:
 class _Block:
     """Consecutive pieces that are kept, dropped or moved together."""
 
-    pieces: list[_Piece] = field(default_factory=list)
+    pieces: list[Piece] = field(default_factory=list)
     kind: Literal["variant", "iframe", "other"] = "other"
     height: int | None = None
     bandwidth: int = 0
@@ -444,7 +394,7 @@ def _split_master(lines: list[Line], rewriter: _UriRewriter) -> list[_Block]:
                     block.playlist_path = path
             elif name == tags.EXT_X_START:
                 parse_start(content)
-                block.pieces.append(_Start(content + line.eol))
+                block.pieces.append(StartLine(content + line.eol))
             elif name in tags.MEDIA_ONLY_TAGS:
                 raise PlaylistError(f"{name} in a master playlist")
             else:
@@ -507,7 +457,7 @@ def compile_master_playlist(
         if "/" in relative
     )
     return MasterTemplate(
-        template=_assemble((piece for block in blocks for piece in block.pieces), lines[0]),
+        template=assemble_template((piece for block in blocks for piece in block.pieces), lines[0]),
         variants=tuple(
             VariantRef(b.playlist_path, b.bandwidth, b.height)
             for b in blocks

@@ -3,13 +3,20 @@
 Compiling (parsing, resolving, checking every URI) happens once per origin
 playlist and is cached; serving a request is then `PlaylistTemplate.render`,
 which interleaves the per-URI tokens with the chunks in a single ``"".join``.
+
+Compilers (`hls.rewrite` for origin playlists, `hls.ads` for stitched ones)
+build a list of `Piece`s, literal text, token `Slot`s and the `StartLine`, and
+hand it to `assemble_template`; both kinds of playlist are assembled by this
+one function, so their templates render alike.
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from .errors import PlaylistError
+from .lines import Line
 from .tags import EXT_X_START
 
 
@@ -81,3 +88,68 @@ class PlaylistTemplate:
         else:
             line += eol
         return head[:insert_at] + line + head[insert_at:old_start] + head[old_end:]
+
+
+class Slot(NamedTuple):
+    """A token slot for ``path`` in a list of pieces."""
+
+    path: str
+
+
+class StartLine(NamedTuple):
+    """The source's EXT-X-START line (with terminator), tracked so render can replace it."""
+
+    text: str
+
+
+Piece = str | Slot | StartLine
+"""What a compiler emits: literal text, a token slot, or the EXT-X-START line."""
+
+
+def assemble_template(pieces: Iterable[Piece], first: Line) -> PlaylistTemplate:
+    """Merge pieces into chunks and paths, and note where EXT-X-START goes.
+
+    ``first`` is the ``#EXTM3U`` line the pieces start with: a rendered
+    EXT-X-START goes right after it and ends like it (LF or CRLF).
+    At most one EXT-X-START is allowed (RFC 8216 §4.3.5.2); one written after
+    the first URI is moved up into ``chunks[0]`` so render can find it.
+    """
+    chunks: list[str] = []
+    paths: list[str] = []
+    buffer: list[str] = []
+    head_size = 0
+    start_span: tuple[int, int] | None = None
+    late_start: str | None = None
+    for piece in pieces:
+        if piece.__class__ is str and chunks:  # the hot case, after the header
+            buffer.append(piece)
+            continue
+        if isinstance(piece, Slot):
+            chunks.append("".join(buffer))
+            buffer = []
+            paths.append(piece.path)
+            continue
+        if isinstance(piece, StartLine):
+            if start_span is not None or late_start is not None:
+                raise PlaylistError("more than one EXT-X-START")  # §4.3.5.2
+            if chunks:
+                late_start = piece.text
+                continue
+            start_span = (head_size, head_size + len(piece.text))
+        text = piece if isinstance(piece, str) else piece.text
+        buffer.append(text)
+        if not chunks:
+            head_size += len(text)
+    chunks.append("".join(buffer))
+    insert_at = len(first.text) + len(first.eol)
+    if late_start is not None:
+        # An EXT-X-START after the first URI: move it up so render can find it.
+        head = chunks[0]
+        chunks[0] = head[:insert_at] + late_start + head[insert_at:]
+        start_span = (insert_at, insert_at + len(late_start))
+    old_start, old_end = start_span or (insert_at, insert_at)
+    return PlaylistTemplate(
+        chunks=tuple(chunks),
+        paths=tuple(paths),
+        start=StartSlot(insert_at, old_start, old_end, first.eol or "\n"),
+    )

@@ -1,5 +1,10 @@
-"""Ingest: probe sources with ffmpeg, transcode them into an HLS ladder, make demo films."""
+"""Ingest: probe sources with ffmpeg, transcode them into an HLS ladder, make demo films.
 
+``ffmpeg`` runs and probes, ``ladder`` picks the rungs, ``transcode`` packages a
+source as HLS, ``demo`` generates the synthetic demo film.
+"""
+
+from admin.ingest.demo import build_demo_film, generate_test_source
 from admin.ingest.ffmpeg import (
     FfmpegError,
     IngestError,
@@ -21,9 +26,7 @@ from admin.ingest.transcode import (
     HlsPackage,
     Rendition,
     RenditionPlan,
-    build_demo_film,
     build_hls_args,
-    generate_test_source,
     plan_renditions,
     render_master_playlist,
     transcode_to_hls,

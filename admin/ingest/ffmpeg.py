@@ -23,6 +23,7 @@ __all__ = [
     "FfmpegError",
     "IngestError",
     "MediaInfo",
+    "encode_timeout",
     "find_ffmpeg",
     "probe",
     "run_ffmpeg",
@@ -34,6 +35,14 @@ logger = logging.getLogger(__name__)
 STDERR_TAIL_LINES = 8
 _MAX_LINE_CHARS = 300
 PROBE_TIMEOUT_S = 30.0
+
+
+def encode_timeout(duration_s: float | None) -> float:
+    """How long an encode of ``duration_s`` seconds of media may run (an hour if unknown).
+
+    Generous: a 2-core worker encodes five rungs at roughly real time.
+    """
+    return 600.0 + 10.0 * (duration_s or 3600.0)
 
 
 class IngestError(Exception):

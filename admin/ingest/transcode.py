@@ -1,4 +1,4 @@
-"""Transcode a source into an HLS VOD ladder, and generate the synthetic demo film.
+"""Transcode a source into an HLS VOD ladder, checked and written with the ``hls`` core.
 
 Package layout written into ``out_dir`` (later uploaded as ``videos/{id}/...``)::
 
@@ -11,6 +11,9 @@ One ffmpeg process decodes the source once and ``split``s the picture into one s
 H.264 encode per rung, so every encoder sees identical frames and identical keyframe
 decisions. The package is built in a hidden staging directory next to ``out_dir`` and
 moved into place only when it validates, so an origin never serves half a film.
+ffmpeg's media playlists are read with `hls.parse_media_playlist` and the master
+playlist is written with `hls.write_master_playlist`. The synthetic demo film is made
+in `admin.ingest.demo`.
 """
 
 from __future__ import annotations
@@ -19,26 +22,17 @@ import asyncio
 import logging
 import math
 import os
-import re
 import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import ffmpeg
 
-from admin.ingest.ffmpeg import (
-    FfmpegError,
-    MediaInfo,
-    find_ffmpeg,
-    kill_and_reap,
-    probe,
-    run_ffmpeg,
-)
+from admin.ingest.ffmpeg import FfmpegError, MediaInfo, encode_timeout, probe, run_ffmpeg
 from admin.ingest.ladder import (
     DEFAULT_LADDER,
     Rung,
@@ -47,14 +41,21 @@ from admin.ingest.ladder import (
     scaled_size,
     select_rungs,
 )
+from hls import (
+    MediaPlaylist,
+    PlaylistError,
+    Resolution,
+    VariantStream,
+    parse_media_playlist,
+    write_master_playlist,
+)
+from hls.tags import EXTINF
 
 __all__ = [
     "HlsPackage",
     "Rendition",
     "RenditionPlan",
-    "build_demo_film",
     "build_hls_args",
-    "generate_test_source",
     "plan_renditions",
     "render_master_playlist",
     "transcode_to_hls",
@@ -71,18 +72,19 @@ POSTER_WIDTH: Final = 640
 AAC_LC_CODECS: Final = "mp4a.40.2"
 AUDIO_SAMPLE_RATE: Final = 48_000
 
-# Tag names (RFC 8216 §4.3); the gateway's HLS core owns the full set.
-_EXTM3U: Final = "#EXTM3U"
-_EXT_X_VERSION: Final = "#EXT-X-VERSION"
-_EXT_X_INDEPENDENT_SEGMENTS: Final = "#EXT-X-INDEPENDENT-SEGMENTS"
-_EXT_X_STREAM_INF: Final = "#EXT-X-STREAM-INF"
-_EXTINF: Final = "#EXTINF"
-_EXT_X_ENDLIST: Final = "#EXT-X-ENDLIST"
-_EXT_X_PLAYLIST_TYPE: Final = "#EXT-X-PLAYLIST-TYPE"
+#: EXT-X-VERSION of the master playlist: 3, as ffmpeg writes in the media playlists
+#: (decimal EXTINF durations, RFC 8216 §7); nothing in the master needs more.
+MASTER_VERSION: Final = 3
 
-#: Renditions' segment durations may differ by this much and still count as aligned
-#: (an audio-only rendition is cut on 1024-sample AAC frames, ~21 ms at 48 kHz).
-ALIGNMENT_TOLERANCE_S: Final = 0.1
+#: How much one segment's duration may differ between the renditions of a film and
+#: still count as aligned for switching (RFC 8216 §6.2.4 lets content that is in one
+#: variant but not another sit at a segment's start or end). Not the stitcher's
+#: `hls.ads.ALIGNMENT_TOLERANCE_S` (1 ms), which bounds how far an ad's EXTINF may be
+#: restated in another rendition: an audio-only rendition is cut on 1024-sample AAC
+#: frames (21.3 ms at 48 kHz; ffmpeg's cuts come out 16 ms after the video's), so with
+#: 1 ms every ladder with an audio-only rung would be refused. 0.1 s holds a frame with
+#: room to spare and is far below a segment.
+LADDER_ALIGNMENT_TOLERANCE_S: Final = 0.1
 _POSTER_TIMEOUT_S: Final = 120.0
 #: Longest trailing audio-only sliver folded into the previous segment; short enough
 #: that the merged EXTINF still rounds to the target duration (RFC 8216 §4.3.3.1).
@@ -144,11 +146,6 @@ class HlsPackage:
     duration_s: float
     master_path: Path
     poster_path: Path
-
-
-class _MediaPlaylist(NamedTuple):
-    durations: tuple[float, ...]
-    uris: tuple[str, ...]
 
 
 def plan_renditions(
@@ -293,61 +290,58 @@ def render_master_playlist(renditions: Sequence[Rendition]) -> str:
     """The master playlist text: video variants highest first, audio-only last.
 
     BANDWIDTH is the peak segment bit rate and AVERAGE-BANDWIDTH the mean over the
-    whole presentation (RFC 8216 §4.3.4.2).
+    whole presentation (RFC 8216 §4.3.4.2); the audio-only variant has no RESOLUTION
+    or FRAME-RATE. INDEPENDENT-SEGMENTS holds (§4.3.5.1): every segment starts with
+    a forced IDR frame (`build_hls_args`).
     """
-    lines = [_EXTM3U, f"{_EXT_X_VERSION}:3", _EXT_X_INDEPENDENT_SEGMENTS]
     ordered = sorted(renditions, key=lambda r: (r.is_audio_only, -r.height, -r.bandwidth))
-    for rendition in ordered:
-        attributes = [
-            f"BANDWIDTH={rendition.bandwidth}",
-            f"AVERAGE-BANDWIDTH={rendition.average_bandwidth}",
-        ]
-        if not rendition.is_audio_only:
-            attributes.append(f"RESOLUTION={rendition.width}x{rendition.height}")
-            if rendition.frame_rate is not None:
-                attributes.append(f"FRAME-RATE={float(rendition.frame_rate):.3f}")
-        attributes.append(f'CODECS="{rendition.codecs}"')
-        lines.append(f"{_EXT_X_STREAM_INF}:{','.join(attributes)}")
-        lines.append(rendition.uri)
-    return "\n".join(lines) + "\n"
+    variants = [
+        VariantStream(
+            uri=rendition.uri,
+            bandwidth=rendition.bandwidth,
+            average_bandwidth=rendition.average_bandwidth,
+            resolution=None
+            if rendition.is_audio_only
+            else Resolution(rendition.width, rendition.height),
+            frame_rate=None
+            if rendition.is_audio_only or rendition.frame_rate is None
+            else float(rendition.frame_rate),
+            codecs=rendition.codecs,
+        )
+        for rendition in ordered
+    ]
+    return write_master_playlist(variants, version=MASTER_VERSION, independent_segments=True)
 
 
-def _read_media_playlist(path: Path) -> _MediaPlaylist:
-    """Read the segment durations and URIs of a VOD media playlist ffmpeg wrote."""
+def _read_media_playlist(path: Path) -> MediaPlaylist:
+    """Read a VOD media playlist ffmpeg wrote; `FfmpegError` unless it is complete."""
+    name = f"{path.parent.name}/{path.name}"
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as err:
-        raise FfmpegError(f"ffmpeg wrote no playlist {path.parent.name}/{path.name}") from err
-    durations: list[float] = []
-    uris: list[str] = []
-    pending: float | None = None
-    has_endlist = is_vod = False
-    for line in (raw.strip() for raw in text.splitlines()):
-        if line.startswith(f"{_EXTINF}:"):
-            pending = float(line[len(_EXTINF) + 1 :].split(",", 1)[0])
-        elif line == _EXT_X_ENDLIST:
-            has_endlist = True
-        elif line == f"{_EXT_X_PLAYLIST_TYPE}:VOD":
-            is_vod = True
-        elif line and not line.startswith("#"):
-            if pending is None:
-                raise FfmpegError(f"segment {line} in {path.parent.name} has no EXTINF")
-            durations.append(pending)
-            uris.append(line)
-            pending = None
-    if not (has_endlist and is_vod and uris):
-        raise FfmpegError(f"{path.parent.name}/{path.name} is not a complete VOD playlist")
-    return _MediaPlaylist(tuple(durations), tuple(uris))
+        raise FfmpegError(f"ffmpeg wrote no playlist {name}") from err
+    try:
+        playlist = parse_media_playlist(text)
+    except PlaylistError as err:
+        raise FfmpegError(f"{name} is not a valid media playlist: {err}") from err
+    # §4.3.3.5 and §4.3.3.4: a VOD playlist is complete and will not change.
+    if not (playlist.endlist and playlist.playlist_type == "VOD" and playlist.segments):
+        raise FfmpegError(f"{name} is not a complete VOD playlist")
+    return playlist
 
 
 def _measure(
     plan: RenditionPlan, directory: Path, fps: Fraction
-) -> tuple[Rendition, _MediaPlaylist]:
-    """Measure a rendition's peak and average bit rate from its segment files."""
+) -> tuple[Rendition, tuple[float, ...]]:
+    """Measure a rendition's peak and average bit rate from its segment files.
+
+    Returns the rendition and its segment durations (EXTINF, in playlist order).
+    """
     playlist = _read_media_playlist(directory / MEDIA_PLAYLIST)
     peak = 0.0
     total_bits = 0
-    for duration, uri in zip(playlist.durations, playlist.uris, strict=True):
+    for segment in playlist.segments:
+        duration, uri = segment.duration, segment.uri
         if "/" in uri or uri in {".", ".."}:
             raise FfmpegError(f"unexpected segment URI {uri!r} in {plan.name}")
         try:
@@ -357,7 +351,8 @@ def _measure(
         total_bits += bits
         if duration > 0:
             peak = max(peak, bits / duration)
-    total_duration = sum(playlist.durations)
+    durations = tuple(segment.duration for segment in playlist.segments)
+    total_duration = sum(durations)
     rendition = Rendition(
         name=plan.name,
         width=plan.width,
@@ -366,9 +361,9 @@ def _measure(
         average_bandwidth=math.ceil(total_bits / total_duration) if total_duration else 0,
         codecs=plan.codecs,
         frame_rate=None if plan.level_idc is None else fps,
-        segment_count=len(playlist.uris),
+        segment_count=len(durations),
     )
-    return rendition, playlist
+    return rendition, durations
 
 
 def _fold_trailing_fragment(directory: Path, expected_segments: int) -> None:
@@ -381,22 +376,23 @@ def _fold_trailing_fragment(directory: Path, expected_segments: int) -> None:
     one muxer concatenate into a valid stream, so the sliver is appended to the
     previous segment and the playlist entry merged.
     """
-    playlist = _read_media_playlist(directory / MEDIA_PLAYLIST)
-    if len(playlist.uris) != expected_segments + 1 or expected_segments == 0:
+    segments = _read_media_playlist(directory / MEDIA_PLAYLIST).segments
+    if len(segments) != expected_segments + 1 or expected_segments == 0:
         return
-    fragment = playlist.durations[-1]
-    merged = playlist.durations[-2] + fragment
+    fragment = segments[-1].duration
+    merged = segments[-2].duration + fragment
     if fragment > _MAX_TRAILING_FRAGMENT_S:
         return
-    last, previous = directory / playlist.uris[-1], directory / playlist.uris[-2]
+    last, previous = directory / segments[-1].uri, directory / segments[-2].uri
     with previous.open("ab") as target:
         target.write(last.read_bytes())
     last.unlink()
+    # An edit of ffmpeg's text, where each EXTINF is followed by its URI line (§4.3.2.1).
     lines = (directory / MEDIA_PLAYLIST).read_text(encoding="utf-8").splitlines()
-    extinf = [index for index, line in enumerate(lines) if line.startswith(f"{_EXTINF}:")]
+    extinf = [index for index, line in enumerate(lines) if line.startswith(f"{EXTINF}:")]
     # Drop the last EXTINF and its URI line; the one before now covers both.
     del lines[extinf[-1] : extinf[-1] + 2]
-    lines[extinf[-2]] = f"{_EXTINF}:{merged:.6f},"
+    lines[extinf[-2]] = f"{EXTINF}:{merged:.6f},"
     (directory / MEDIA_PLAYLIST).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -404,21 +400,21 @@ def _finish_package(
     staging: Path, plans: Sequence[RenditionPlan], fps: Fraction
 ) -> tuple[list[Rendition], float]:
     """Validate alignment across renditions and write our own master playlist."""
-    expected = len(_read_media_playlist(staging / plans[0].name / MEDIA_PLAYLIST).uris)
+    expected = len(_read_media_playlist(staging / plans[0].name / MEDIA_PLAYLIST).segments)
     for plan in plans:
         if plan.level_idc is None:
             _fold_trailing_fragment(staging / plan.name, expected)
     measured = [_measure(plan, staging / plan.name, fps) for plan in plans]
     reference_name = measured[0][0].name
-    reference = measured[0][1].durations
-    for rendition, playlist in measured[1:]:
-        if len(playlist.durations) != len(reference):
+    reference = measured[0][1]
+    for rendition, durations in measured[1:]:
+        if len(durations) != len(reference):
             raise FfmpegError(
                 f"renditions are not aligned: {rendition.name} has "
-                f"{len(playlist.durations)} segments, {reference_name} has {len(reference)}"
+                f"{len(durations)} segments, {reference_name} has {len(reference)}"
             )
-        for index, (ours, theirs) in enumerate(zip(playlist.durations, reference, strict=True)):
-            if abs(ours - theirs) > ALIGNMENT_TOLERANCE_S:
+        for index, (ours, theirs) in enumerate(zip(durations, reference, strict=True)):
+            if abs(ours - theirs) > LADDER_ALIGNMENT_TOLERANCE_S:
                 raise FfmpegError(
                     f"renditions are not aligned: segment {index} lasts {ours:.3f} s in "
                     f"{rendition.name} and {theirs:.3f} s in {reference_name}"
@@ -443,11 +439,6 @@ def _prepare_staging(out_dir: Path, names: Sequence[str]) -> Path:
 def _publish(staging: Path, out_dir: Path) -> None:
     """Move the finished package into place (rename replaces an empty directory)."""
     os.replace(staging, out_dir)
-
-
-def _default_timeout(duration_s: float | None) -> float:
-    # Generous: a 2-core worker encodes five rungs at roughly real time.
-    return 600.0 + 10.0 * (duration_s or 3600.0)
 
 
 async def _extract_poster(src: Path, dest: Path, at_s: float) -> None:
@@ -514,7 +505,7 @@ async def transcode_to_hls(
             args,
             on_progress=None if on_progress is None else (lambda f: on_progress(f * encode_share)),
             duration_s=info.duration_s,
-            timeout_s=timeout_s if timeout_s is not None else _default_timeout(info.duration_s),
+            timeout_s=timeout_s if timeout_s is not None else encode_timeout(info.duration_s),
         )
         renditions, duration = await asyncio.to_thread(_finish_package, staging, plans, fps)
         await _extract_poster(src, staging / POSTER, at_s=duration * 0.1)
@@ -539,232 +530,3 @@ def _output_rate(info: MediaInfo) -> Fraction:
     while rate > 60:
         rate /= 2
     return rate
-
-
-# --- the synthetic demo film -------------------------------------------------------
-
-_FONT_CANDIDATES: Final = (
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Bold.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/Library/Fonts/Arial.ttf",
-    "/System/Library/Fonts/Supplemental/Arial.ttf",
-)
-_SAFE_FONT_PATH = re.compile(r"^[\w./-]+$")
-_SAFE_LABEL = re.compile(r"[^A-Za-z0-9 .,_-]")
-
-
-class _Drawtext(NamedTuple):
-    available: bool
-    fontfile: str | None
-
-
-_drawtext_cache: dict[str, _Drawtext] = {}
-
-
-async def _try_drawtext(exe: str, fontfile: str | None) -> bool:
-    """True if this ffmpeg can render text with this font (None: fontconfig default)."""
-    spec = "drawtext=text=0" + (f":fontfile={fontfile}" if fontfile else "")
-    proc = await asyncio.create_subprocess_exec(
-        exe,
-        "-hide_banner",
-        "-nostdin",
-        "-v",
-        "error",
-        "-f",
-        "lavfi",
-        "-i",
-        "color=size=64x64:duration=0.1",
-        "-vf",
-        spec,
-        "-f",
-        "null",
-        "-",
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        async with asyncio.timeout(30):
-            return await proc.wait() == 0
-    except TimeoutError:
-        # A hung font lookup counts as "no": the fallback pattern still shows time.
-        await kill_and_reap(proc)
-        return False
-    except BaseException:
-        await kill_and_reap(proc)
-        raise
-
-
-def _font_candidates() -> list[str]:
-    return [
-        path for path in _FONT_CANDIDATES if _SAFE_FONT_PATH.match(path) and os.path.isfile(path)
-    ]
-
-
-async def _detect_drawtext(exe: str) -> _Drawtext:
-    """Whether ``exe`` has a working drawtext filter, and with which font file."""
-    if exe in _drawtext_cache:
-        return _drawtext_cache[exe]
-    found = _Drawtext(available=False, fontfile=None)
-    # An explicit font file first: fontconfig in static builds may not find any font.
-    fonts: list[str | None] = [*(await asyncio.to_thread(_font_candidates))[:2], None]
-    for fontfile in fonts:
-        if await _try_drawtext(exe, fontfile):
-            found = _Drawtext(available=True, fontfile=fontfile)
-            break
-    logger.info("ffmpeg %s drawtext: %s", exe, found)
-    _drawtext_cache[exe] = found
-    return found
-
-
-def _tone_expression() -> str:
-    """A tone that steps through four pitches every 3 s, faded in and out (no clicks).
-
-    Written without commas or colons so that it needs no escaping inside a lavfi
-    graph: ``t-3*floor(t/3)`` is ``mod(t, 3)``.
-    """
-    step = "(floor(t/3)-4*floor(t/12))"
-    envelope = "sin(PI*(t-3*floor(t/3))/3)"
-    return f"0.25*{envelope}*sin(2*PI*(330+110*{step})*t)"
-
-
-async def generate_test_source(
-    out: Path,
-    *,
-    duration_s: float,
-    width: int = 1920,
-    height: int = 1080,
-    fps: int = 24,
-    label: str = "Kush Films demo",
-    timeout_s: float | None = None,
-) -> Path:
-    """Write a synthetic film (test pattern, running clock, stepping tone) as MP4.
-
-    The clock is drawn with ``drawtext`` when this ffmpeg has it and a usable font;
-    otherwise the ``testsrc`` pattern, whose built-in counter shows the time.
-    ``label`` is reduced to letters, digits and simple punctuation.
-    """
-    if duration_s <= 0 or width <= 0 or height <= 0 or fps <= 0:
-        raise ValueError("duration, size and frame rate must be positive")
-    size = f"{width}x{height}"
-    drawtext = await _detect_drawtext(find_ffmpeg())
-    pattern = "testsrc2" if drawtext.available else "testsrc"
-    video = ffmpeg.input(
-        f"{pattern}=size={size}:rate={fps}:duration={duration_s:.3f}", f="lavfi"
-    ).video
-    if drawtext.available:
-        font: dict[str, Any] = {"fontfile": drawtext.fontfile} if drawtext.fontfile else {}
-        clean_label = _SAFE_LABEL.sub("", label).strip()[:60]
-        if clean_label:
-            video = video.filter(
-                "drawtext",
-                text=clean_label,
-                expansion="none",
-                fontsize=max(12, height // 14),
-                fontcolor="white",
-                box=1,
-                boxcolor="black@0.6",
-                boxborderw=max(4, height // 90),
-                x="(w-text_w)/2",
-                y=f"{height // 8}",
-                **font,
-            )
-        video = video.filter(
-            "drawtext",
-            text="%{pts:hms}",
-            fontsize=max(16, height // 8),
-            fontcolor="white",
-            box=1,
-            boxcolor="black@0.6",
-            boxborderw=max(4, height // 60),
-            x="(w-text_w)/2",
-            y=f"h-text_h-{height // 8}",
-            **font,
-        )
-    audio = ffmpeg.input(
-        f"aevalsrc=exprs={_tone_expression()}|{_tone_expression()}"
-        f":sample_rate={AUDIO_SAMPLE_RATE}:channel_layout=stereo:duration={duration_s:.3f}",
-        f="lavfi",
-    ).audio
-    args: list[str] = (
-        ffmpeg.output(
-            video,
-            audio,
-            str(out),
-            **{
-                "c:v": "libx264",
-                "preset": "ultrafast",
-                "crf": 18,
-                "pix_fmt": "yuv420p",
-                "g": fps * 2,
-                "c:a": "aac",
-                "b:a": 160_000,
-                "ar": AUDIO_SAMPLE_RATE,
-                "ac": 2,
-                "t": f"{duration_s:.3f}",
-                "movflags": "+faststart",
-            },
-        )
-        .overwrite_output()
-        .get_args()
-    )
-    await asyncio.to_thread(out.parent.mkdir, parents=True, exist_ok=True)
-    await run_ffmpeg(
-        args,
-        duration_s=duration_s,
-        timeout_s=timeout_s if timeout_s is not None else _default_timeout(duration_s),
-    )
-    return out
-
-
-async def build_demo_film(
-    out_dir: Path,
-    *,
-    duration_s: float = 120,
-    heights: Sequence[int] = (1080, 720, 480, 360),
-    include_audio_only: bool = False,
-    on_progress: Callable[[float], None] | None = None,
-    preset: str = "superfast",
-    label: str = "Kush Films demo",
-) -> HlsPackage:
-    """Generate a 1080p synthetic film and package it as HLS with exactly ``heights``.
-
-    The source lives in a temporary directory beside ``out_dir`` and is deleted after.
-    x264 ``superfast`` by default: a test pattern needs no better, and `kush up` is
-    ready sooner (about a fifth less CPU than ``veryfast``).
-    """
-    by_height = {rung.height: rung for rung in DEFAULT_LADDER if not rung.is_audio_only}
-    missing = [h for h in heights if h not in by_height]
-    if missing:
-        raise ValueError(f"no ladder rung for heights {missing}")
-    rungs = [by_height[h] for h in heights]
-    if include_audio_only:
-        rungs.extend(rung for rung in DEFAULT_LADDER if rung.is_audio_only)
-    await asyncio.to_thread(out_dir.parent.mkdir, parents=True, exist_ok=True)
-    workdir = Path(
-        await asyncio.to_thread(
-            tempfile.mkdtemp, prefix=f".{out_dir.name}.source-", dir=out_dir.parent
-        )
-    )
-    # Generating the source costs far less than encoding the ladder.
-    generate_share = 0.2
-    try:
-        source = await generate_test_source(
-            workdir / "source.mp4", duration_s=duration_s, label=label
-        )
-        if on_progress is not None:
-            on_progress(generate_share)
-        return await transcode_to_hls(
-            source,
-            out_dir,
-            rungs=rungs,
-            preset=preset,
-            on_progress=None
-            if on_progress is None
-            else (lambda f: on_progress(generate_share + (1 - generate_share) * f)),
-        )
-    finally:
-        await asyncio.shield(asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True))

@@ -24,6 +24,7 @@ from admin.ingest import (
     select_rungs,
     transcode_to_hls,
 )
+from admin.ingest import demo as demo_module
 from admin.ingest import transcode as transcode_module
 
 SOURCE_SECONDS = 12.0
@@ -315,7 +316,7 @@ async def test_misaligned_renditions_are_rejected(tmp_path: Path) -> None:
         (tmp_path / name).mkdir()
         body = "".join(f"#EXTINF:{d},\n{uri}\n" for d, uri in segments)
         (tmp_path / name / "index.m3u8").write_text(
-            f"#EXTM3U\n#EXT-X-PLAYLIST-TYPE:VOD\n{body}#EXT-X-ENDLIST\n"
+            f"#EXTM3U\n#EXT-X-TARGETDURATION:8\n#EXT-X-PLAYLIST-TYPE:VOD\n{body}#EXT-X-ENDLIST\n"
         )
         for _, uri in segments:
             (tmp_path / name / uri).write_bytes(b"\x47" * 188)
@@ -332,9 +333,9 @@ async def test_test_source_without_drawtext_falls_back_to_a_counter_pattern(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def no_drawtext(exe: str) -> Any:
-        return transcode_module._Drawtext(available=False, fontfile=None)
+        return demo_module._Drawtext(available=False, fontfile=None)
 
-    monkeypatch.setattr(transcode_module, "_detect_drawtext", no_drawtext)
+    monkeypatch.setattr(demo_module, "_detect_drawtext", no_drawtext)
     source = await generate_test_source(
         tmp_path / "plain.mp4", duration_s=2, width=320, height=240, fps=25
     )
