@@ -11,7 +11,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from .rewrite import compile_media_playlist
+from hls import compile_media_playlist
 
 ROOT = "/hls/0b6c7c55-0b1d-4a7e-9d4e-2f1f6a0c9e11/"
 PLAYLIST_PATH = ROOT + "720p/index.m3u8"
