@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from admin.publish import generate_ad
+from admin.publish import build_ad, record_ad_package
 from origin import OriginStore
 from runtime.db import audit
 from runtime.errors import BadRequest, NotFound, Unprocessable
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 admin_origin_key = web.AppKey("admin_origin", OriginStore)
 background_key = web.AppKey("background", set[asyncio.Task[None]])
+encode_slots_key = web.AppKey("encode_slots", asyncio.Semaphore)
 
 ADMIN = frozenset({"admin"})
 READERS = frozenset({"admin", "moderator"})
@@ -169,16 +170,21 @@ async def create_ad(request: web.Request) -> web.Response:
 
 
 async def _generate(app: web.Application, ad_id: str, seconds: float) -> None:
+    """Encode in the background, at most ``KUSH_ADMIN_MAX_ENCODES`` at a time, holding a
+    database connection only for the final write (ten requests must not drain the pool)."""
     try:
-        async with app[pg_key].acquire() as conn:
-            await generate_ad(
-                conn,
+        async with app[encode_slots_key]:
+            package = await build_ad(
                 app[admin_origin_key],
                 ad_id,
                 duration_s=seconds,
                 work_dir=app[settings_key].data_dir / "work",
             )
+        async with app[pg_key].acquire() as conn:
+            await record_ad_package(conn, ad_id, package)
         await bump_ad_inventory(app[redis_key], app[rkeys_key])
+    except asyncio.CancelledError:
+        raise
     except Exception:
         log.exception("generating ad %s failed", ad_id)
         await app[pg_key].execute("UPDATE ads SET status = 'draft' WHERE id = $1", uuid.UUID(ad_id))

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from admin.ads import admin_origin_key, background_key
+from admin.ads import admin_origin_key, background_key, encode_slots_key
 from admin.ads import setup_routes as setup_ad_routes
 from admin.openapi import openapi
 from origin.factory import create_origin
@@ -17,10 +17,12 @@ from tokens.service.views import auth_ctx
 
 
 async def _resources_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The origin store and the set of background tasks (cancelled on the way out)."""
+    """The origin store, the background tasks (cancelled on the way out) and the slots
+    that bound concurrent encodes."""
     app[admin_origin_key] = create_origin(app[settings_key])
     running: set[asyncio.Task[None]] = set()
     app[background_key] = running
+    app[encode_slots_key] = asyncio.Semaphore(app[settings_key].admin_max_encodes)
     yield
     tasks = list(running)
     for task in tasks:

@@ -172,17 +172,25 @@ async def record_ad_package(conn: asyncpg.Connection, ad_id: str, package: HlsPa
     )
 
 
-async def generate_ad(
-    conn: asyncpg.Connection, origin: OriginStore, ad_id: str, *, duration_s: float, work_dir: Path
-) -> None:
-    """Generate a synthetic video ad in the film ladder (until uploads are ingested)."""
-    package = await _build_and_upload(
+async def build_ad(
+    origin: OriginStore, ad_id: str, *, duration_s: float, work_dir: Path
+) -> HlsPackage:
+    """Encode a synthetic video ad in the film ladder and upload it (no database: an
+    encode takes seconds to minutes and must not hold a connection)."""
+    return await _build_and_upload(
         origin,
         "ads",
         ad_id,
         work_dir,
         lambda out: build_demo_film(out, duration_s=duration_s, label="ADVERT - Kush Films"),
     )
+
+
+async def generate_ad(
+    conn: asyncpg.Connection, origin: OriginStore, ad_id: str, *, duration_s: float, work_dir: Path
+) -> None:
+    """Generate a synthetic video ad in the film ladder (until uploads are ingested)."""
+    package = await build_ad(origin, ad_id, duration_s=duration_s, work_dir=work_dir)
     await record_ad_package(conn, ad_id, package)
 
 

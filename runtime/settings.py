@@ -77,6 +77,8 @@ class Settings:
     login_account_free_failures: int = 20
     login_ip_failures_per_minute: int = 300
     register_limit_per_hour: int = 10
+    playback_starts_per_minute: int = 20
+    admin_max_encodes: int = 1
     cookie_secure: bool = False
     geo_header: str = "CF-IPCountry"
     region_header: str = "CF-Region"
@@ -289,6 +291,10 @@ class _Parser:
                 "KUSH_LOGIN_IP_FAILURES_PER_MINUTE", 300, 1, 1000000
             ),
             register_limit_per_hour=self.integer("KUSH_REGISTER_LIMIT_PER_HOUR", 10, 1, 100000),
+            playback_starts_per_minute=self.integer(
+                "KUSH_PLAYBACK_STARTS_PER_MINUTE", 20, 1, 100000
+            ),
+            admin_max_encodes=self.integer("KUSH_ADMIN_MAX_ENCODES", 1, 1, 64),
             cookie_secure=self.boolean("KUSH_COOKIE_SECURE", not demo),
             geo_header=self.text("KUSH_GEO_HEADER") or "CF-IPCountry",
             region_header=self.text("KUSH_REGION_HEADER") or "CF-Region",

@@ -178,6 +178,7 @@ def play_settings(settings: Settings, film: Film) -> Settings:
         origin_dir=film.origin_dir,
         login_free_failures=10_000,
         register_limit_per_hour=10_000,
+        playback_starts_per_minute=10_000,
     )
 
 

@@ -3,6 +3,7 @@ track ad segment fetches. Glue between the pure pieces and PostgreSQL/Redis/orig
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -245,6 +246,9 @@ class Stitcher:
         self.library = library
         self.on_fallback = on_fallback
         self._cache: dict[tuple[Any, ...], StitchedPlaylist] = {}
+        self._compiling: dict[tuple[Any, ...], asyncio.Future[StitchedPlaylist]] = {}
+        #: stitched templates compiled by this process (each key once)
+        self.compiles = 0
 
     async def _creative(self, ad: PlannedAd) -> AdCreative | None:
         try:
@@ -285,19 +289,45 @@ class Stitcher:
     ) -> StitchedPlaylist:
         key = (movie_id, version, rendition, name, ad_plan, tuple(renditions))
         found = self._cache.get(key)
-        if found is None:
-            root = f"/hls/{movie_id}/"
-            found = stitch_media_playlist(
-                text,
-                playlist_path=f"{root}{rendition}/{name}",
-                root=root,
-                pods=await self.pods_for(ad_plan, renditions),
-                content_height=content_height,
-                content_container=content_container,
+        if found is not None:
+            return found
+        pending = self._compiling.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(
+                self._compile(key, text, ad_plan, renditions, content_height, content_container)
             )
-            if len(self._cache) >= MAX_STITCHED:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = found
+            self._compiling[key] = pending
+            pending.add_done_callback(lambda _f: self._compiling.pop(key, None))
+        # shield: one viewer hanging up must not cancel the compile others wait for
+        return await asyncio.shield(pending)
+
+    async def _compile(
+        self,
+        key: tuple[Any, ...],
+        text: str,
+        ad_plan: AdPlan,
+        renditions: Sequence[ContentRendition],
+        content_height: int | None,
+        content_container: str,
+    ) -> StitchedPlaylist:
+        movie_id, rendition, name = key[0], key[2], key[3]
+        root = f"/hls/{movie_id}/"
+        pods = await self.pods_for(ad_plan, renditions)
+        # A 2-hour playlist with a dozen pods costs tens of milliseconds of CPU: compiled
+        # in a thread so the event loop keeps serving segments meanwhile.
+        found = await asyncio.to_thread(
+            stitch_media_playlist,
+            text,
+            playlist_path=f"{root}{rendition}/{name}",
+            root=root,
+            pods=pods,
+            content_height=content_height,
+            content_container=content_container,
+        )
+        self.compiles += 1
+        if len(self._cache) >= MAX_STITCHED:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[key] = found
         return found
 
 

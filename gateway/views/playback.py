@@ -9,8 +9,9 @@ from gateway.errors import SessionNotFound
 from gateway.keys import playback_key
 from gateway.playback import Viewing, iso_utc, session_signer, start_session
 from gateway.playlists import hls_root
+from runtime import ratelimit
 from runtime.net import client_ip, trusted_header
-from runtime.web import json_response, settings_key
+from runtime.web import json_response, redis_key, rkeys_key, settings_key
 from tokens import ip_prefix_of
 from tokens.service.views import authenticate, keystore_key
 
@@ -27,6 +28,16 @@ async def start_playback(request: web.Request) -> web.Response:
     """POST /v1/playback/{movie_id} -> 201 {session_id, manifest_url, expires_at, ads}."""
     claims = await authenticate(request)
     settings = request.app[settings_key]
+    # each start may compile a stitched playlist: bounded per account so one looping
+    # client cannot pin a worker (segments and playlists are never limited)
+    await ratelimit.hit(
+        request.app[redis_key],
+        request.app[rkeys_key],
+        "play-start",
+        claims.sub,
+        limit=settings.playback_starts_per_minute,
+        window_s=60,
+    )
     trusted = settings.trusted_proxies
     ip = client_ip(request, trusted)
     who = Viewing(

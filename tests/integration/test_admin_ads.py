@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from aiohttp.test_utils import TestClient
 from admin.app import create_app as create_admin
 from gateway.app import create_app as create_gateway
 from runtime.settings import Settings
+from runtime.web import pg_key
 from tests.integration.conftest import DEMO_PASSWORD
 from tests.integration.helpers import bearer, register_and_login
 
@@ -147,3 +149,39 @@ async def test_generated_creative_becomes_ready(gateway: TestClient, admin: Test
             ad = await (await admin.get(f"/admin/v1/ads/{ad['id']}", headers=auth)).json()
     assert ad["status"] == "ready"
     assert ad["duration_s"] == pytest.approx(6, abs=0.5)
+
+
+@pytest.mark.slow
+async def test_generation_holds_no_connection_and_is_bounded(
+    gateway: TestClient, play_settings: Settings, aiohttp_client
+) -> None:
+    """Encodes run one at a time (KUSH_ADMIN_MAX_ENCODES=1) and hold no database
+    connection while ffmpeg runs: with a pool of 2, three encodes in flight must leave
+    the pool free for the admin's other requests."""
+    small = dataclasses.replace(play_settings, db_pool_size=2, admin_max_encodes=1)
+    admin: TestClient = await aiohttp_client(create_admin(small))
+    auth = bearer(await admin_token(gateway))
+    ids = []
+    for i in range(3):
+        resp = await admin.post(
+            "/admin/v1/ads", json={"name": f"Bulk {i}", "generate_seconds": 5}, headers=auth
+        )
+        assert resp.status == 201
+        ids.append((await resp.json())["id"])
+    pool = admin.app[pg_key]
+    in_use_while_busy: list[int] = []
+    async with asyncio.timeout(300):
+        while True:
+            statuses = [
+                (await (await admin.get(f"/admin/v1/ads/{i}", headers=auth)).json())["status"]
+                for i in ids
+            ]
+            busy = statuses.count("processing")
+            if busy >= 2:
+                in_use_while_busy.append(pool.get_size() - pool.get_idle_size())
+            if busy == 0:
+                break
+            await asyncio.sleep(0.2)
+    assert statuses == ["ready"] * 3
+    assert in_use_while_busy, "the encodes finished before they could be observed"
+    assert max(in_use_while_busy) <= 1, in_use_while_busy

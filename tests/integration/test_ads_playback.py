@@ -3,6 +3,7 @@ paid viewers none; players decode across the breaks; events are counted exactly 
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
@@ -204,3 +205,26 @@ async def test_ad_decision_failure_still_starts_playback(
     assert resp.status == 201, await resp.text()
     assert (await resp.json())["ads"] is False
     assert await _fallbacks(client, "decision_failed") >= 1
+
+
+async def test_concurrent_requests_compile_a_stitched_playlist_once(
+    ad_film: AdFilm, play_settings: Settings, aiohttp_client
+) -> None:
+    """Stitching runs off the event loop and concurrent requests for the same playlist
+    share one compile."""
+    client: TestClient = await aiohttp_client(create_app(play_settings))
+    viewer = (await register_and_login(client))["access_token"]
+    body = await (await start(client, viewer, ad_film.movie_id)).json()
+    assert body["ads"] is True
+    master = await (await client.get(local(body["manifest_url"]))).text()
+    variant = uris(master)[0]
+    stitcher = client.app[playback_key].stitcher
+    before = stitcher.compiles
+    responses = await asyncio.gather(
+        *[client.get(f"/hls/{ad_film.movie_id}/{variant}") for _ in range(6)]
+    )
+    texts = {await r.text() for r in responses}
+    assert [r.status for r in responses] == [200] * 6
+    assert len(texts) == 1
+    assert "com.kushfilms.ad" in next(iter(texts))
+    assert stitcher.compiles - before == 1

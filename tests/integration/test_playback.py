@@ -381,3 +381,28 @@ async def test_playlists_gzip_cors_and_hotlink(
         assert resp.headers["Access-Control-Allow-Origin"] == "*"
     finally:
         await end_all(client, token, body["session_id"])
+
+
+async def test_playback_starts_are_rate_limited_per_account(
+    film: Film, play_settings: Settings, aiohttp_client
+) -> None:
+    """Start → stop in a loop is bounded per account (each start may compile a stitched
+    playlist); another account is not affected."""
+    limited = dataclasses.replace(
+        play_settings,
+        playback_starts_per_minute=3,
+        redis_prefix=play_settings.redis_prefix + f"ps{uuid.uuid4().hex[:6]}:",
+    )
+    client: TestClient = await aiohttp_client(create_app(limited))
+    token = (await register_and_login(client))["access_token"]
+    statuses = []
+    for _ in range(4):
+        resp = await start(client, token, film.movie_id)
+        statuses.append(resp.status)
+        if resp.status == 201:
+            await end_all(client, token, (await resp.json())["session_id"])
+    assert statuses == [201, 201, 201, 429]
+    assert 1 <= int(resp.headers["Retry-After"]) <= 60
+    assert (await resp.json())["error"]["code"] == "rate_limited"
+    other = (await register_and_login(client))["access_token"]
+    assert (await start(client, other, film.movie_id)).status == 201
