@@ -159,13 +159,14 @@ def _validation_errors(exc: ValidationError) -> list[ErrorDetails]:
 
 async def parse_body(request: web.Request, model: type[M], *, optional: bool = False) -> M:
     """The JSON body as ``model``: 400 ``invalid_json`` unless a JSON object (or absent
-    when ``optional``: then the model's defaults), 413 when too large, 422 when a field
-    does not fit."""
+    when ``optional``: then read as ``{}``), 413 when too large, 422 when a field does
+    not fit."""
     if request.content_length == 0 or not request.can_read_body:
-        if optional:
-            return model()
-        raise BadRequest("A JSON object body is required", code="invalid_json")
-    raw = await request.read()
+        if not optional:
+            raise BadRequest("A JSON object body is required", code="invalid_json")
+        raw = b"{}"
+    else:
+        raw = await request.read()
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
@@ -219,6 +220,18 @@ class PathParam:
     format: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A documented query or header parameter that no model parses (a credential such
+    as a playback token, whose absence is a 401 of its own; or ``Range``)."""
+
+    name: str
+    location: Literal["query", "header"]
+    description: str
+    required: bool = False
+    schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "string"})
+
+
 Reply = type[BaseModel] | Content | None
 
 
@@ -235,6 +248,7 @@ class RouteSpec(TypedDict, total=False):
     auth_optional: bool
     errors: Mapping[int, str]
     path_params: Mapping[str, PathParam]
+    params: tuple[Param, ...]
     tags: tuple[str, ...]
 
 
@@ -245,7 +259,8 @@ class ApiRoute:
     ``auth`` names security schemes, any one of which is enough (empty: public);
     ``auth_optional`` documents that the route also works without any. ``errors`` maps
     further statuses to what they mean; 400/413/422 for bodies and queries and 401 for
-    authenticated routes are added by the document builder.
+    authenticated routes are added by the document builder. ``params`` documents query
+    or header parameters no model parses.
     """
 
     method: Method
@@ -261,6 +276,7 @@ class ApiRoute:
     auth_optional: bool = False
     errors: Mapping[int, str] = field(default_factory=dict)
     path_params: Mapping[str, PathParam] = field(default_factory=dict)
+    params: tuple[Param, ...] = ()
     tags: tuple[str, ...] = ()
 
     @property
@@ -365,6 +381,16 @@ def _parameters(route: ApiRoute, schemas: dict[str, Any]) -> list[dict[str, Any]
         if spec is not None:
             param["description"] = spec.description
         params.append(param)
+    for extra in route.params:
+        params.append(
+            {
+                "name": extra.name,
+                "in": extra.location,
+                "required": extra.required,
+                "description": extra.description,
+                "schema": dict(extra.schema),
+            }
+        )
     if route.query is not None:
         qs = route.query.model_json_schema(mode="validation", ref_template=REF_TEMPLATE)
         schemas.update(qs.get("$defs", {}))
@@ -417,6 +443,7 @@ def openapi_document(
     reply_refs: dict[Any, Any] = {m: s for (m, mode), s in keyed.items() if mode == "serialization"}
 
     paths: dict[str, dict[str, Any]] = {}
+    templates: dict[str, str] = {}  # OpenAPI: /a/{x} and /a/{y} are the same path
     operation_ids: set[str] = set()
     used_schemes: set[str] = set()
     for r in routes:
@@ -424,6 +451,9 @@ def openapi_document(
         if op_id in operation_ids:
             raise ValueError(f"two routes share the operationId {op_id!r}")
         operation_ids.add(op_id)
+        shape = _PATH_PARAM_RE.sub("{}", r.doc_path)
+        if templates.setdefault(shape, r.doc_path) != r.doc_path:
+            raise ValueError(f"{r.doc_path} and {templates[shape]} differ only in names")
         op: dict[str, Any] = {"operationId": op_id, "summary": r.summary}
         if r.description:
             op["description"] = r.description
