@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 from aiohttp import web
@@ -91,10 +91,6 @@ def _encode_cursor(after: tuple[float, str]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(list(after))).rstrip(b"=").decode()
 
 
-def _card(card: dict[str, Any]) -> MovieCard:
-    return MovieCard.model_validate(card)
-
-
 @routes.get(
     "/v1/movies",
     summary="Published films, newest first: search, category, pages",
@@ -110,7 +106,8 @@ async def list_movies(request: web.Request) -> web.Response:
         request.app[pg_key], q=query.q, category=query.category, after=after, limit=query.limit
     )
     next_cursor = _encode_cursor(page.next_after) if page.next_after else None
-    return json_response(MoviePage(items=[_card(c) for c in page.items], next_cursor=next_cursor))
+    reply = MoviePage.model_validate({"items": page.items, "next_cursor": next_cursor})
+    return json_response(reply)
 
 
 @routes.get(
@@ -125,7 +122,7 @@ async def get_movie(request: web.Request) -> web.Response:
     card = await repository.published_movie_card(
         request.app[pg_key], request.match_info["movie_id"]
     )
-    return json_response(_card(card))
+    return json_response(MovieCard.model_validate(card))
 
 
 RANGE = Param("Range", "header", "One byte range, e.g. `bytes=0-65535` (answered 206)")
