@@ -78,7 +78,6 @@ _FILE_TYPES = (
     "audio/mp4",
     "audio/aac",
     "text/vtt",
-    PLAYLIST_TYPE,
     "application/octet-stream",
 )
 FILE_REPLIES = {
