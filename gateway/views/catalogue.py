@@ -137,7 +137,11 @@ RANGE = Param("Range", "header", "One byte range, e.g. `bytes=0-65535` (answered
         304: None,
         416: None,
     },
-    errors={**NO_FILM, 503: "The video origin is unavailable (`origin_unavailable`)"},
+    errors={
+        **NO_FILM,
+        502: "The video origin answered with an error (`origin_error`)",
+        503: "The video origin is unavailable (`origin_unavailable`)",
+    },
     path_params={"movie_id": MOVIE_ID},
     params=(RANGE,),
 )

@@ -58,9 +58,14 @@ HLS_ERRORS = {
     "`token_expired`...), session ended (`session_revoked`), rendition or ad not in the "
     "session (`not_entitled`, `invalid_token`), or another site (`hotlink_denied`)",
     404: "No such file (`not_found`) or film (`movie_not_found`)",
+    502: "The video origin answered with an error (`origin_error`)",
     503: "The video origin is unavailable (`origin_unavailable`)",
 }
-PLAYLIST_ERRORS = {**HLS_ERRORS, 502: "The stored playlist is unusable (`bad_origin_playlist`)"}
+PLAYLIST_ERRORS = {
+    **HLS_ERRORS,
+    502: "The stored playlist is unusable (`bad_origin_playlist`) or the origin answered "
+    "with an error (`origin_error`)",
+}
 
 
 def _playlist(description: str) -> Content:

@@ -35,7 +35,6 @@ NOT_DOCUMENTED: dict[tuple[str, str], str] = {
     ("GET", "/upgrade"): "HTML page for browsers",
     ("GET", "/favicon.ico"): "browser asset",
     ("GET", "/static/{name}"): "scripts and styles of the HTML pages",
-    ("OPTIONS", "/hls/{tail}"): "CORS preflight, answered for browsers",
 }
 
 AppFactory = Callable[[Settings], web.Application]
