@@ -9,11 +9,17 @@ from aiohttp import web
 
 from admin.ads import admin_origin_key, background_key, encode_slots_key
 from admin.ads import setup_routes as setup_ad_routes
-from admin.openapi import openapi
 from origin.factory import create_origin
+from runtime.api import add_openapi
 from runtime.settings import Settings
 from runtime.web import base_app, settings_key
-from tokens.service.views import auth_ctx
+from tokens.service.views import SECURITY_SCHEMES, auth_ctx
+
+API_DESCRIPTION = """The admin API of Kush Films: ad creatives, campaigns, break policies
+and the ad report. Every route needs the token of an `admin` (reads also a `moderator`):
+sign in with `POST /v1/auth/login` on the gateway. Errors are
+`{"error": {"code", "message"}}`; a body or query that does not fit its schema is 422
+`invalid_request` with `fields` listing each path at fault."""
 
 
 async def _resources_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -37,5 +43,12 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(auth_ctx)
     app.cleanup_ctx.append(_resources_ctx)
     setup_ad_routes(app)
-    app.router.add_get("/admin/v1/openapi.json", openapi)
+    add_openapi(
+        app,
+        "/admin/v1/openapi.json",
+        title="Kush Films admin API",
+        version="1",
+        description=API_DESCRIPTION,
+        security_schemes=SECURITY_SCHEMES,
+    )
     return app

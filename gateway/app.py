@@ -25,6 +25,7 @@ from origin import (
     OriginUnavailable,
 )
 from origin.factory import create_origin
+from runtime.api import add_openapi
 from runtime.errors import ApiError, Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from runtime.settings import Settings
 from runtime.web import (
@@ -38,8 +39,20 @@ from runtime.web import (
 )
 from tokens import TokenError
 from tokens.service.sessions import SessionRefused, SessionStore
-from tokens.service.views import auth_ctx, auth_key
+from tokens.service.views import SECURITY_SCHEMES, auth_ctx, auth_key
 from tokens.service.views import setup_routes as setup_auth_routes
+
+API_DESCRIPTION = """The Kush Films API for players and app developers: accounts and
+tokens, the catalogue, playback sessions, progress, and the HLS playlists and segments a
+session plays.
+
+Sign in with `POST /v1/auth/login` and send the access token as `Authorization: Bearer`
+(browsers may use the httpOnly cookies instead, with the `X-CSRF-Token` header on
+state-changing requests). `POST /v1/playback/{movie_id}` returns a `manifest_url`; every
+URI in its playlists carries its own token `t`, so a player simply follows them.
+
+Errors are `{"error": {"code", "message"}}`; a body or query that does not fit its schema
+is 422 `invalid_request` with `fields` listing each path at fault."""
 
 
 def map_domain_error(exc: Exception) -> ApiError | None:
@@ -120,4 +133,12 @@ def create_app(settings: Settings) -> web.Application:
     setup_auth_routes(app)
     setup_playback_routes(app)
     setup_page_routes(app)
+    add_openapi(
+        app,
+        "/v1/openapi.json",
+        title="Kush Films API",
+        version="1",
+        description=API_DESCRIPTION,
+        security_schemes=SECURITY_SCHEMES,
+    )
     return app

@@ -23,6 +23,7 @@ import redis.exceptions
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from runtime import db
@@ -107,15 +108,24 @@ metrics_key = web.AppKey("metrics", Metrics)
 def json_response(
     data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:
-    """A JSON response encoded with orjson."""
-    return web.Response(
-        body=orjson.dumps(data), status=status, content_type=JSON_CONTENT_TYPE, headers=headers
-    )
+    """A JSON response: a reply model (``runtime.api``) or plain data encoded with orjson."""
+    if isinstance(data, BaseModel):
+        body = data.model_dump_json(by_alias=True).encode()
+    else:
+        body = orjson.dumps(data)
+    return web.Response(body=body, status=status, content_type=JSON_CONTENT_TYPE, headers=headers)
 
 
-def error_body(code: str, message: str, request_id: str | None = None) -> bytes:
-    """The error shape from DESIGN.md, plus the request id to quote to support."""
-    err: dict[str, str] = {"code": code, "message": message}
+def error_body(
+    code: str,
+    message: str,
+    request_id: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> bytes:
+    """The error shape from DESIGN.md, plus detail keys and the request id to quote."""
+    err: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        err.update({k: v for k, v in details.items() if k not in err})
     if request_id:
         err["request_id"] = request_id
     return orjson.dumps({"error": err})
@@ -124,7 +134,7 @@ def error_body(code: str, message: str, request_id: str | None = None) -> bytes:
 def error_response(err: ApiError, request_id: str | None = None) -> web.Response:
     """Render an ApiError."""
     return web.Response(
-        body=error_body(err.code, err.message, request_id),
+        body=error_body(err.code, err.message, request_id, err.details),
         status=err.status,
         content_type=JSON_CONTENT_TYPE,
         headers=err.headers,

@@ -22,6 +22,7 @@ from gateway.playback import (
 )
 from gateway.playlists import origin_key_for
 from origin import object_key
+from runtime.api import Content, Param, PathParam, Routes
 from runtime.net import client_ip
 from runtime.web import settings_key
 from tokens.service.sessions import PlaybackSession
@@ -30,6 +31,71 @@ from tokens.service.views import keystore_key
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 SEGMENT_CACHE_CONTROL = "public, max-age=2592000, immutable"
 PLAYLIST_CACHE_CONTROL = "private, no-store"
+PLAYLIST_SUFFIX = ".m3u8"
+
+# ------------------------------------------------------------------ what the document says
+# The token ``t`` is read by hand, not by a model: it is a credential (absent: 401
+# ``token_required``), and segment GETs are the hot path.
+
+routes = Routes(tags=("hls",))
+TOKEN = Param(
+    "t",
+    "query",
+    "The playback token. `manifest_url` carries the master's; every URI in the "
+    "playlists carries its own, bound to that exact path.",
+    required=True,
+)
+RANGE = Param("Range", "header", "One byte range, e.g. `bytes=0-65535` (answered 206)")
+PATH_PARAMS = {
+    "movie_id": PathParam("The film's id", "uuid"),
+    "ad_id": PathParam("The creative's id", "uuid"),
+    "rendition": PathParam("A rendition folder listed in the master, e.g. `720p`"),
+    "name": PathParam("A file name listed in the playlist (playlists: without `.m3u8`)"),
+}
+HLS_ERRORS = {
+    401: "No token (`token_required`)",
+    403: "Token invalid, expired or for another path or address (`invalid_token`, "
+    "`token_expired`...), session ended (`session_revoked`), rendition or ad not in the "
+    "session (`not_entitled`, `invalid_token`), or another site (`hotlink_denied`)",
+    404: "No such file (`not_found`) or film (`movie_not_found`)",
+    502: "The video origin answered with an error (`origin_error`)",
+    503: "The video origin is unavailable (`origin_unavailable`)",
+}
+PLAYLIST_ERRORS = {
+    **HLS_ERRORS,
+    502: "The stored playlist is unusable (`bad_origin_playlist`) or the origin answered "
+    "with an error (`origin_error`)",
+}
+
+
+def _playlist(description: str) -> Content:
+    return Content(
+        description,
+        (PLAYLIST_TYPE,),
+        {"type": "string"},
+        headers={"Cache-Control": PLAYLIST_CACHE_CONTROL},
+    )
+
+
+_FILE_TYPES = (
+    "video/mp2t",
+    "video/mp4",
+    "audio/mp4",
+    "audio/aac",
+    "text/vtt",
+    "application/octet-stream",
+)
+FILE_REPLIES = {
+    200: Content(
+        "The file's bytes (type by extension: .ts video/mp2t, .m4s/.mp4 video/mp4, .m4a "
+        "audio/mp4, .aac, .vtt, .key application/octet-stream); cacheable for a month",
+        _FILE_TYPES,
+        headers={"Cache-Control": SEGMENT_CACHE_CONTROL},
+    ),
+    206: Content("The requested byte range", _FILE_TYPES),
+    304: None,
+    416: None,
+}
 
 
 async def _session_for(request: web.Request) -> PlaybackSession:
@@ -72,6 +138,14 @@ def _playlist_response(request: web.Request, text: str) -> web.Response:
     return resp
 
 
+@routes.get(
+    "/hls/{movie_id}/master.m3u8",
+    summary="The session's master playlist: the plan's renditions, every URI signed",
+    replies={200: _playlist("The master playlist")},
+    errors=PLAYLIST_ERRORS,
+    path_params=PATH_PARAMS,
+    params=(TOKEN,),
+)
 async def master_playlist(request: web.Request) -> web.Response:
     """GET /hls/{movie_id}/master.m3u8?t= -> the tier-filtered, tokenized master."""
     _check_hotlink(request)
@@ -82,6 +156,14 @@ async def master_playlist(request: web.Request) -> web.Response:
     )
 
 
+@routes.get(
+    "/hls/{movie_id}/{rendition}/{name}.m3u8",
+    summary="The session's media playlist: segments signed, ad breaks stitched in",
+    replies={200: _playlist("The media playlist")},
+    errors=PLAYLIST_ERRORS,
+    path_params=PATH_PARAMS,
+    params=(TOKEN,),
+)
 async def media_playlist(request: web.Request) -> web.Response:
     """GET /hls/{movie_id}/{rendition}/{name}.m3u8?t= -> the session's media playlist."""
     _check_hotlink(request)
@@ -91,12 +173,20 @@ async def media_playlist(request: web.Request) -> web.Response:
         request.app[playback_key],
         session,
         request.match_info["rendition"],
-        request.match_info["name"],
+        request.match_info["name"] + PLAYLIST_SUFFIX,
         signer,
     )
     return _playlist_response(request, text)
 
 
+@routes.get(
+    "/hls/{movie_id}/{rendition}/{name}",
+    summary="A content segment, init section or key (counts as watching)",
+    replies=FILE_REPLIES,
+    errors=HLS_ERRORS,
+    path_params=PATH_PARAMS,
+    params=(TOKEN, RANGE),
+)
 async def segment(request: web.Request) -> web.StreamResponse:
     """GET /hls/{movie_id}/{rendition}/{name}?t= -> segment, init section or key bytes."""
     session = await _session_for(request)
@@ -108,6 +198,22 @@ async def segment(request: web.Request) -> web.StreamResponse:
     return await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)
 
 
+@routes.get(
+    "/hls/ads/{ad_id}/{rendition}/{name}.m3u8",
+    summary="An ad creative's media playlist (listed in a stitched playlist)",
+    replies={
+        200: Content(
+            "The creative's playlist",
+            (PLAYLIST_TYPE,),
+            {"type": "string"},
+            headers={"Cache-Control": SEGMENT_CACHE_CONTROL},
+        ),
+        304: None,
+    },
+    errors=HLS_ERRORS,
+    path_params=PATH_PARAMS,
+    params=(TOKEN,),
+)
 async def ad_playlist(request: web.Request) -> web.StreamResponse:
     """GET /hls/ads/{ad_id}/{rendition}/{name}.m3u8?t= -> a creative's playlist (its
     URIs are already signed inside the stitched content playlist)."""
@@ -116,10 +222,19 @@ async def ad_playlist(request: web.Request) -> web.StreamResponse:
     check_ad(session, ad_id)
     pb = request.app[playback_key]
     await pb.sessions.heartbeat(session)
-    key = object_key("ads", ad_id, request.match_info["rendition"], request.match_info["name"])
+    name = request.match_info["name"] + PLAYLIST_SUFFIX
+    key = object_key("ads", ad_id, request.match_info["rendition"], name)
     return await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)
 
 
+@routes.get(
+    "/hls/ads/{ad_id}/{rendition}/{name}",
+    summary="An ad segment (same path for every viewer; counts impressions and quartiles)",
+    replies=FILE_REPLIES,
+    errors=HLS_ERRORS,
+    path_params=PATH_PARAMS,
+    params=(TOKEN, RANGE),
+)
 async def ad_segment(request: web.Request) -> web.StreamResponse:
     """GET /hls/ads/{ad_id}/{rendition}/{name}?t= -> ad bytes (same path for every viewer,
     so the edge caches them), counted as impressions, quartiles and completes."""
