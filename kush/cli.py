@@ -66,7 +66,7 @@ def cmd_seed(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_config(settings: Settings, _args: argparse.Namespace) -> int:
     for name, value in settings.masked().items():
-        print(f"{name:24} {value}")
+        print(f"{name:28} {value}".rstrip())
     return 0
 
 
@@ -288,12 +288,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        setup_logging(settings.log_format, settings.log_level)
+        handlers = {command.name: command.run for command in COMMANDS}
+        return handlers[args.command](settings, args)
     except SettingsError as err:
-        print(f"kush: configuration error: {err}", file=sys.stderr)
+        for problem in err.problems:
+            print(f"kush: configuration error: {problem}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_format, settings.log_level)
-    handlers = {command.name: command.run for command in COMMANDS}
-    return handlers[args.command](settings, args)
 
 
 if __name__ == "__main__":

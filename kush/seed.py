@@ -11,7 +11,7 @@ import asyncpg
 from admin.publish import seed_demo_ads, seed_demo_film
 from origin.factory import create_origin
 from runtime import db
-from runtime.settings import Settings
+from runtime.settings import Settings, SettingsError, demo_problems
 from tokens.keys import parse_master_key
 from tokens.passwords import hash_password, verify_password
 from tokens.service.keystore import ensure_signing_keys
@@ -83,7 +83,15 @@ async def seed_demo_accounts(conn: asyncpg.Connection, password: str) -> int:
 
 
 async def prepare(settings: Settings) -> None:
-    """Migrations, signing keys and (in demo mode) demo data: what ``kush up`` runs first."""
+    """Migrations, signing keys and (in demo mode) demo data: what ``kush up`` runs first.
+
+    Demo data (accounts with a published password) is only ever written to embedded or
+    loopback services: settings that point elsewhere are refused before connecting,
+    even when they were built in code rather than by :meth:`Settings.from_env`.
+    """
+    problems = demo_problems(settings)
+    if problems:
+        raise SettingsError(*problems)
     conn = await db.connect(settings)
     try:
         await db.migrate(conn, settings.db_schema)
