@@ -98,9 +98,9 @@ class Supervisor:
                     log.warning("restarting %s (restart %d)", child.name, child.restarts)
                     self._start(child)
                 continue
-            proc = child.proc
-            if proc is None or proc.poll() is None:
+            if child.proc is None or child.proc.poll() is None:
                 continue
+            proc = child.proc
             ran_for = now - child.started_at
             child.backoff = next_backoff(child.backoff, ran_for)
             child.restart_at = now + child.backoff
@@ -122,9 +122,9 @@ class Supervisor:
         deadline = time.monotonic() + SHUTDOWN_GRACE_S
         code = 0
         for child in self.children:
-            proc = child.proc
-            if proc is None or child.restart_at is not None:
+            if child.proc is None or child.restart_at is not None:
                 continue
+            proc = child.proc
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
