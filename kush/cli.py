@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from kush import __version__
 from runtime.logs import setup_logging
@@ -132,6 +132,36 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     return run_async(run())
 
 
+def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
+    from kush.users import UserCommandError, create_user, obtain_password, report
+
+    generated: list[str] = []
+
+    def password() -> str:
+        secret, was_generated = obtain_password(from_stdin=args.password_stdin, stdin=sys.stdin)
+        if was_generated:
+            generated.append(secret)
+        return secret
+
+    async def create() -> int:
+        try:
+            result = await create_user(
+                settings,
+                args.email,
+                role=args.role,
+                plan=args.plan,
+                password=password,
+                update_role=args.update_role,
+            )
+        except UserCommandError as err:
+            print(f"kush users create: {err}", file=sys.stderr)
+            return 1
+        report(result, generated[0] if generated else None)
+        return 0
+
+    return run_async(create())
+
+
 # ---------------------------------------------------------------- long-running services
 
 
@@ -246,6 +276,30 @@ def _ingest_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--draft", action="store_true", help="do not publish it yet")
 
 
+def _users_args(parser: argparse.ArgumentParser) -> None:
+    from tokens.jwt import Plan, Role
+
+    users_sub = parser.add_subparsers(dest="users_command", required=True)
+    create = users_sub.add_parser(
+        "create",
+        help="create an account (the password: --password-stdin, else asked on a "
+        "terminal, else generated and printed once)",
+    )
+    create.add_argument("email")
+    create.add_argument("--role", required=True, choices=get_args(Role))
+    create.add_argument(
+        "--plan", default="free", choices=get_args(Plan), help="granted by an admin"
+    )
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    create.add_argument(
+        "--update-role",
+        action="store_true",
+        help="if the account exists, change its role (and grant --plan if it has none)",
+    )
+
+
 def _keys_args(parser: argparse.ArgumentParser) -> None:
     keys_sub = parser.add_subparsers(dest="keys_command", required=True)
     keys_sub.add_parser("rotate", help="make new current keys; old ones verify until expiry")
@@ -269,6 +323,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("migrate", "apply database migrations", _no_args, cmd_migrate),
     Command("seed", "create signing keys and (demo mode) the demo data", _no_args, cmd_seed),
     Command("config", "print the effective settings, secrets masked", _no_args, cmd_config),
+    Command("users", "user accounts", _users_args, cmd_users),
     Command("keys", "signing keys", _keys_args, cmd_keys),
     Command("ingest", "transcode a video file into the HLS ladder", _ingest_args, cmd_ingest),
 )
