@@ -212,15 +212,19 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     """Everything on one machine: embedded services when unconfigured, demo data, URLs."""
     from kush.seed import prepare
     from kush.supervisor import Supervisor
-    from runtime.embedded import EmbeddedServices
+    from runtime.embedded import EmbeddedServices, EmbeddedUnavailable
 
     embedded = EmbeddedServices()
     env = dict(os.environ)
     try:
-        if not settings.database_url:
-            env["DATABASE_URL"] = embedded.start_postgres(settings.data_dir)
-        if not settings.redis_url:
-            env["REDIS_URL"] = embedded.start_redis(settings.data_dir)
+        try:
+            if not settings.database_url:
+                env["DATABASE_URL"] = embedded.start_postgres(settings.data_dir)
+            if not settings.redis_url:
+                env["REDIS_URL"] = embedded.start_redis(settings.data_dir)
+        except EmbeddedUnavailable as err:
+            print(f"kush up: {err}", file=sys.stderr)
+            return 2
         if settings.is_demo and not settings.master_key:
             env["KUSH_MASTER_KEY"] = settings.resolve_master_key()
         effective = Settings.from_env(env)
