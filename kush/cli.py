@@ -96,8 +96,9 @@ def cmd_keys(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
-    from admin.ingest import IngestError
+    from admin.ingest import IngestError, probe
     from admin.publish import ingest_file
+    from kush.progress import ProgressReporter
     from origin.factory import create_origin
     from runtime import db
 
@@ -111,22 +112,24 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
         origin = create_origin(settings)
         try:
             await db.migrate(conn, settings.db_schema)
-            movie_id = await ingest_file(
-                conn,
-                origin,
-                source,
-                title=args.title or source.stem,
-                work_dir=settings.data_dir / "work",
-                publish=not args.draft,
-                on_progress=lambda f: print(f"\r  transcoding {f:4.0%}", end="", flush=True),
-            )
+            info = await probe(source)
+            with ProgressReporter("transcoding", media_seconds=info.duration_s) as progress:
+                movie_id = await ingest_file(
+                    conn,
+                    origin,
+                    source,
+                    title=args.title or source.stem,
+                    work_dir=settings.data_dir / "work",
+                    publish=not args.draft,
+                    on_progress=progress,
+                )
         except IngestError as err:
-            print(f"\nkush ingest: {err}", file=sys.stderr)
+            print(f"kush ingest: {err}", file=sys.stderr)
             return 1
         finally:
             await origin.close()
             await conn.close()
-        print(f"\n{'draft' if args.draft else 'published'}: {movie_id}")
+        print(f"{'draft' if args.draft else 'published'}: {movie_id}")
         return 0
 
     return run_async(run())

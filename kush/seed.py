@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from admin.publish import seed_demo_ads, seed_demo_film
+from kush.progress import ProgressReporter
 from origin.factory import create_origin
 from runtime import db
 from runtime.settings import Settings, SettingsError, demo_problems
@@ -110,7 +111,14 @@ async def seed_demo_media(settings: Settings, conn: asyncpg.Connection) -> None:
     origin = create_origin(settings)
     work_dir = settings.data_dir / "work"
     try:
-        await seed_demo_film(conn, origin, duration_s=settings.demo_film_seconds, work_dir=work_dir)
+        with ProgressReporter("demo film", media_seconds=settings.demo_film_seconds) as progress:
+            await seed_demo_film(
+                conn,
+                origin,
+                duration_s=settings.demo_film_seconds,
+                work_dir=work_dir,
+                on_progress=progress,
+            )
         await seed_demo_ads(conn, origin, duration_s=DEMO_AD_SECONDS, work_dir=work_dir)
     finally:
         await origin.close()
