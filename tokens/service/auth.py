@@ -61,6 +61,33 @@ SELECT u.id, u.email, u.role, u.password_hash, u.disabled_at,
 """
 
 
+async def create_account(
+    conn: asyncpg.Connection | asyncpg.Pool, email: str, password: str, *, role: Role = "user"
+) -> str:
+    """Insert one account (registration, ``kush users create``); returns its id.
+
+    The email is normalised and the password checked against the policy and hashed
+    (argon2id, off the event loop). Raises :class:`Unprocessable` for a bad email or a
+    weak password and :class:`Conflict` when the email is taken.
+    """
+    try:
+        normal = normalize_email(email)
+        check_password_policy(password, normal)
+    except (InvalidEmail, WeakPassword) as err:
+        raise Unprocessable(str(err), code=err.code) from err
+    hashed = await asyncio.to_thread(hash_password, password)
+    try:
+        user_id = await conn.fetchval(
+            "INSERT INTO users (email, password_hash, role) VALUES ($1, $2, $3) RETURNING id",
+            normal,
+            hashed,
+            role,
+        )
+    except asyncpg.UniqueViolationError as err:
+        raise Conflict("An account with this email exists", code="email_taken") from err
+    return str(user_id)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IssuedTokens:
     """What a successful login or refresh hands to the client."""
@@ -87,21 +114,7 @@ class AuthService:
 
     async def register(self, email: str, password: str) -> str:
         """Create a user on the free plan; returns the user id."""
-        try:
-            normal = normalize_email(email)
-            check_password_policy(password, normal)
-        except (InvalidEmail, WeakPassword) as err:
-            raise Unprocessable(str(err), code=err.code) from err
-        hashed = await asyncio.to_thread(hash_password, password)
-        try:
-            user_id = await self.pool.fetchval(
-                "INSERT INTO users (email, password_hash) VALUES ($1, $2) RETURNING id",
-                normal,
-                hashed,
-            )
-        except asyncpg.UniqueViolationError as err:
-            raise Conflict("An account with this email exists", code="email_taken") from err
-        return str(user_id)
+        return await create_account(self.pool, email, password)
 
     async def login(self, email: str, password: str, *, client: str = "api") -> IssuedTokens:
         """Check the password (same message and similar time whether or not the account
@@ -311,4 +324,4 @@ def subject_key(email: str) -> str:
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:24]
 
 
-__all__ = ["AuthService", "IssuedTokens", "TokenError", "subject_key"]
+__all__ = ["AuthService", "IssuedTokens", "TokenError", "create_account", "subject_key"]
