@@ -86,6 +86,10 @@ class Settings:
     seed_demo_film: bool = True
     demo_film_seconds: int = 120
     hlsjs_url: str = DEFAULT_HLSJS_URL
+    # playback-session resilience (README "Reliability")
+    stream_idle_s: int = 120
+    max_networks_per_session: int = 3
+    session_grace_s: int = 30
 
     @property
     def is_demo(self) -> bool:
@@ -284,6 +288,9 @@ class _Parser:
             seed_demo_film=self.boolean("KUSH_SEED_DEMO_FILM", True),
             demo_film_seconds=self.integer("KUSH_DEMO_FILM_SECONDS", 120, 6, 3600),
             hlsjs_url=self.script_url("KUSH_HLSJS_URL", DEFAULT_HLSJS_URL),
+            stream_idle_s=self.integer("KUSH_STREAM_IDLE_S", 120, 1, 86400),
+            max_networks_per_session=self.integer("KUSH_MAX_NETWORKS_PER_SESSION", 3, 1, 1000),
+            session_grace_s=self.integer("KUSH_SESSION_GRACE_S", 30, 0, 600),
         )
         _check(settings)
         return settings
