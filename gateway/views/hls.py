@@ -14,6 +14,7 @@ from gateway.playback import (
     authorize_uri,
     check_ad,
     check_rendition,
+    heartbeat,
     master_text,
     media_text,
     record_ad_fetch,
@@ -46,6 +47,10 @@ async def _session_for(request: web.Request) -> PlaybackSession:
         client_ip=client_ip(request, settings.trusted_proxy_hops),
         movie_id=request.match_info.get("movie_id"),
     )
+
+
+def _client(request: web.Request) -> str:
+    return client_ip(request, request.app[settings_key].trusted_proxy_hops)
 
 
 def _check_hotlink(request: web.Request) -> None:
@@ -104,7 +109,7 @@ async def segment(request: web.Request) -> web.StreamResponse:
     check_rendition(session, rendition)
     pb = request.app[playback_key]
     key = origin_key_for(session.movie_id, rendition, name)
-    await record_content_fetch(pb, session, rendition, request.rel_url.raw_path)
+    await record_content_fetch(pb, session, rendition, request.rel_url.raw_path, _client(request))
     return await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)
 
 
@@ -115,7 +120,7 @@ async def ad_playlist(request: web.Request) -> web.StreamResponse:
     ad_id = request.match_info["ad_id"]
     check_ad(session, ad_id)
     pb = request.app[playback_key]
-    await pb.sessions.heartbeat(session)
+    await heartbeat(pb, session, _client(request))
     key = object_key("ads", ad_id, request.match_info["rendition"], request.match_info["name"])
     return await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)
 
@@ -129,5 +134,5 @@ async def ad_segment(request: web.Request) -> web.StreamResponse:
     rendition, name = request.match_info["rendition"], request.match_info["name"]
     key = object_key("ads", ad_id, rendition, name)
     pb = request.app[playback_key]
-    await record_ad_fetch(pb, session, ad_id, rendition, request.rel_url.raw_path)
+    await record_ad_fetch(pb, session, ad_id, rendition, request.rel_url.raw_path, _client(request))
     return await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)

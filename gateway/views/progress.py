@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway import repository
-from gateway.playback import save_progress
+from gateway.keys import playback_key
+from gateway.playback import save_progress, settle_progress
 from runtime.errors import BadRequest
 from runtime.web import json_response, pg_key, read_json
 from tokens.service.views import authenticate
@@ -33,6 +34,7 @@ async def put_progress(request: web.Request) -> web.Response:
 async def history(request: web.Request) -> web.Response:
     """GET /v1/me/history -> recently watched films with resume positions."""
     claims = await authenticate(request)
+    await settle_progress(request.app[playback_key], claims.sub)
     items = await repository.watch_history(request.app[pg_key], claims.sub)
     body = {
         "items": [
