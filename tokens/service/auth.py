@@ -92,8 +92,9 @@ class AuthService:
     keystore: KeyStore
     clock: Callable[[], float] = time.time
     family_revoked_hooks: list[FamilyHook] = field(default_factory=list)
-    #: a revocation's Redis write failed and the marker could not be dropped either:
-    #: this process rebuilds the fast path before trusting it again
+    #: a revocation's Redis write failed: this process rebuilds the fast path from
+    #: PostgreSQL before trusting it again (other processes: the dropped marker, or the
+    #: worker's sync when Redis could not even take that)
     mirror_stale: bool = field(default=False, init=False, repr=False)
 
     # ------------------------------------------------------------ accounts
