@@ -13,7 +13,7 @@ from gateway.cors import add_cors_headers, cors_preflight
 from gateway.errors import GatewayError, Missing, Refused, TokenRequired
 from gateway.keys import playback_key
 from gateway.pages import setup_routes as setup_page_routes
-from gateway.playback import Playback
+from gateway.playback import PROGRESS_QUEUE_MAX, Playback, ProgressQueue, progress_writer
 from gateway.playlists import PlaylistCache
 from gateway.views import setup_routes as setup_playback_routes
 from hls import ForeignUriError, PlaylistError
@@ -102,11 +102,24 @@ def _fallback_counter(app: web.Application) -> FallbackCounter:
 
 
 async def _playback_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The origin store, the playlist template cache, sessions and ads: the playback
-    domain's dependencies, built once per process."""
-    origin = create_origin(app[settings_key])
-    sessions = SessionStore(app[pg_key], app[redis_key], app[rkeys_key])
-    app[playback_key] = Playback(
+    """The origin store, the playlist template cache, sessions, ads and the background
+    progress writer: the playback domain's dependencies, built once per process."""
+    settings = app[settings_key]
+    origin = create_origin(settings)
+    sessions = SessionStore(
+        app[pg_key],
+        app[redis_key],
+        app[rkeys_key],
+        idle_s=settings.stream_idle_s,
+        max_networks=settings.max_networks_per_session,
+        grace_s=settings.session_grace_s,
+    )
+    dropped = Counter(
+        "kush_progress_dropped",
+        "Viewer positions dropped because the progress queue was full",
+        registry=app[metrics_key].registry,
+    )
+    pb = app[playback_key] = Playback(
         settings=app[settings_key],
         pool=app[pg_key],
         redis=app[redis_key],
@@ -116,9 +129,11 @@ async def _playback_ctx(app: web.Application) -> AsyncIterator[None]:
         sessions=sessions,
         inventory=Inventory(app[pg_key], app[redis_key], app[rkeys_key]),
         stitcher=Stitcher(AdLibrary(origin), on_fallback=_fallback_counter(app)),
+        progress=ProgressQueue(maxsize=PROGRESS_QUEUE_MAX, dropped=dropped),
     )
     app[auth_key].family_revoked_hooks.append(sessions.end_family)
-    yield
+    async with progress_writer(pb):
+        yield
     await origin.close()
 
 

@@ -7,6 +7,7 @@ never write SQL themselves.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -144,6 +145,34 @@ async def write_progress(
         position,
         duration,
         completed,
+    )
+
+
+async def write_progress_batch(
+    pool: asyncpg.Pool,
+    rows: Sequence[tuple[str, str, float, float | None, bool, datetime]],
+) -> None:
+    """Upsert many positions at once: (user, movie, position, duration, completed, at).
+    A row never overwrites a position recorded later than its own ``at``."""
+    if not rows:
+        return
+    users, movies, positions, durations, completed, ats = zip(*rows, strict=True)
+    await pool.execute(
+        """INSERT INTO watch_progress (user_id, movie_id, position_s, duration_s, completed,
+                                       updated_at)
+           SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::float8[], $4::float8[],
+                                $5::bool[], $6::timestamptz[])
+           ON CONFLICT (user_id, movie_id) DO UPDATE
+              SET position_s = EXCLUDED.position_s,
+                  duration_s = coalesce(EXCLUDED.duration_s, watch_progress.duration_s),
+                  completed = EXCLUDED.completed, updated_at = EXCLUDED.updated_at
+            WHERE watch_progress.updated_at <= EXCLUDED.updated_at""",
+        [uuid.UUID(u) for u in users],
+        [uuid.UUID(m) for m in movies],
+        list(positions),
+        list(durations),
+        list(completed),
+        list(ats),
     )
 
 

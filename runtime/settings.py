@@ -152,6 +152,10 @@ class Settings:
     seed_demo_film: bool = field(default=True, metadata=_var("KUSH_SEED_DEMO_FILM"))
     demo_film_seconds: int = field(default=120, metadata=_var("KUSH_DEMO_FILM_SECONDS"))
     hlsjs_url: str = field(default=DEFAULT_HLSJS_URL, metadata=_var("KUSH_HLSJS_URL"))
+    # playback-session resilience (README "Reliability")
+    stream_idle_s: int = field(default=120, metadata=_var("KUSH_STREAM_IDLE_S"))
+    max_networks_per_session: int = field(default=3, metadata=_var("KUSH_MAX_NETWORKS_PER_SESSION"))
+    session_grace_s: int = field(default=30, metadata=_var("KUSH_SESSION_GRACE_S"))
 
     @property
     def is_demo(self) -> bool:
@@ -393,6 +397,9 @@ class _Parser:
             seed_demo_film=self.boolean("KUSH_SEED_DEMO_FILM", True),
             demo_film_seconds=self.integer("KUSH_DEMO_FILM_SECONDS", 120, 6, 3600),
             hlsjs_url=self.script_url("KUSH_HLSJS_URL", DEFAULT_HLSJS_URL),
+            stream_idle_s=self.integer("KUSH_STREAM_IDLE_S", 120, 1, 86400),
+            max_networks_per_session=self.integer("KUSH_MAX_NETWORKS_PER_SESSION", 3, 1, 1000),
+            session_grace_s=self.integer("KUSH_SESSION_GRACE_S", 30, 0, 600),
         )
         # Cross-field rules only judge values that were read cleanly: a typo in one
         # variable is not also reported as a clash with another (nor, with a bad

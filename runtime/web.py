@@ -73,6 +73,7 @@ _DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutdown, crash, cancelled statement
     asyncpg.TooManyConnectionsError,
     asyncpg.InterfaceError,
     redis.exceptions.ConnectionError,

@@ -14,6 +14,7 @@ from gateway.playback import (
     authorize_uri,
     check_ad,
     check_rendition,
+    heartbeat,
     master_text,
     media_text,
     record_ad_fetch,
@@ -114,6 +115,10 @@ async def _session_for(request: web.Request) -> PlaybackSession:
     )
 
 
+def _client(request: web.Request) -> str:
+    return client_ip(request, request.app[settings_key].trusted_proxies)
+
+
 def _check_hotlink(request: web.Request) -> None:
     allowed = request.app[settings_key].hotlink_allowed_hosts
     if not allowed:
@@ -194,7 +199,7 @@ async def segment(request: web.Request) -> web.StreamResponse:
     check_rendition(session, rendition)
     pb = request.app[playback_key]
     key = origin_key_for(session.movie_id, rendition, name)
-    await record_content_fetch(pb, session, rendition, request.rel_url.raw_path)
+    await record_content_fetch(pb, session, rendition, request.rel_url.raw_path, _client(request))
     return await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)
 
 
@@ -221,7 +226,7 @@ async def ad_playlist(request: web.Request) -> web.StreamResponse:
     ad_id = request.match_info["ad_id"]
     check_ad(session, ad_id)
     pb = request.app[playback_key]
-    await pb.sessions.heartbeat(session)
+    await heartbeat(pb, session, _client(request))
     name = request.match_info["name"] + PLAYLIST_SUFFIX
     key = object_key("ads", ad_id, request.match_info["rendition"], name)
     return await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)
@@ -244,5 +249,5 @@ async def ad_segment(request: web.Request) -> web.StreamResponse:
     rendition, name = request.match_info["rendition"], request.match_info["name"]
     key = object_key("ads", ad_id, rendition, name)
     pb = request.app[playback_key]
-    await record_ad_fetch(pb, session, ad_id, rendition, request.rel_url.raw_path)
+    await record_ad_fetch(pb, session, ad_id, rendition, request.rel_url.raw_path, _client(request))
     return await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)

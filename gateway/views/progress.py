@@ -8,7 +8,8 @@ from aiohttp import web
 from pydantic import Field
 
 from gateway import repository
-from gateway.playback import save_progress
+from gateway.keys import playback_key
+from gateway.playback import save_progress, settle_progress
 from runtime.api import (
     BodyModel,
     DateTimeStr,
@@ -82,6 +83,7 @@ async def put_progress(request: web.Request) -> web.Response:
 async def history(request: web.Request) -> web.Response:
     """GET /v1/me/history -> recently watched films with resume positions."""
     claims = await authenticate(request)
+    await settle_progress(request.app[playback_key], claims.sub)
     items = await repository.watch_history(request.app[pg_key], claims.sub)
     body = History(
         items=[
