@@ -73,6 +73,11 @@ class Settings:
     stripe_webhook_secret: str | None = None
     demo_password: str = DEMO_PASSWORD
     max_body_bytes: int = 1024 * 1024
+    # -- stalled clients and slow origins (README "Reliability") --
+    client_write_timeout_s: int = 30
+    body_read_timeout_s: int = 15
+    shared_fetch_buffer_bytes: int = 64 * 1024 * 1024
+    session_max_concurrent_segments: int = 8
     login_free_failures: int = 5
     login_account_free_failures: int = 20
     login_ip_failures_per_minute: int = 300
@@ -281,6 +286,15 @@ class _Parser:
             stripe_webhook_secret=self.text("STRIPE_WEBHOOK_SECRET"),
             demo_password=self.text("KUSH_DEMO_PASSWORD") or DEMO_PASSWORD,
             max_body_bytes=self.integer("KUSH_MAX_BODY_BYTES", 1024 * 1024, 1024, 1024**3),
+            # -- stalled clients and slow origins (README "Reliability") --
+            client_write_timeout_s=self.integer("KUSH_CLIENT_WRITE_TIMEOUT_S", 30, 1, 3600),
+            body_read_timeout_s=self.integer("KUSH_BODY_READ_TIMEOUT_S", 15, 1, 3600),
+            shared_fetch_buffer_bytes=self.integer(
+                "KUSH_SHARED_FETCH_BUFFER_BYTES", 64 * 1024 * 1024, 0, 1024**4
+            ),
+            session_max_concurrent_segments=self.integer(
+                "KUSH_SESSION_MAX_CONCURRENT_SEGMENTS", 8, 1, 10_000
+            ),
             login_free_failures=self.integer("KUSH_LOGIN_FREE_FAILURES", 5, 1, 1000),
             login_account_free_failures=self.integer(
                 "KUSH_LOGIN_ACCOUNT_FREE_FAILURES", 20, 1, 100000
