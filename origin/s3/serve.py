@@ -203,6 +203,8 @@ class ObjectStreamer:
         """Stream from the fetch shared by every concurrent full GET of ``key``."""
         collapser = self._collapser
         fetch = collapser.join(key)
+        if fetch is None:  # the shared-fetch buffer is full: stream it on its own
+            return await self._serve_direct(request, key, cache_control, _conditionals(request))
         try:
             answer = await collapser.wait_answer(fetch)
             if answer.shared:
