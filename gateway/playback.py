@@ -16,7 +16,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -38,6 +39,7 @@ from gateway.playlists import PlaylistCache, hls_root
 from gateway.repository import Movie, Viewer
 from hls import ContentRendition, MasterTemplate, PlaylistError
 from origin import OriginStore
+from runtime.errors import TooManyRequests
 from runtime.redis import Keys
 from runtime.settings import Settings
 from tokens import (
@@ -186,6 +188,8 @@ class Playback:
     sessions: SessionStore
     inventory: Inventory
     stitcher: Stitcher
+    #: segment requests each session has in flight in this process (``segment_slot``)
+    segments_in_flight: dict[str, int] = field(default_factory=dict)
     #: (session, pod index) pairs whose impressions this process has confirmed
     confirmed: set[tuple[str, int]] = field(default_factory=set)
     #: positions waiting for the background writer
@@ -429,6 +433,37 @@ async def media_text(
         signer.sign_many(stitched.paths),
         start_offset=stitched.output_time(offset) if offset is not None else None,
     )
+
+
+# ------------------------------------------------------------------ segment concurrency
+
+
+@contextmanager
+def segment_slot(pb: Playback, session: PlaybackSession) -> Iterator[None]:
+    """Hold one of the session's concurrent segment requests for the ``with`` block;
+    beyond ``KUSH_SESSION_MAX_CONCURRENT_SEGMENTS`` refuse with 429 and Retry-After: 1.
+
+    A cap on concurrency, not on rate: a player fetching one segment after another never
+    meets it, however fast (DESIGN.md). It keeps one session's sockets from holding the
+    gateway's memory and origin connections. Counted per gateway process.
+    """
+    in_flight = pb.segments_in_flight
+    count = in_flight.get(session.id, 0)
+    if count >= pb.settings.session_max_concurrent_segments:
+        raise TooManyRequests(
+            "Too many segment requests at once for this playback session",
+            code="too_many_segment_requests",
+            retry_after=1,
+        )
+    in_flight[session.id] = count + 1
+    try:
+        yield
+    finally:
+        left = in_flight[session.id] - 1
+        if left:
+            in_flight[session.id] = left
+        else:
+            del in_flight[session.id]
 
 
 # ------------------------------------------------------------------ segment bookkeeping

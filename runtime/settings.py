@@ -123,6 +123,15 @@ class Settings:
     stripe_webhook_secret: str | None = field(default=None, metadata=_var("STRIPE_WEBHOOK_SECRET"))
     demo_password: str = field(default=DEMO_PASSWORD, metadata=_var("KUSH_DEMO_PASSWORD"))
     max_body_bytes: int = field(default=1024 * 1024, metadata=_var("KUSH_MAX_BODY_BYTES"))
+    # -- stalled clients and slow origins (README "Reliability") --
+    client_write_timeout_s: int = field(default=30, metadata=_var("KUSH_CLIENT_WRITE_TIMEOUT_S"))
+    body_read_timeout_s: int = field(default=15, metadata=_var("KUSH_BODY_READ_TIMEOUT_S"))
+    shared_fetch_buffer_bytes: int = field(
+        default=64 * 1024 * 1024, metadata=_var("KUSH_SHARED_FETCH_BUFFER_BYTES")
+    )
+    session_max_concurrent_segments: int = field(
+        default=8, metadata=_var("KUSH_SESSION_MAX_CONCURRENT_SEGMENTS")
+    )
     login_free_failures: int = field(default=5, metadata=_var("KUSH_LOGIN_FREE_FAILURES"))
     login_account_free_failures: int = field(
         default=20, metadata=_var("KUSH_LOGIN_ACCOUNT_FREE_FAILURES")
@@ -372,6 +381,15 @@ class _Parser:
             stripe_webhook_secret=self.text("STRIPE_WEBHOOK_SECRET"),
             demo_password=self.text("KUSH_DEMO_PASSWORD") or DEMO_PASSWORD,
             max_body_bytes=self.integer("KUSH_MAX_BODY_BYTES", 1024 * 1024, 1024, 1024**3),
+            # -- stalled clients and slow origins (README "Reliability") --
+            client_write_timeout_s=self.integer("KUSH_CLIENT_WRITE_TIMEOUT_S", 30, 1, 3600),
+            body_read_timeout_s=self.integer("KUSH_BODY_READ_TIMEOUT_S", 15, 1, 3600),
+            shared_fetch_buffer_bytes=self.integer(
+                "KUSH_SHARED_FETCH_BUFFER_BYTES", 64 * 1024 * 1024, 0, 1024**4
+            ),
+            session_max_concurrent_segments=self.integer(
+                "KUSH_SESSION_MAX_CONCURRENT_SEGMENTS", 8, 1, 10_000
+            ),
             login_free_failures=self.integer("KUSH_LOGIN_FREE_FAILURES", 5, 1, 1000),
             login_account_free_failures=self.integer(
                 "KUSH_LOGIN_ACCOUNT_FREE_FAILURES", 20, 1, 100000

@@ -19,6 +19,7 @@ from gateway.playback import (
     media_text,
     record_ad_fetch,
     record_content_fetch,
+    segment_slot,
     session_signer,
 )
 from gateway.playlists import origin_key_for
@@ -143,6 +144,16 @@ def _playlist_response(request: web.Request, text: str) -> web.Response:
     return resp
 
 
+async def _serve_segment(
+    request: web.Request, session: PlaybackSession, key: str
+) -> web.StreamResponse:
+    """Stream segment bytes while holding one of the session's concurrent-segment slots
+    (429 with Retry-After: 1 beyond ``KUSH_SESSION_MAX_CONCURRENT_SEGMENTS``)."""
+    pb = request.app[playback_key]
+    with segment_slot(pb, session):
+        return await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)
+
+
 @routes.get(
     "/hls/{movie_id}/master.m3u8",
     summary="The session's master playlist: the plan's renditions, every URI signed",
@@ -200,7 +211,7 @@ async def segment(request: web.Request) -> web.StreamResponse:
     pb = request.app[playback_key]
     key = origin_key_for(session.movie_id, rendition, name)
     await record_content_fetch(pb, session, rendition, request.rel_url.raw_path, _client(request))
-    return await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)
+    return await _serve_segment(request, session, key)
 
 
 @routes.get(
@@ -250,4 +261,4 @@ async def ad_segment(request: web.Request) -> web.StreamResponse:
     key = object_key("ads", ad_id, rendition, name)
     pb = request.app[playback_key]
     await record_ad_fetch(pb, session, ad_id, rendition, request.rel_url.raw_path, _client(request))
-    return await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)
+    return await _serve_segment(request, session, key)
