@@ -50,7 +50,8 @@ from tokens import (
     new_session_id,
     segment_token_ttl,
 )
-from tokens.service.sessions import AdPlan, PlaybackSession, SessionStore
+from tokens.service.playback_session import AdPlan, PlaybackSession
+from tokens.service.sessions import SessionStore
 
 log = logging.getLogger(__name__)
 

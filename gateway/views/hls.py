@@ -27,7 +27,7 @@ from origin import object_key
 from runtime.api import Content, Param, PathParam, Routes
 from runtime.net import client_ip
 from runtime.web import settings_key
-from tokens.service.sessions import PlaybackSession
+from tokens.service.playback_session import PlaybackSession
 from tokens.service.views import keystore_key
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"

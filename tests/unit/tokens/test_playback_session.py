@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from hls import ContentRendition
-from tokens.service.sessions import (
+from tokens.service.playback_session import (
     SESSION_FORMAT,
     PlannedAd,
     PlannedPod,
