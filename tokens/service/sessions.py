@@ -367,3 +367,49 @@ class SessionStore:
                 self.keys("streams", user_id), self.clock() - IDLE_WINDOW_S, "+inf"
             )
         )
+
+
+# ------------------------------------------------------------------ ending by film or account
+
+#: The reason a film's sessions end when it is unpublished or taken down; their next
+#: request is refused with this code, which the player can show.
+FILM_UNAVAILABLE = "film_unavailable"
+_ENDED_BY = {"movie": "movie_id", "user": "user_id"}
+
+
+async def end_sessions_of(
+    pool: asyncpg.Pool, redis: Redis, keys: Keys, *, owner: str, owner_id: str, reason: str
+) -> int:
+    """End every live session of one film (``owner="movie"``: unpublished, taken down)
+    or one account (``owner="user"``: erased, disabled); returns how many.
+
+    PostgreSQL first (the record), then Redis: the session key goes, its stream slot
+    frees, and a tombstone ``ps-end:<id>`` keeps ``reason`` until the session would have
+    expired, so the next request of the session is told why (:func:`ended_reason`).
+    Gateways see it within their session cache's ``CACHE_TTL_S``. A session started while
+    this runs cannot play: its master playlist needs the film published (or the account
+    enabled) at that moment."""
+    column = _ENDED_BY[owner]
+    rows = await pool.fetch(
+        f"""UPDATE playback_sessions SET ended_at = now(), ended_reason = $2
+             WHERE {column} = $1 AND ended_at IS NULL AND expires_at > now()
+         RETURNING id, user_id, expires_at""",  # noqa: S608 (a fixed column name)
+        uuid.UUID(owner_id),
+        reason,
+    )
+    now = time.time()
+    async with redis.pipeline(transaction=False) as pipe:
+        for r in rows:
+            ttl = int(r["expires_at"].timestamp() - now)
+            if ttl > 0:
+                pipe.set(keys("ps-end", r["id"]), reason, ex=ttl)
+            pipe.delete(keys("ps", r["id"]))
+            pipe.zrem(keys("streams", str(r["user_id"])), r["id"])
+        await pipe.execute()
+    return len(rows)
+
+
+async def ended_reason(redis: Redis, keys: Keys, session_id: str) -> str | None:
+    """Why a session ended, if :func:`end_sessions_of` ended it (else None)."""
+    raw = await redis.get(keys("ps-end", session_id))
+    return raw.decode() if isinstance(raw, bytes) else raw
