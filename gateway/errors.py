@@ -58,6 +58,23 @@ class SessionEnded(Refused):
     code, message = "session_revoked", "This playback session has ended"
 
 
+class FilmUnavailable(Refused):
+    """The film was unpublished or taken down while the session played."""
+
+    code, message = "film_unavailable", "This film is no longer available"
+
+
+class Conflicting(GatewayError):
+    """The request conflicts with what is stored: 409."""
+
+
+class BirthYearLocked(Conflicting):
+    """The birth year is set once; changing it needs support."""
+
+    code = "birth_year_locked"
+    message = "Your birth year is already set; contact support to correct it"
+
+
 class HotlinkDenied(Refused):
     code, message = "hotlink_denied", "Playback from this site is not allowed"
 

@@ -20,6 +20,7 @@ from gateway.ads.inventory import Inventory
 from gateway.ads.service import Stitcher, confirm_after_content, plan_ads, track_ad_segment
 from gateway.errors import (
     AgeRestricted,
+    FilmUnavailable,
     GeoBlocked,
     NotEntitled,
     PlaybackTokenRejected,
@@ -32,7 +33,13 @@ from origin import OriginStore
 from runtime.redis import Keys
 from runtime.settings import Settings
 from tokens import SegmentKeyring, SessionSigner, TokenError, new_session_id, segment_token_ttl
-from tokens.service.sessions import AdPlan, PlaybackSession, SessionStore
+from tokens.service.sessions import (
+    FILM_UNAVAILABLE,
+    AdPlan,
+    PlaybackSession,
+    SessionStore,
+    ended_reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +224,8 @@ async def authorize_uri(
         raise PlaybackTokenRejected(code=err.code) from err
     session = await pb.sessions.get(claims.session_id)
     if session is None:
+        if await ended_reason(pb.redis, pb.keys, claims.session_id) == FILM_UNAVAILABLE:
+            raise FilmUnavailable()
         raise SessionEnded()
     if movie_id is not None and session.movie_id != movie_id:
         raise PlaybackTokenRejected("Token does not match this film")
