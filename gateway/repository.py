@@ -212,7 +212,7 @@ class MoviePage:
     """One page of the catalogue and where the next one starts (``None``: last page)."""
 
     items: list[dict[str, Any]]
-    next_after: tuple[float, str] | None
+    next_after: tuple[datetime, str] | None
 
 
 async def list_published(
@@ -220,7 +220,7 @@ async def list_published(
     *,
     q: str,
     category: str,
-    after: tuple[float, str] | None,
+    after: tuple[datetime, str] | None,
     limit: int,
 ) -> MoviePage:
     """Published films, newest first, filtered by text search and category; keyset
@@ -241,13 +241,12 @@ async def list_published(
         )
     if after:
         args.extend([after[0], uuid.UUID(after[1])])
-        where.append(
-            f"(extract(epoch FROM m.published_at), m.id) < (${len(args) - 1}, ${len(args)})"
-        )
+        # exact timestamps: epoch seconds as a float cannot hold microseconds, and a
+        # page boundary would repeat or skip a film
+        where.append(f"(m.published_at, m.id) < (${len(args) - 1}, ${len(args)})")
     args.append(limit + 1)
     rows = await pool.fetch(
-        f"SELECT {_MOVIE_COLUMNS}, extract(epoch FROM m.published_at) AS pub "  # noqa: S608
-        f"FROM movies m WHERE {' AND '.join(where)} "
+        f"SELECT {_MOVIE_COLUMNS} FROM movies m WHERE {' AND '.join(where)} "  # noqa: S608
         f"ORDER BY m.published_at DESC, m.id DESC LIMIT ${len(args)}",
         *args,
     )
@@ -255,7 +254,7 @@ async def list_published(
     next_after = None
     if len(rows) > limit:
         last = rows[limit - 1]
-        next_after = (float(last["pub"]), str(last["id"]))
+        next_after = (last["published_at"], str(last["id"]))
     return MoviePage(items, next_after)
 
 

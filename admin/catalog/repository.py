@@ -66,8 +66,7 @@ SELECT m.id, m.slug, m.title, m.description, m.year, m.duration_s, m.min_age, m.
        ARRAY(SELECT c.slug FROM movie_categories mc JOIN categories c ON c.id = mc.category_id
               WHERE mc.movie_id = m.id ORDER BY c.slug) AS categories,
        ARRAY(SELECT r.name FROM renditions r WHERE r.movie_id = m.id
-              ORDER BY r.height DESC NULLS LAST, r.name) AS renditions,
-       extract(epoch FROM m.created_at) AS created_epoch
+              ORDER BY r.height DESC NULLS LAST, r.name) AS renditions
   FROM movies m"""
 
 
@@ -111,11 +110,11 @@ class MoviePage:
     """A page of films, newest first, and where the next starts (None: the last)."""
 
     items: list[MovieRecord]
-    next_after: tuple[float, str] | None
+    next_after: tuple[datetime, str] | None
 
 
 async def list_movies(
-    conn: Conn, *, status: str | None, q: str, after: tuple[float, str] | None, limit: int
+    conn: Conn, *, status: str | None, q: str, after: tuple[datetime, str] | None, limit: int
 ) -> MoviePage:
     """Films of any status, newest first; filtered by status and by words of the title
     or description (or a slug); keyset pages on (created_at, id)."""
@@ -133,7 +132,7 @@ async def list_movies(
         )
     if after is not None:
         args.extend([after[0], uuid.UUID(after[1])])
-        where.append(f"(extract(epoch FROM m.created_at), m.id) < (${len(args) - 1}, ${len(args)})")
+        where.append(f"(m.created_at, m.id) < (${len(args) - 1}, ${len(args)})")
     args.append(limit + 1)
     sql = _MOVIE_SQL
     if where:
@@ -144,7 +143,7 @@ async def list_movies(
     next_after = None
     if len(rows) > limit:
         last = rows[limit - 1]
-        next_after = (float(last["created_epoch"]), str(last["id"]))
+        next_after = (last["created_at"], str(last["id"]))
     return MoviePage(items, next_after)
 
 

@@ -4,11 +4,8 @@ categories. Reads: ``admin`` and ``moderator``; unpublish: both; every other cha
 
 from __future__ import annotations
 
-import base64
-import uuid
 from datetime import datetime
 
-import orjson
 from aiohttp import web
 
 from admin.access import ADMIN, READERS, ROLE_ERRORS, UNPUBLISHERS, actor_of
@@ -29,8 +26,8 @@ from admin.catalog.models import (
 )
 from admin.catalog.repository import MovieRecord
 from admin.catalog.service import Catalogue, load_movie, movie_uuid
+from admin.paging import decode_cursor, encode_cursor
 from runtime.api import PathParam, Routes, parse_body, parse_query
-from runtime.errors import BadRequest
 from runtime.web import json_response, pg_key, redis_key, rkeys_key
 from tokens.service.views import SIGNED_IN, require_role
 
@@ -81,18 +78,6 @@ def _category(c: repo.CategoryRecord) -> AdminCategory:
     return AdminCategory(slug=c.slug, name=c.name, films=c.films, published_films=c.published_films)
 
 
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        ts, mid = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return float(ts), str(uuid.UUID(mid))
-    except (ValueError, TypeError):
-        raise BadRequest("Malformed cursor", code="invalid_cursor") from None
-
-
-def _encode_cursor(after: tuple[float, str]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(list(after))).rstrip(b"=").decode()
-
-
 # ------------------------------------------------------------------ films
 
 
@@ -126,11 +111,11 @@ async def list_movies(request: web.Request) -> web.Response:
     """GET /admin/v1/movies?status=&q=&cursor=&limit= -> {items, next_cursor}."""
     await require_role(request, READERS)
     query = parse_query(request, MoviesQuery)
-    after = _decode_cursor(query.cursor) if query.cursor else None
+    after = decode_cursor(query.cursor) if query.cursor else None
     page = await repo.list_movies(
         request.app[pg_key], status=query.status, q=query.q, after=after, limit=query.limit
     )
-    next_cursor = _encode_cursor(page.next_after) if page.next_after else None
+    next_cursor = encode_cursor(page.next_after) if page.next_after else None
     return json_response(
         AdminMoviePage(items=[_movie(m) for m in page.items], next_cursor=next_cursor)
     )

@@ -30,7 +30,7 @@ class UserRecord:
 
 _USER_SQL = """
 SELECT u.id, u.email, u.role, u.display_name, u.birth_year, u.country, u.created_at,
-       u.disabled_at, u.erased_at, extract(epoch FROM u.created_at) AS created_epoch,
+       u.disabled_at, u.erased_at,
        coalesce((SELECT s.plan_id FROM subscriptions s
                   WHERE s.user_id = u.id AND s.status IN ('active', 'trialing', 'past_due')
                   ORDER BY s.created_at DESC LIMIT 1), 'free') AS plan
@@ -68,11 +68,11 @@ class UserPage:
     """A page of accounts, newest first, and where the next starts (None: the last)."""
 
     items: list[UserRecord]
-    next_after: tuple[float, str] | None
+    next_after: tuple[datetime, str] | None
 
 
 async def list_users(
-    conn: Conn, *, q: str, role: str | None, after: tuple[float, str] | None, limit: int
+    conn: Conn, *, q: str, role: str | None, after: tuple[datetime, str] | None, limit: int
 ) -> UserPage:
     """Accounts, newest first, whose email contains ``q`` (or whose id is ``q``)."""
     where: list[str] = []
@@ -85,7 +85,7 @@ async def list_users(
         where.append(f"u.role = ${len(args)}")
     if after is not None:
         args.extend([after[0], uuid.UUID(after[1])])
-        where.append(f"(extract(epoch FROM u.created_at), u.id) < (${len(args) - 1}, ${len(args)})")
+        where.append(f"(u.created_at, u.id) < (${len(args) - 1}, ${len(args)})")
     args.append(limit + 1)
     sql = _USER_SQL + (" WHERE " + " AND ".join(where) if where else "")
     sql += f" ORDER BY u.created_at DESC, u.id DESC LIMIT ${len(args)}"
@@ -93,7 +93,7 @@ async def list_users(
     next_after = None
     if len(rows) > limit:
         last = rows[limit - 1]
-        next_after = (float(last["created_epoch"]), str(last["id"]))
+        next_after = (last["created_at"], str(last["id"]))
     return UserPage([_user(r) for r in rows[:limit]], next_after)
 
 

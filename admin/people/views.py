@@ -9,7 +9,6 @@ so no token carries the old role or outlives the decision.
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -19,6 +18,7 @@ from aiohttp import web
 from pydantic import Field, StringConstraints
 
 from admin.access import ADMIN, READERS, ROLE_ERRORS, Actor, actor_of, record
+from admin.paging import decode_cursor, encode_cursor
 from admin.people import repository as repo
 from runtime.api import (
     BodyModel,
@@ -157,18 +157,6 @@ def _user(u: repo.UserRecord) -> AdminUser:
     )
 
 
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        ts, uid = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return float(ts), str(uuid.UUID(uid))
-    except (ValueError, TypeError):
-        raise BadRequest("Malformed cursor", code="invalid_cursor") from None
-
-
-def _encode_cursor(after: tuple[float, str]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(list(after))).rstrip(b"=").decode()
-
-
 async def _load(conn: Any, user_id: uuid.UUID, *, lock: bool = False) -> repo.UserRecord:
     found = await repo.get_user(conn, user_id, lock=lock)
     if found is None:
@@ -196,11 +184,11 @@ async def list_users(request: web.Request) -> web.Response:
     """GET /admin/v1/users?q=&role=&cursor=&limit= -> {items, next_cursor}."""
     await require_role(request, READERS)
     query = parse_query(request, UsersQuery)
-    after = _decode_cursor(query.cursor) if query.cursor else None
+    after = decode_cursor(query.cursor) if query.cursor else None
     page = await repo.list_users(
         request.app[pg_key], q=query.q, role=query.role, after=after, limit=query.limit
     )
-    next_cursor = _encode_cursor(page.next_after) if page.next_after else None
+    next_cursor = encode_cursor(page.next_after) if page.next_after else None
     return json_response(
         AdminUserPage(items=[_user(u) for u in page.items], next_cursor=next_cursor)
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import orjson
@@ -82,16 +83,26 @@ class MoviePage(ReplyModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last")
 
 
-def _decode_cursor(cursor: str) -> tuple[float, str]:
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """(published_at, id) of a cursor: whole microseconds since the epoch, or (cursors of
+    earlier releases) float seconds."""
     try:
         ts, mid = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return float(ts), str(uuid.UUID(mid))
-    except (ValueError, TypeError):
+        if isinstance(ts, bool) or not isinstance(ts, int | float):
+            raise TypeError("not a timestamp")
+        micros = ts if isinstance(ts, int) else round(ts * 1_000_000)
+        return EPOCH + micros * MICROSECOND, str(uuid.UUID(mid))
+    except (ValueError, TypeError, OverflowError):
         raise BadRequest("Malformed cursor", code="invalid_cursor") from None
 
 
-def _encode_cursor(after: tuple[float, str]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(list(after))).rstrip(b"=").decode()
+def _encode_cursor(after: tuple[datetime, str]) -> str:
+    micros = (after[0] - EPOCH) // MICROSECOND
+    return base64.urlsafe_b64encode(orjson.dumps([micros, after[1]])).rstrip(b"=").decode()
 
 
 @routes.get(

@@ -5,7 +5,7 @@ gateway (new playback, live sessions, search, trending, history)."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -394,3 +394,41 @@ async def test_trending_counts_starts_per_window_and_follows_the_catalogue(
     )
     assert resp.status == 200
     assert await ranking("7d") == [recent["id"], older["id"]]
+
+
+async def test_pages_neither_repeat_nor_skip_a_film(
+    gateway: TestClient, admin: TestClient, boss: Account, pg: asyncpg.Connection
+) -> None:
+    """Timestamps a microsecond apart (and ties) page exactly, in the public and the
+    admin listing alike."""
+    stem = unique_title("Paging")
+    base = datetime(2026, 1, 1, 0, 0, 0, 123457, tzinfo=UTC)
+    expected = []
+    for i in range(7):
+        at = base + timedelta(microseconds=(i // 2) * 7)  # pairs share a timestamp
+        movie_id = await pg.fetchval(
+            """INSERT INTO movies (slug, title, status, created_at, published_at)
+               VALUES ($1, $2, 'published', $3, $3) RETURNING id""",
+            f"paging-{uuid.uuid4().hex[:12]}",
+            f"{stem} {i}",
+            at,
+        )
+        expected.append((at, str(movie_id)))
+    expected.sort(reverse=True)
+    want = [movie_id for _, movie_id in expected]
+
+    async def walk(client: TestClient, path: str, **headers: str) -> list[str]:
+        seen: list[str] = []
+        cursor = None
+        while True:
+            params = {"q": stem, "limit": 2, **({"cursor": cursor} if cursor else {})}
+            resp = await client.get(path, params=params, headers=headers)
+            assert resp.status == 200, await resp.text()
+            page = await resp.json()
+            seen += [m["id"] for m in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return seen
+
+    assert await walk(gateway, "/v1/movies") == want
+    assert await walk(admin, "/admin/v1/movies", **boss.auth) == want
