@@ -9,9 +9,10 @@ from prometheus_client import Counter
 
 from gateway.ads.inventory import Inventory
 from gateway.ads.service import AdLibrary, FallbackCounter, Stitcher
+from gateway.catalogue import Trending
 from gateway.cors import add_cors_headers, cors_preflight
-from gateway.errors import GatewayError, Missing, Refused, TokenRequired
-from gateway.keys import playback_key
+from gateway.errors import Conflicting, GatewayError, Missing, Refused, TokenRequired
+from gateway.keys import playback_key, trending_key
 from gateway.pages import setup_routes as setup_page_routes
 from gateway.playback import PROGRESS_QUEUE_MAX, Playback, ProgressQueue, progress_writer
 from gateway.playlists import PlaylistCache
@@ -26,7 +27,14 @@ from origin import (
 )
 from origin.factory import create_origin
 from runtime.api import add_openapi
-from runtime.errors import ApiError, Forbidden, NotFound, ServiceUnavailable, Unauthorized
+from runtime.errors import (
+    ApiError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from runtime.settings import Settings
 from runtime.web import (
     base_app,
@@ -64,6 +72,8 @@ def map_domain_error(exc: Exception) -> ApiError | None:
             return Forbidden(exc.message, code=exc.code)
         if isinstance(exc, TokenRequired):
             return Unauthorized(exc.message, code=exc.code)
+        if isinstance(exc, Conflicting):
+            return Conflict(exc.message, code=exc.code)
         return ApiError(exc.message, code=exc.code)
     if isinstance(exc, SessionRefused):
         return Forbidden(exc.message, code=exc.code)
@@ -137,6 +147,12 @@ async def _playback_ctx(app: web.Application) -> AsyncIterator[None]:
     await origin.close()
 
 
+async def _catalogue_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The trending lists, cached per process."""
+    app[trending_key] = Trending(app[pg_key], app[redis_key], app[rkeys_key])
+    yield
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build the gateway app; resources open in ``cleanup_ctx``, nothing at import time."""
     app = base_app(settings, "gateway")
@@ -144,6 +160,7 @@ def create_app(settings: Settings) -> web.Application:
     app.middlewares.append(cors_preflight)
     app.cleanup_ctx.append(auth_ctx)
     app.cleanup_ctx.append(_playback_ctx)
+    app.cleanup_ctx.append(_catalogue_ctx)
     app.on_response_prepare.append(add_cors_headers)
     setup_auth_routes(app)
     setup_playback_routes(app)

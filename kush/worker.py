@@ -18,7 +18,7 @@ from runtime.jobs import Job, WorkerContext
 from runtime.redis import create_redis
 from runtime.settings import Settings
 from tokens.service.auth import mirror_revocations
-from tokens.service.sessions import sweep_ended_sessions
+from tokens.service.session_endings import sweep_ended_sessions
 
 log = logging.getLogger(__name__)
 

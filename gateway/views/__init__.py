@@ -1,15 +1,16 @@
-"""The gateway's HTTP views, one module per resource: catalogue, playback sessions,
-HLS (master, media playlist, segment, ad files) and progress."""
+"""The gateway's HTTP views, one module per resource: catalogue, the viewer's account,
+playback sessions, HLS (master, media playlist, segment, ad files) and progress."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.views import catalogue, hls, playback, progress
+from gateway.views import catalogue, hls, me, playback, progress
 
 
 def setup_routes(app: web.Application) -> None:
-    """Mount the gateway's catalogue, playback, progress and HLS routes (in this order:
-    the HLS ad and playlist routes precede the segment routes they would shadow)."""
-    for table in (catalogue.routes, playback.routes, progress.routes, hls.routes):
+    """Mount the gateway's catalogue, account, playback, progress and HLS routes (in
+    this order: the HLS ad and playlist routes precede the segment routes they would
+    shadow)."""
+    for table in (catalogue.routes, me.routes, playback.routes, progress.routes, hls.routes):
         table.mount(app)

@@ -1,9 +1,11 @@
-"""Catalogue views: ``GET /v1/movies``, ``GET /v1/movies/{id}``, posters."""
+"""Catalogue views: ``GET /v1/movies``, ``GET /v1/movies/trending``,
+``GET /v1/movies/{id}``, ``GET /v1/categories``, posters."""
 
 from __future__ import annotations
 
 import base64
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import orjson
@@ -11,7 +13,8 @@ from aiohttp import web
 from pydantic import AfterValidator, Field
 
 from gateway import repository
-from gateway.keys import playback_key
+from gateway.catalogue import TRENDING_TTL_S, Window
+from gateway.keys import playback_key, trending_key
 from gateway.playlists import origin_key_for
 from runtime.api import (
     Content,
@@ -28,6 +31,7 @@ from runtime.web import json_response, pg_key
 
 PAGE_SIZE_MAX = 50
 POSTER_CACHE_CONTROL = "public, max-age=86400"
+CATEGORIES_CACHE_CONTROL = "public, max-age=60"
 
 routes = Routes(tags=("catalogue",))
 MOVIE_ID = PathParam("The film's id", "uuid")
@@ -79,16 +83,26 @@ class MoviePage(ReplyModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last")
 
 
-def _decode_cursor(cursor: str) -> tuple[float, str]:
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """(published_at, id) of a cursor: whole microseconds since the epoch, or (cursors of
+    earlier releases) float seconds."""
     try:
         ts, mid = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return float(ts), str(uuid.UUID(mid))
-    except (ValueError, TypeError):
+        if isinstance(ts, bool) or not isinstance(ts, int | float):
+            raise TypeError("not a timestamp")
+        micros = ts if isinstance(ts, int) else round(ts * 1_000_000)
+        return EPOCH + micros * MICROSECOND, str(uuid.UUID(mid))
+    except (ValueError, TypeError, OverflowError):
         raise BadRequest("Malformed cursor", code="invalid_cursor") from None
 
 
-def _encode_cursor(after: tuple[float, str]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(list(after))).rstrip(b"=").decode()
+def _encode_cursor(after: tuple[datetime, str]) -> str:
+    micros = (after[0] - EPOCH) // MICROSECOND
+    return base64.urlsafe_b64encode(orjson.dumps([micros, after[1]])).rstrip(b"=").decode()
 
 
 @routes.get(
@@ -108,6 +122,70 @@ async def list_movies(request: web.Request) -> web.Response:
     next_cursor = _encode_cursor(page.next_after) if page.next_after else None
     reply = MoviePage.model_validate({"items": page.items, "next_cursor": next_cursor})
     return json_response(reply)
+
+
+class TrendingQuery(QueryModel):
+    """Which window of playback starts to count."""
+
+    window: Window = Field(default="24h", description="`24h` or `7d`")
+
+
+class TrendingMovie(MovieCard):
+    """A published film and how often playback started in the window."""
+
+    starts: int = Field(description="Playback starts in the window")
+
+
+class TrendingPage(ReplyModel):
+    """The most started published films of the window (at most 20)."""
+
+    window: Window
+    items: list[TrendingMovie]
+
+
+class Category(ReplyModel):
+    """A category with published films."""
+
+    slug: str
+    name: str
+    films: int = Field(description="Published films in it")
+
+
+class CategoryList(ReplyModel):
+    """Every category with at least one published film, by name."""
+
+    items: list[Category]
+
+
+# Declared before /v1/movies/{movie_id}, which would otherwise match "trending".
+@routes.get(
+    "/v1/movies/trending",
+    summary="The most watched published films over the last 24 hours or 7 days",
+    description="Counted from playback starts; recounted at most every "
+    f"{int(TRENDING_TTL_S)} s, and at once when the catalogue changes.",
+    query=TrendingQuery,
+    replies={200: TrendingPage},
+)
+async def trending_movies(request: web.Request) -> web.Response:
+    """GET /v1/movies/trending?window=24h|7d -> {window, items}."""
+    query = parse_query(request, TrendingQuery)
+    films = await request.app[trending_key].films(query.window)
+    reply = TrendingPage.model_validate(
+        {"window": query.window, "items": [{**card, "starts": n} for card, n in films]}
+    )
+    return json_response(reply)
+
+
+@routes.get(
+    "/v1/categories",
+    summary="Categories with published films (for the watch page)",
+    replies={200: CategoryList},
+)
+async def list_categories(request: web.Request) -> web.Response:
+    """GET /v1/categories -> {items: [{slug, name, films}]}."""
+    rows = await repository.public_categories(request.app[pg_key])
+    reply = CategoryList(items=[Category(slug=s, name=n, films=f) for s, n, f in rows])
+    return json_response(reply, headers={"Cache-Control": CATEGORIES_CACHE_CONTROL})
 
 
 @routes.get(

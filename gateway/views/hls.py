@@ -57,7 +57,8 @@ PATH_PARAMS = {
 HLS_ERRORS = {
     401: "No token (`token_required`)",
     403: "Token invalid, expired or for another path or address (`invalid_token`, "
-    "`token_expired`...), session ended (`session_revoked`), rendition or ad not in the "
+    "`token_expired`...), session ended (`session_revoked`; `film_unavailable` when the "
+    "film was unpublished or taken down), rendition or ad not in the "
     "session (`not_entitled`, `invalid_token`), or another site (`hotlink_denied`)",
     404: "No such file (`not_found`) or film (`movie_not_found`)",
     502: "The video origin answered with an error (`origin_error`)",

@@ -52,7 +52,7 @@ from tokens.passwords import (
     verify_password,
 )
 from tokens.service.keystore import JWT_LEEWAY_S, KeyStore
-from tokens.service.sessions import end_family_sessions
+from tokens.service.session_endings import end_family_sessions
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -66,6 +66,7 @@ from tokens.service.playback_session import (
     PlaybackSession,
     SessionFormatError,
 )
+from tokens.service.session_endings import FILM_UNAVAILABLE, evict, eviction_rows
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +170,20 @@ class SessionShared(SessionGone):
     message = "This playback was opened on too many networks; start it again on this device"
 
 
+class FilmWithdrawn(SessionGone):
+    """Ended because its film was unpublished or taken down."""
+
+    code = "film_unavailable"
+    message = "This film is no longer available"
+
+
 def gone(reason: str | None) -> SessionGone:
     """The error a request for a session that ended for ``reason`` gets."""
-    return SessionShared(reason) if reason == SHARED else SessionGone(reason)
+    if reason == SHARED:
+        return SessionShared(reason)
+    if reason == FILM_UNAVAILABLE:
+        return FilmWithdrawn(reason)
+    return SessionGone(reason)
 
 
 def _read_session(raw: bytes | str) -> PlaybackSession | None:
@@ -512,7 +524,7 @@ class SessionStore:
                     WHERE family_id = $1 AND ended_at IS NOT NULL AND expires_at > now()""",
                 fam,
             )
-            await evict(self.redis, self.keys, _eviction_rows(rows), self.clock())
+            await evict(self.redis, self.keys, eviction_rows(rows), self.clock())
             for r in rows:
                 self._cache.pop(r["id"], None)
         fam_key = self.keys("fam-sessions", family_id)
@@ -533,67 +545,3 @@ def _alive(seen: _Seen) -> PlaybackSession:
     if seen[1] is None:
         raise gone(seen[2])
     return seen[1]
-
-
-#: (session id, user id, expires at in unix seconds, reason)
-Eviction = tuple[str, str, int, str]
-
-
-def _eviction_rows(rows: Iterable[asyncpg.Record]) -> list[Eviction]:
-    return [
-        (
-            r["id"],
-            str(r["user_id"]),
-            int(r["expires_at"].timestamp()),
-            r["ended_reason"] or "ended",
-        )
-        for r in rows
-    ]
-
-
-async def evict(redis: Redis, keys: Keys, ended: Iterable[Eviction], now: float) -> int:
-    """Remove ended sessions from Redis: the tombstone (with the reason) first, so a
-    reader never finds neither, then the session, its stream slot and network set.
-    Returns how many."""
-    count = 0
-    async with redis.pipeline(transaction=False) as pipe:
-        for session_id, user_id, expires_at, reason in ended:
-            ttl = int(expires_at - now)
-            if ttl <= 0:
-                continue
-            pipe.set(keys("ps-end", session_id), reason, ex=ttl)
-            pipe.delete(keys("ps", session_id), keys("ps-net", session_id))
-            pipe.zrem(keys("streams", user_id), session_id)
-            count += 1
-        if count:
-            await pipe.execute()
-    return count
-
-
-async def end_family_sessions(conn: asyncpg.Connection, family_id: str, reason: str) -> None:
-    """Record in PostgreSQL that every live session of one login ended; call it inside
-    the transaction that revokes the login, so the two can never part."""
-    fam = _uuid(family_id)
-    if fam is None:
-        return
-    await conn.execute(
-        """UPDATE playback_sessions SET ended_at = now(), ended_reason = $2
-            WHERE family_id = $1 AND ended_at IS NULL""",
-        fam,
-        reason,
-    )
-
-
-async def sweep_ended_sessions(
-    pool: asyncpg.Pool, redis: Redis, keys: Keys, *, since: datetime | None, now: float
-) -> int:
-    """Remove from Redis every unexpired session PostgreSQL says ended after ``since``
-    (all of them when None): the ``kush worker`` half of ending a session whose Redis
-    write failed."""
-    rows = await pool.fetch(
-        """SELECT id, user_id, expires_at, ended_reason FROM playback_sessions
-            WHERE ended_at IS NOT NULL AND ($1::timestamptz IS NULL OR ended_at > $1)
-              AND expires_at > now()""",
-        since,
-    )
-    return await evict(redis, keys, _eviction_rows(rows), now)

@@ -393,13 +393,6 @@ async def logout(request: web.Request) -> web.Response:
     return resp
 
 
-@routes.get("/v1/me", summary="Who the token says you are", replies={200: User}, auth=SIGNED_IN)
-async def me(request: web.Request) -> web.Response:
-    """GET /v1/me -> who the token says you are."""
-    claims = await authenticate(request)
-    return json_response(_user(claims), headers={"Cache-Control": "no-store"})
-
-
 @routes.get(
     "/.well-known/jwks.json",
     summary="The public keys that verify access tokens (JWK Set)",
