@@ -230,6 +230,12 @@ async def test_export_then_erasure(
     )
     assert row["password_hash"] == ""
     assert await pg.fetchval("SELECT count(*) FROM users WHERE email = $1", viewer.email) == 0
+    # the stored session state (address, user agent) is gone too
+    states = await pg.fetch(
+        "SELECT state FROM playback_sessions WHERE user_id = $1", uuid.UUID(viewer.id)
+    )
+    assert states
+    assert all(r["state"] is None for r in states)
     audit = await (
         await admin.get(
             "/admin/v1/audit",

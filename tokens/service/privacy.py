@@ -340,7 +340,7 @@ async def erase_user(auth: AuthService, redis: Redis, keys: Keys, user_id: str) 
         )
         await conn.execute(
             """UPDATE playback_sessions SET client_ip = NULL, user_agent = NULL,
-                      country = NULL, region = NULL
+                      country = NULL, region = NULL, state = NULL
                 WHERE user_id = $1""",
             uid,
         )
