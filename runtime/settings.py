@@ -152,6 +152,14 @@ class Settings:
     seed_demo_film: bool = field(default=True, metadata=_var("KUSH_SEED_DEMO_FILM"))
     demo_film_seconds: int = field(default=120, metadata=_var("KUSH_DEMO_FILM_SECONDS"))
     hlsjs_url: str = field(default=DEFAULT_HLSJS_URL, metadata=_var("KUSH_HLSJS_URL"))
+    # -- uploads and ingest jobs (admin/uploads.py, admin/jobs.py, kush worker)
+    max_upload_bytes: int = field(default=20 * 1024**3, metadata=_var("KUSH_MAX_UPLOAD_BYTES"))
+    upload_url_seconds: int = field(default=3600, metadata=_var("KUSH_UPLOAD_URL_SECONDS"))
+    max_source_seconds: int = field(default=4 * 3600, metadata=_var("KUSH_MAX_SOURCE_SECONDS"))
+    ingest_concurrency: int = field(default=1, metadata=_var("KUSH_INGEST_CONCURRENCY"))
+    job_lease_seconds: int = field(default=60, metadata=_var("KUSH_JOB_LEASE_SECONDS"))
+    job_max_attempts: int = field(default=3, metadata=_var("KUSH_JOB_MAX_ATTEMPTS"))
+    ingest_cpu_factor: int = field(default=20, metadata=_var("KUSH_INGEST_CPU_FACTOR"))
 
     @property
     def is_demo(self) -> bool:
@@ -393,6 +401,13 @@ class _Parser:
             seed_demo_film=self.boolean("KUSH_SEED_DEMO_FILM", True),
             demo_film_seconds=self.integer("KUSH_DEMO_FILM_SECONDS", 120, 6, 3600),
             hlsjs_url=self.script_url("KUSH_HLSJS_URL", DEFAULT_HLSJS_URL),
+            max_upload_bytes=self.integer("KUSH_MAX_UPLOAD_BYTES", 20 * 1024**3, 1024, 1024**4),
+            upload_url_seconds=self.integer("KUSH_UPLOAD_URL_SECONDS", 3600, 60, 7 * 24 * 3600),
+            max_source_seconds=self.integer("KUSH_MAX_SOURCE_SECONDS", 4 * 3600, 1, 24 * 3600),
+            ingest_concurrency=self.integer("KUSH_INGEST_CONCURRENCY", 1, 1, 32),
+            job_lease_seconds=self.integer("KUSH_JOB_LEASE_SECONDS", 60, 2, 3600),
+            job_max_attempts=self.integer("KUSH_JOB_MAX_ATTEMPTS", 3, 1, 20),
+            ingest_cpu_factor=self.integer("KUSH_INGEST_CPU_FACTOR", 20, 1, 1000),
         )
         # Cross-field rules only judge values that were read cleanly: a typo in one
         # variable is not also reported as a clash with another (nor, with a bad
