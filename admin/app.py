@@ -7,19 +7,22 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from admin.ads import admin_origin_key, background_key, encode_slots_key
 from admin.ads import setup_routes as setup_ad_routes
+from admin.jobs import setup_routes as setup_job_routes
+from admin.keys import admin_origin_key, background_key, encode_slots_key
+from admin.uploads import setup_routes as setup_upload_routes
 from origin.factory import create_origin
 from runtime.api import add_openapi
 from runtime.settings import Settings
 from runtime.web import base_app, settings_key
 from tokens.service.views import SECURITY_SCHEMES, auth_ctx
 
-API_DESCRIPTION = """The admin API of Kush Films: ad creatives, campaigns, break policies
-and the ad report. Every route needs the token of an `admin` (reads also a `moderator`):
-sign in with `POST /v1/auth/login` on the gateway. Errors are
-`{"error": {"code", "message"}}`; a body or query that does not fit its schema is 422
-`invalid_request` with `fields` listing each path at fault."""
+API_DESCRIPTION = """The admin API of Kush Films: uploads and ingest jobs, ad creatives,
+campaigns, break policies and the ad report. Every route needs the token of an `admin`
+(reads also a `moderator`; the upload data URL its own token): sign in with
+`POST /v1/auth/login` on the gateway. Errors are `{"error": {"code", "message"}}`; a
+body or query that does not fit its schema is 422 `invalid_request` with `fields`
+listing each path at fault."""
 
 
 async def _resources_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -43,6 +46,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(auth_ctx)
     app.cleanup_ctx.append(_resources_ctx)
     setup_ad_routes(app)
+    setup_upload_routes(app)
+    setup_job_routes(app)
     add_openapi(
         app,
         "/admin/v1/openapi.json",

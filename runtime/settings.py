@@ -39,6 +39,17 @@ _SECRET_FIELDS = frozenset(
         "redis_url",
     }
 )
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+)
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9:_.-]{1,64}$")
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -160,6 +171,7 @@ class Settings:
     job_lease_seconds: int = field(default=60, metadata=_var("KUSH_JOB_LEASE_SECONDS"))
     job_max_attempts: int = field(default=3, metadata=_var("KUSH_JOB_MAX_ATTEMPTS"))
     ingest_cpu_factor: int = field(default=20, metadata=_var("KUSH_INGEST_CPU_FACTOR"))
+    ingest_preset: str = field(default="veryfast", metadata=_var("KUSH_INGEST_PRESET"))
 
     @property
     def is_demo(self) -> bool:
@@ -408,6 +420,7 @@ class _Parser:
             job_lease_seconds=self.integer("KUSH_JOB_LEASE_SECONDS", 60, 2, 3600),
             job_max_attempts=self.integer("KUSH_JOB_MAX_ATTEMPTS", 3, 1, 20),
             ingest_cpu_factor=self.integer("KUSH_INGEST_CPU_FACTOR", 20, 1, 1000),
+            ingest_preset=self.choice("KUSH_INGEST_PRESET", X264_PRESETS, "veryfast"),
         )
         # Cross-field rules only judge values that were read cleanly: a typo in one
         # variable is not also reported as a clash with another (nor, with a bad
