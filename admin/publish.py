@@ -36,7 +36,14 @@ from typing import Literal
 import asyncpg
 
 from admin.ingest import HlsPackage, build_demo_film, transcode_to_hls
-from admin.ingest.ffmpeg import Limits, MediaInfo, check_source, probe
+from admin.ingest.ffmpeg import (
+    FfmpegError,
+    Limits,
+    MediaInfo,
+    SourceRefused,
+    check_source,
+    probe,
+)
 from admin.ingest.transcode import render_master_playlist
 from origin import OriginError, OriginStore, object_key
 
@@ -341,7 +348,10 @@ def _limits(info: MediaInfo, options: IngestOptions) -> Limits:
 async def _encode(source: Path, out: Path, options: IngestOptions, report: Reporter) -> HlsPackage:
     """Probe and refuse (`SourceRefused`), then transcode into ``out``."""
     await report.enter("probing")
-    info = await probe(source)
+    try:
+        info = await probe(source)
+    except FfmpegError as err:
+        raise SourceRefused("unreadable", f"ffmpeg cannot read the file: {err}") from err
     check_source(info, max_seconds=options.max_source_seconds)
     await report.enter("transcoding")
     return await transcode_to_hls(
