@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -99,9 +100,10 @@ async def new_movie(settings: Settings, title: str = "Ingest test film") -> str:
 async def upload(admin: TestClient, auth: dict[str, str], path: Path, content_type: str) -> str:
     """The whole upload flow through the API: ticket, then PUT the bytes to its URL
     (with no bearer: the URL carries its own authorisation)."""
+    size = os.stat(path).st_size
     resp = await admin.post(
         "/admin/v1/uploads",
-        json={"filename": path.name, "size": path.stat().st_size, "content_type": content_type},
+        json={"filename": path.name, "size": size, "content_type": content_type},
         headers=auth,
     )
     assert resp.status == 201, await resp.text()
@@ -114,11 +116,11 @@ async def upload(admin: TestClient, auth: dict[str, str], path: Path, content_ty
 
 
 async def wait_job(
-    admin: TestClient, auth: dict[str, str], job_id: str, *, timeout: float = 300
+    admin: TestClient, auth: dict[str, str], job_id: str, *, limit_s: float = 300
 ) -> dict[str, Any]:
     """Poll a job until it is ready or failed; returns it and every status seen."""
     seen: list[str] = []
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(limit_s):
         while True:
             resp = await admin.get(f"/admin/v1/jobs/{job_id}", headers=auth)
             assert resp.status == 200, await resp.text()

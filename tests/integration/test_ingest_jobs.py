@@ -213,7 +213,8 @@ async def test_upload_ingest_publish_and_play_with_a_real_ad(
     assert set(media) == {"v2-480p", "v2-360p", "v2-240p", "v2-audio"}
     shapes = {name: _pod_shape(text) for name, text in media.items()}
     reference = shapes["v2-480p"]
-    assert reference[0].startswith("ad ") and "|" in reference, reference
+    assert reference[0].startswith("ad "), reference
+    assert "|" in reference
     assert all(shape == reference for shape in shapes.values()), shapes
     assert "com.kushfilms.ad" in media["v2-audio"]
     await ffmpeg_reads(body["manifest_url"])
