@@ -280,8 +280,7 @@ async def put_upload_data(request: web.Request) -> web.Response:
         raise _too_large(declared)
     received = await _receive(request, origin, row["object_key"], declared)
     await pool.execute(
-        """UPDATE uploads SET status = 'uploaded', received = $2, uploaded_at = now(),
-                  token_hash = NULL WHERE id = $1""",
+        "UPDATE uploads SET status = 'uploaded', received = $2, uploaded_at = now() WHERE id = $1",
         upload_id,
         received,
     )
