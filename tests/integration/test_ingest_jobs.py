@@ -253,3 +253,84 @@ async def test_upload_ingest_publish_and_play_with_a_real_ad(
         "v3-480p",
         "v3-audio",
     ]
+
+
+async def test_playlists_and_non_video_files_are_refused_with_their_reasons(
+    jobs_settings: Settings, admin: TestClient, gateway: TestClient
+) -> None:
+    """An uploaded HLS playlist naming files of the server (a segment of another film,
+    /etc/passwd) never reads them; a text file is not a video. Both fail at once with
+    their reason (no retries), and a retry runs them again."""
+    auth = await admin_token(gateway)
+    work = jobs_settings.data_dir
+    secret = await generate_test_source(
+        work / "other-film.mp4", duration_s=3, width=320, height=240
+    )
+    segment = work / "private" / "seg_00000.ts"
+    segment.parent.mkdir()
+    proc = await asyncio.create_subprocess_exec(
+        find_ffmpeg(),
+        "-v",
+        "error",
+        "-i",
+        str(secret),
+        "-c",
+        "copy",
+        "-f",
+        "mpegts",
+        str(segment),
+    )
+    assert await proc.wait() == 0
+    playlist = work / "trailer.mp4"  # the name lies; the content is a playlist
+    playlist.write_text(
+        "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXT-X-PLAYLIST-TYPE:VOD\n"
+        f"#EXTINF:3.0,\nfile:{segment}\n#EXTINF:3.0,\n{segment}\n"
+        "#EXTINF:3.0,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n"
+    )
+    text = work / "notes.mp4"
+    text.write_text("These are not the frames you are looking for.\n" * 50)
+    outcomes = {}
+    async with worker(jobs_settings):
+        for name, path in (("playlist", playlist), ("text", text)):
+            movie_id = await new_movie(jobs_settings, f"Refused {name}")
+            upload_id = await upload(admin, auth, path, "video/mp4")
+            resp = await admin.post(
+                f"/admin/v1/movies/{movie_id}/ingest", json={"upload_id": upload_id}, headers=auth
+            )
+            assert resp.status == 202, await resp.text()
+            outcomes[name] = (movie_id, await wait_job(admin, auth, (await resp.json())["job_id"]))
+        playlist_job = outcomes["playlist"][1]
+        assert playlist_job["status"] == "failed"
+        assert playlist_job["attempts"] == 1
+        assert playlist_job["error"].startswith("not_a_video: "), playlist_job
+        assert "'hls'" in playlist_job["error"]
+        text_job = outcomes["text"][1]
+        assert text_job["status"] == "failed"
+        assert text_job["attempts"] == 1
+        assert text_job["error"].startswith("unreadable: "), text_job
+        listed = await (await admin.get("/admin/v1/jobs?status=failed", headers=auth)).json()
+        assert {j["id"] for j in listed["items"]} == {playlist_job["id"], text_job["id"]}
+        # a retry queues it again; the reason stays until the attempt ends
+        resp = await admin.post(f"/admin/v1/jobs/{text_job['id']}/retry", headers=auth)
+        assert resp.status == 202
+        again = await wait_job(admin, auth, text_job["id"])
+        assert again["status"] == "failed"
+        assert again["error"].startswith("unreadable: ")
+    # nothing of either reached the origin or the catalogue
+    for movie_id, _ in outcomes.values():
+        assert not (jobs_settings.origin_root / "videos" / movie_id).exists()
+    conn = await db.connect(jobs_settings)
+    try:
+        versions = await conn.fetch(
+            "SELECT version, master_key FROM movies WHERE id = ANY($1::uuid[])",
+            [m for m, _ in outcomes.values()],
+        )
+    finally:
+        await conn.close()
+    assert [(r["version"], r["master_key"]) for r in versions] == [(1, None), (1, None)]
+    # a finished job cannot be retried
+    resp = await admin.post(f"/admin/v1/jobs/{playlist_job['id']}/retry", headers=auth)
+    assert resp.status == 202
+    resp = await admin.post(f"/admin/v1/jobs/{playlist_job['id']}/retry", headers=auth)
+    assert resp.status == 409
+    assert (await resp.json())["error"]["code"] == "job_not_failed"
