@@ -84,7 +84,7 @@ async def test_a_worker_killed_mid_transcode_leaves_the_job_to_another(
     jobs_settings: Settings,
 ) -> None:
     source = await generate_test_source(
-        jobs_settings.data_dir / "long.mp4", duration_s=40, width=1280, height=720
+        jobs_settings.data_dir / "long.mp4", duration_s=30, width=1280, height=720
     )
     movie_id = await new_movie(jobs_settings)
     conn = await db.connect(jobs_settings)
