@@ -10,6 +10,7 @@ from aiohttp import web
 from admin.ads import setup_routes as setup_ad_routes
 from admin.jobs import setup_routes as setup_job_routes
 from admin.keys import admin_origin_key, background_key, encode_slots_key
+from admin.uploads import UPLOAD_SECURITY_SCHEMES
 from admin.uploads import setup_routes as setup_upload_routes
 from origin.factory import create_origin
 from runtime.api import add_openapi
@@ -40,6 +41,10 @@ async def _resources_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[admin_origin_key].close()
 
 
+#: The admin's security schemes: the token service's, plus the upload URL's own token.
+ADMIN_SECURITY_SCHEMES = {**SECURITY_SCHEMES, **UPLOAD_SECURITY_SCHEMES}
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build the admin app; resources open in ``cleanup_ctx``, nothing at import time."""
     app = base_app(settings, "admin")
@@ -54,6 +59,6 @@ def create_app(settings: Settings) -> web.Application:
         title="Kush Films admin API",
         version="1",
         description=API_DESCRIPTION,
-        security_schemes=SECURITY_SCHEMES,
+        security_schemes=ADMIN_SECURITY_SCHEMES,
     )
     return app

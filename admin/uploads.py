@@ -40,7 +40,6 @@ from origin import LocalOrigin, ObjectNotFound, OriginStore, S3Origin, object_ke
 from runtime.api import (
     BodyModel,
     DateTimeStr,
-    Param,
     PathParam,
     ReplyModel,
     Routes,
@@ -57,6 +56,17 @@ ADMIN = frozenset({"admin"})
 CHUNK_BYTES = 1024 * 1024
 
 routes = Routes(tags=("uploads",))
+
+#: The local upload URL carries its own one-time token (no bearer, so ``curl -T`` works).
+UPLOAD_SECURITY_SCHEMES = {
+    "upload_token": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "token",
+        "description": "The one-time token in the `url` that `POST /admin/v1/uploads` "
+        "answered (local origin), valid until `expires_at`",
+    }
+}
 
 
 class InsufficientStorage(ApiError):
@@ -244,7 +254,7 @@ def _too_large(limit: int) -> PayloadTooLarge:
     summary="Send an upload's bytes (local origin; authorised by the token in the URL)",
     replies={200: UploadReceived},
     path_params={"upload_id": PathParam("The upload's id", "uuid")},
-    params=(Param("token", "query", "The upload URL's one-time token", required=True),),
+    auth=("upload_token",),
     errors={
         400: "Fewer bytes than declared (`incomplete_upload`)",
         403: "Wrong or expired token (`invalid_upload_token`, `upload_expired`)",

@@ -80,17 +80,12 @@ def file_url(path: Path | str) -> str:
     return f"file:{os.path.abspath(path)}"
 
 
-def untrusted_input(path: Path | str) -> list[str]:
+def untrusted_input(path: Path | str, *, any_format: bool = False) -> list[str]:
     """The ffmpeg input arguments for a file we did not make: only local-file reads and
-    only the demuxers of `ALLOWED_CONTAINERS` (nested demuxers inherit both lists)."""
-    return [
-        "-protocol_whitelist",
-        "file,pipe",
-        "-format_whitelist",
-        ",".join(ALLOWED_CONTAINERS),
-        "-i",
-        file_url(path),
-    ]
+    only the demuxers of `ALLOWED_CONTAINERS` (nested demuxers inherit both lists).
+    ``any_format`` lifts the demuxer list, for files we wrote ourselves (a poster)."""
+    formats = [] if any_format else ["-format_whitelist", ",".join(ALLOWED_CONTAINERS)]
+    return ["-protocol_whitelist", "file,pipe", *formats, "-i", file_url(path)]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -350,19 +345,22 @@ def parse_probe_output(stderr: str) -> MediaInfo:
     )
 
 
-async def probe(path: Path | str, *, timeout_s: float = PROBE_TIMEOUT_S) -> MediaInfo:
+async def probe(
+    path: Path | str, *, timeout_s: float = PROBE_TIMEOUT_S, ours: bool = False
+) -> MediaInfo:
     """Describe a media file by parsing ``ffmpeg -hide_banner -i FILE`` (no ffprobe here).
 
     The file is opened as an untrusted input (`untrusted_input`). Raises `SourceRefused`
     (``not_a_video``) for a container outside `ALLOWED_CONTAINERS`, `FfmpegError` when
-    ffmpeg cannot open the file or finds no audio or video.
+    ffmpeg cannot open the file or finds no audio or video. ``ours``: a file we made
+    (any demuxer, e.g. a JPEG poster).
     """
     # With no output file ffmpeg always exits 1 after printing the input description.
     proc = await asyncio.create_subprocess_exec(
         find_ffmpeg(),
         "-hide_banner",
         "-nostdin",
-        *untrusted_input(path),
+        *untrusted_input(path, any_format=ours),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,

@@ -16,14 +16,16 @@ playlist is written with `hls.write_master_playlist`. The synthetic demo film is
 in `admin.ingest.demo`.
 
 Timestamps: every rendition's first segment starts at the same instant, audio and
-video together, so the timeline a player builds starts at 0 with no hole (hls.js
-reported ``bufferSeekOverHole`` when the video started 0.1-0.2 s after the audio).
-Three things used to differ: the MPEG-TS muxer's 1.4 s default delay (``muxdelay`` 0
-now), the AAC encoder's priming frame (1024 samples the audio is shifted by, so its
-first packet sits where the first picture does) and x264's B-frame reorder delay, which
-shifts a video rendition's timestamps by two frames but not an audio-only one (which
-now gets the same ``output_ts_offset``). `transcode_to_hls` checks the result with
-`first_timestamps` on every first segment.
+video together, so the timeline a player builds from the first fragment starts at 0
+with no hole (hls.js reported ``bufferSeekOverHole`` when the video started 0.1-0.2 s
+after the audio). Two things made them differ: the AAC encoder's priming frame (1024
+samples; the audio is now shifted by as much, so its first packet sits where the first
+picture does) and x264's B-frame reorder delay, which shifts a video rendition's
+timestamps by two frames but not an audio-only one (which now gets the same
+``output_ts_offset``). `transcode_to_hls` checks the result with `first_timestamps` on
+every first segment. The MPEG-TS muxer's own offset (1.4 s, `TS_MUX_OFFSET_S`, the same
+in every rendition) stays: ``muxdelay 0`` would remove it but also put every 21 ms AAC
+frame in a PES packet of its own, +74 % bytes for the audio-only rendition.
 
 An audio-only rendition is cut on AAC frames (1024 samples, 21.3 ms at 48 kHz), so its
 cuts land up to a frame after the video's: 6 s is 281.25 frames, no sample rate a
@@ -108,6 +110,8 @@ X264_BFRAMES: Final = 3
 X264_REORDER_FRAMES: Final = 2
 #: How far an audio-only cut may land from the video's (two AAC frames).
 AUDIO_CUT_TOLERANCE_S: Final = 2 * AAC_FRAME_S
+#: The MPEG-TS muxer's offset of every timestamp (twice its default 0.7 s ``muxdelay``).
+TS_MUX_OFFSET_S: Final = 1.4
 #: Largest difference between the first timestamps of two streams or renditions.
 START_TOLERANCE_S: Final = 0.001
 
@@ -290,8 +294,6 @@ def build_hls_args(
             "start_number": 0,
             "max_muxing_queue_size": 4096,
             "map_metadata": -1,
-            "muxdelay": 0,
-            "muxpreload": 0,
         }
         audio_options: dict[str, Any] = {
             "c:a": "aac",

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from admin.app import create_app as create_admin
 from admin.ingest import find_ffmpeg, generate_test_source
 from admin.ingest.ffmpeg import first_timestamps
+from admin.ingest.transcode import TS_MUX_OFFSET_S
 from gateway.app import create_app as create_gateway
 from runtime import db
 from runtime.settings import Settings
@@ -183,7 +184,8 @@ async def test_upload_ingest_publish_and_play_with_a_real_ad(
     values = [t for found in starts.values() for t in found.values()]
     assert len(values) == 7, starts  # three times audio+video, once audio
     assert max(values) - min(values) < 0.001, starts
-    assert min(values) <= 2 / 24 + 0.001, starts  # at most the B-frame reorder delay
+    # the TS muxer's offset and the B-frame reorder delay (two frames at 24 fps)
+    assert min(values) == pytest.approx(TS_MUX_OFFSET_S + 2 / 24, abs=0.001), starts
 
     # a campaign for free viewers and a pre-roll on this film
     now = datetime.now(UTC)

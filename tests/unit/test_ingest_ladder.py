@@ -214,8 +214,6 @@ def test_build_hls_args_one_output_per_rung_with_aligned_keyframes() -> None:
         assert _option(options, "-c:a") == "aac"
         assert _option(options, "-ar") == "48000"
         assert _option(options, "-ac") == "2"
-        assert _option(options, "-muxdelay") == "0"
-        assert _option(options, "-muxpreload") == "0"
         if name == "audio":
             assert "-c:v" not in options
             assert options.count("-map") == 1
