@@ -469,7 +469,9 @@ async def run_job(runner: Runner, job_id: uuid.UUID) -> None:
                 pool, runner.origin, str(row["movie_id"]), source, runner.options, report=report
             )
         else:
-            await ingest_ad(pool, runner.origin, str(row["ad_id"]), source, runner.options)
+            await ingest_ad(
+                pool, runner.origin, str(row["ad_id"]), source, runner.options, report=report
+            )
             await bump_ad_inventory(runner.redis, Keys(runner.settings.redis_prefix))
         flusher.cancel()
         await pool.execute(

@@ -26,11 +26,14 @@ from tests.integration.helpers import bearer
 
 
 async def fresh_schema(settings: Settings, tmp: Path, **changes: Any) -> Settings:
-    """Settings on a new, migrated schema with the demo accounts, a local origin in
+    """Settings on a new, migrated schema and Redis prefix with the demo accounts, a local origin in
     ``tmp/origin``, fast x264 and a short lease."""
+    run = secrets.token_hex(4)
     fresh = dataclasses.replace(
         settings,
-        db_schema=f"kush_jobs_{secrets.token_hex(4)}",
+        db_schema=f"kush_jobs_{run}",
+        # its own counters too (register limits...), under the run's prefix (cleaned up)
+        redis_prefix=f"{settings.redis_prefix}jobs{run}:",
         data_dir=tmp,
         origin_dir=tmp / "origin",
         ingest_preset="ultrafast",
