@@ -39,6 +39,17 @@ _SECRET_FIELDS = frozenset(
         "redis_url",
     }
 )
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+)
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9:_.-]{1,64}$")
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -165,6 +176,15 @@ class Settings:
     stream_idle_s: int = field(default=120, metadata=_var("KUSH_STREAM_IDLE_S"))
     max_networks_per_session: int = field(default=3, metadata=_var("KUSH_MAX_NETWORKS_PER_SESSION"))
     session_grace_s: int = field(default=30, metadata=_var("KUSH_SESSION_GRACE_S"))
+    # -- uploads and ingest jobs (admin/uploads.py, admin/jobs.py, kush worker)
+    max_upload_bytes: int = field(default=20 * 1024**3, metadata=_var("KUSH_MAX_UPLOAD_BYTES"))
+    upload_url_seconds: int = field(default=3600, metadata=_var("KUSH_UPLOAD_URL_SECONDS"))
+    max_source_seconds: int = field(default=4 * 3600, metadata=_var("KUSH_MAX_SOURCE_SECONDS"))
+    ingest_concurrency: int = field(default=1, metadata=_var("KUSH_INGEST_CONCURRENCY"))
+    job_lease_seconds: int = field(default=60, metadata=_var("KUSH_JOB_LEASE_SECONDS"))
+    job_max_attempts: int = field(default=3, metadata=_var("KUSH_JOB_MAX_ATTEMPTS"))
+    ingest_cpu_factor: int = field(default=20, metadata=_var("KUSH_INGEST_CPU_FACTOR"))
+    ingest_preset: str = field(default="veryfast", metadata=_var("KUSH_INGEST_PRESET"))
 
     @property
     def is_demo(self) -> bool:
@@ -418,6 +438,14 @@ class _Parser:
             stream_idle_s=self.integer("KUSH_STREAM_IDLE_S", 120, 1, 86400),
             max_networks_per_session=self.integer("KUSH_MAX_NETWORKS_PER_SESSION", 3, 1, 1000),
             session_grace_s=self.integer("KUSH_SESSION_GRACE_S", 30, 0, 600),
+            max_upload_bytes=self.integer("KUSH_MAX_UPLOAD_BYTES", 20 * 1024**3, 1024, 1024**4),
+            upload_url_seconds=self.integer("KUSH_UPLOAD_URL_SECONDS", 3600, 60, 7 * 24 * 3600),
+            max_source_seconds=self.integer("KUSH_MAX_SOURCE_SECONDS", 4 * 3600, 1, 24 * 3600),
+            ingest_concurrency=self.integer("KUSH_INGEST_CONCURRENCY", 1, 1, 32),
+            job_lease_seconds=self.integer("KUSH_JOB_LEASE_SECONDS", 60, 2, 3600),
+            job_max_attempts=self.integer("KUSH_JOB_MAX_ATTEMPTS", 3, 1, 20),
+            ingest_cpu_factor=self.integer("KUSH_INGEST_CPU_FACTOR", 20, 1, 1000),
+            ingest_preset=self.choice("KUSH_INGEST_PRESET", X264_PRESETS, "veryfast"),
         )
         # Cross-field rules only judge values that were read cleanly: a typo in one
         # variable is not also reported as a clash with another (nor, with a bad
