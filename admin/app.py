@@ -9,6 +9,7 @@ from aiohttp import web
 
 from admin.ads import admin_origin_key, background_key, encode_slots_key
 from admin.ads import setup_routes as setup_ad_routes
+from admin.billing import setup_billing
 from origin.factory import create_origin
 from runtime.api import add_openapi
 from runtime.settings import Settings
@@ -16,8 +17,10 @@ from runtime.web import base_app, settings_key
 from tokens.service.views import SECURITY_SCHEMES, auth_ctx
 
 API_DESCRIPTION = """The admin API of Kush Films: ad creatives, campaigns, break policies
-and the ad report. Every route needs the token of an `admin` (reads also a `moderator`):
-sign in with `POST /v1/auth/login` on the gateway. Errors are
+and the ad report; subscriptions, plans granted by hand and the revenue report. Every
+route needs the token of an `admin` (reads also a `moderator`): sign in with
+`POST /v1/auth/login` on the gateway. The Stripe webhook (`POST /billing/stripe/webhook`)
+is authenticated by Stripe's signature instead. Errors are
 `{"error": {"code", "message"}}`; a body or query that does not fit its schema is 422
 `invalid_request` with `fields` listing each path at fault."""
 
@@ -43,6 +46,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(auth_ctx)
     app.cleanup_ctx.append(_resources_ctx)
     setup_ad_routes(app)
+    setup_billing(app)
     add_openapi(
         app,
         "/admin/v1/openapi.json",

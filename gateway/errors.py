@@ -58,6 +58,13 @@ class SessionEnded(Refused):
     code, message = "session_revoked", "This playback session has ended"
 
 
+class PlanChanged(SessionEnded):
+    code, message = (
+        "plan_changed",
+        "Your plan changed and no longer includes this quality; start the film again",
+    )
+
+
 class HotlinkDenied(Refused):
     code, message = "hotlink_denied", "Playback from this site is not allowed"
 

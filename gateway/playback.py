@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import asyncpg
 from redis.asyncio import Redis
 
+from billing.store import grace_of
 from gateway import repository
 from gateway.ads.inventory import Inventory
 from gateway.ads.service import Stitcher, confirm_after_content, plan_ads, track_ad_segment
@@ -22,6 +23,7 @@ from gateway.errors import (
     AgeRestricted,
     GeoBlocked,
     NotEntitled,
+    PlanChanged,
     PlaybackTokenRejected,
     SessionEnded,
 )
@@ -32,7 +34,13 @@ from origin import OriginStore
 from runtime.redis import Keys
 from runtime.settings import Settings
 from tokens import SegmentKeyring, SessionSigner, TokenError, new_session_id, segment_token_ttl
-from tokens.service.sessions import AdPlan, PlaybackSession, SessionStore
+from tokens.service.sessions import (
+    PLAN_CHANGED,
+    AdPlan,
+    PlaybackSession,
+    SessionStore,
+    ended_reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +138,7 @@ async def start_session(pb: Playback, movie_id: str, who: Viewing) -> PlaybackSe
     """Check the film, the plan and the rules, decide the ad plan once, and store a new
     session (refused beyond the plan's stream limit)."""
     movie = await repository.load_movie(pb.pool, movie_id)
-    viewer = await repository.load_viewer(pb.pool, who.user_id)
+    viewer = await repository.load_viewer(pb.pool, who.user_id, grace=grace_of(pb.settings))
     check_rules(movie, viewer, who.country, year=now_year())
     master = await pb.playlists.master(
         movie, max_height=viewer.max_height, preferred=pb.settings.data_saver_height
@@ -217,6 +225,8 @@ async def authorize_uri(
         raise PlaybackTokenRejected(code=err.code) from err
     session = await pb.sessions.get(claims.session_id)
     if session is None:
+        if await ended_reason(pb.sessions, claims.session_id) == PLAN_CHANGED:
+            raise PlanChanged()
         raise SessionEnded()
     if movie_id is not None and session.movie_id != movie_id:
         raise PlaybackTokenRejected("Token does not match this film")

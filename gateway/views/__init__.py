@@ -1,11 +1,11 @@
 """The gateway's HTTP views, one module per resource: catalogue, playback sessions,
-HLS (master, media playlist, segment, ad files) and progress."""
+HLS (master, media playlist, segment, ad files), progress and billing."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.views import catalogue, hls, playback, progress
+from gateway.views import billing, catalogue, hls, playback, progress
 
 
 def setup_routes(app: web.Application) -> None:
@@ -13,3 +13,4 @@ def setup_routes(app: web.Application) -> None:
     the HLS ad and playlist routes precede the segment routes they would shadow)."""
     for table in (catalogue.routes, playback.routes, progress.routes, hls.routes):
         table.mount(app)
+    billing.setup_routes(app)

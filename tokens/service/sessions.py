@@ -367,3 +367,51 @@ class SessionStore:
                 self.keys("streams", user_id), self.clock() - IDLE_WINDOW_S, "+inf"
             )
         )
+
+
+# ------------------------------------------------------------------ plan changes
+
+#: Why a session was ended when its viewer's plan no longer covers it: the code its next
+#: segment or playlist request is refused with, so the player can say so.
+PLAN_CHANGED = "plan_changed"
+ENDED_REASON_TTL_S = 24 * 3600
+
+
+async def end_sessions_beyond_plan(
+    store: SessionStore, user_id: str, *, allowed_plans: frozenset[str]
+) -> list[str]:
+    """End every live session of ``user_id`` started under a plan not in ``allowed_plans``
+    (a downgrade: premium sessions when the plan falls to basic or free), and remember
+    why (:func:`ended_reason`), so their next request is refused with ``plan_changed``.
+
+    Live sessions are found in the ``streams:<user>`` set and, for sessions idle long
+    enough to have left it (paused), in ``playback_sessions``. Returns the ended ids.
+    """
+    members = await store.redis.zrange(store.keys("streams", user_id), 0, -1)
+    ids = {m.decode() if isinstance(m, bytes) else str(m) for m in members}
+    rows = await store.pool.fetch(
+        """SELECT id FROM playback_sessions
+            WHERE user_id = $1 AND ended_at IS NULL AND expires_at > now()""",
+        uuid.UUID(user_id),
+    )
+    ids.update(r["id"] for r in rows)
+    ended: list[str] = []
+    for session_id in sorted(ids):
+        raw = await store.redis.get(store.keys("ps", session_id))
+        session = _read_session(raw) if raw else None
+        if session is None or session.user_id != user_id or session.plan in allowed_plans:
+            continue
+        ttl = max(1, min(ENDED_REASON_TTL_S, session.expires_at - int(store.clock())))
+        await store.redis.set(store.keys("ps-ended", session_id), PLAN_CHANGED, ex=ttl)
+        if await store.end(session_id, reason=PLAN_CHANGED, user_id=user_id):
+            ended.append(session_id)
+    return ended
+
+
+async def ended_reason(store: SessionStore, session_id: str) -> str | None:
+    """Why a session that is no longer live was ended, when it was for a reason the
+    player should show (``plan_changed``); None otherwise."""
+    raw = await store.redis.get(store.keys("ps-ended", session_id))
+    if raw is None:
+        return None
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
