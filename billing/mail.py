@@ -318,7 +318,7 @@ async def mail_outbox_job(ctx: WorkerContext, stop: asyncio.Event) -> None:
         tried = 0
         try:
             tried = await deliver_due(ctx.pool, sender)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except Exception as exc:  # PostgreSQL away: try again next round
             log.warning("mail outbox skipped: %s", type(exc).__name__)
         if tried >= BATCH:
             continue

@@ -9,6 +9,8 @@ import signal
 
 import asyncpg
 
+from admin.billing.jobs import billing_followups_job
+from billing.mail import mail_outbox_job
 from gateway.ads.writer import ad_events_job
 from runtime import db
 from runtime.jobs import Job, WorkerContext
@@ -35,7 +37,13 @@ async def housekeeping(ctx: WorkerContext, stop: asyncio.Event) -> None:
 
 
 #: Every job the worker runs, written out (one process runs them all).
-JOBS: tuple[Job, ...] = (housekeeping, ad_events_job)
+JOBS: tuple[Job, ...] = (
+    housekeeping,
+    ad_events_job,
+    # billing: the mail outbox, and webhook follow-ups with the plan-expiry sweep
+    mail_outbox_job,
+    billing_followups_job,
+)
 
 
 async def run_worker(settings: Settings) -> int:

@@ -218,8 +218,8 @@ async def apply_state(
             """INSERT INTO subscriptions (user_id, plan_id, status, provider,
                    provider_subscription_id, provider_customer_id, current_period_end,
                    cancel_at_period_end, provider_updated_at, past_due_since)
-               VALUES ($1, $2, $3, 'stripe', $4, $5, $6, $7, $8,
-                       CASE WHEN $3 = 'past_due' THEN $8 END)
+               VALUES ($1, $2, $3::text, 'stripe', $4, $5, $6, $7, $8::timestamptz,
+                       CASE WHEN $3::text = 'past_due' THEN $8::timestamptz END)
                RETURNING *""",
             key,
             state.plan,
@@ -252,13 +252,13 @@ async def apply_state(
     was_past_due = row["status"] == "past_due" and not replace
     after = await conn.fetchrow(
         """UPDATE subscriptions
-              SET plan_id = $2, status = $3, provider_subscription_id = $4,
+              SET plan_id = $2, status = $3::text, provider_subscription_id = $4,
                   provider_customer_id = coalesce($5, provider_customer_id),
                   current_period_end = $6, cancel_at_period_end = $7,
-                  provider_updated_at = greatest(provider_updated_at, $8),
-                  past_due_since = CASE WHEN $3 <> 'past_due' THEN NULL
-                                        WHEN $9 THEN coalesce(past_due_since, $8)
-                                        ELSE $8 END,
+                  provider_updated_at = greatest(provider_updated_at, $8::timestamptz),
+                  past_due_since = CASE WHEN $3::text <> 'past_due' THEN NULL
+                                        WHEN $9::boolean THEN coalesce(past_due_since, $8)
+                                        ELSE $8::timestamptz END,
                   ends_at = NULL, updated_at = now()
             WHERE id = $1 RETURNING *""",
         row["id"],
