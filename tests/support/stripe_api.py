@@ -9,6 +9,7 @@ them, with the library's own helper (``t=<unix>,v1=HMAC-SHA256(secret, "t.payloa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import time
@@ -40,6 +41,7 @@ class FakeStripe:
     port: int = 0
     _runner: web.AppRunner | None = None
     _idempotent: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _release: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def base(self) -> str:
@@ -58,6 +60,7 @@ class FakeStripe:
         return self
 
     async def stop(self) -> None:
+        self._release.set()  # let hanging requests finish so the server stops at once
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -69,7 +72,8 @@ class FakeStripe:
             Recorded(request.method, request.path, params, dict(request.headers.items()))
         )
         if self.mode == "hang":
-            await asyncio.sleep(60)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._release.wait(), timeout=60)
         if self.mode == "fail":
             return _json({"error": {"type": "api_error", "message": "boom"}}, status=500)
         if not request.headers.get("Authorization", "").startswith("Bearer sk_test_"):
