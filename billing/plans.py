@@ -169,4 +169,4 @@ def describe_next(effective: EffectivePlan, names: dict[str, str] | None = None)
         return f"{current} was granted until {day(nxt.at)}; then you are on {name(FREE)}."
     if effective.plan == FREE:
         return f"You are on {name(FREE)}. Upgrade for more quality and no ads."
-    return f"You are on {current}."
+    return f"You are on {current}; it is active."

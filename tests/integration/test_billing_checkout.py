@@ -57,7 +57,7 @@ async def test_checkout_creates_the_customer_once_and_a_subscription_session(
     assert resp.status == 200, await resp.text()
     assert resp.headers["Cache-Control"] == "no-store"
     url = (await resp.json())["url"]
-    assert url.startswith("https://checkout.stripe.test/c/pay/cs_test_")
+    assert url.startswith(f"{stripe_api.base}/c/pay/cs_test_")
 
     [created] = stripe_api.calls("/v1/customers")
     assert created.params["email"] == account["email"]

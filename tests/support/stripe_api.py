@@ -42,6 +42,7 @@ class FakeStripe:
     _runner: web.AppRunner | None = None
     _idempotent: dict[str, dict[str, Any]] = field(default_factory=dict)
     _release: asyncio.Event = field(default_factory=asyncio.Event)
+    _success_urls: dict[str, str] = field(default_factory=dict)
 
     @property
     def base(self) -> str:
@@ -65,6 +66,12 @@ class FakeStripe:
             await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.Response:
+        if request.method == "GET" and request.path.startswith("/c/pay/"):
+            # the hosted checkout page: "pays" at once and sends the browser back
+            target = self._success_urls.get(request.path.rsplit("/", 1)[1])
+            if target is None:
+                return web.Response(status=404, text="no such checkout session")
+            raise web.HTTPFound(target)
         body = (await request.read()).decode()
         query = dict(parse_qsl(request.query_string))
         params = dict(parse_qsl(body)) if body else query
@@ -94,13 +101,14 @@ class FakeStripe:
             return {"id": f"cus_{token}", "object": "customer", "email": params.get("email")}
         if method == "POST" and path == "/v1/checkout/sessions":
             sid = f"cs_test_{token}"
+            self._success_urls[sid] = params.get("success_url", "")
             return {
                 "id": sid,
                 "object": "checkout.session",
                 "mode": params.get("mode"),
                 "customer": params.get("customer"),
                 "client_reference_id": params.get("client_reference_id"),
-                "url": f"https://checkout.stripe.test/c/pay/{sid}",
+                "url": f"{self.base}/c/pay/{sid}",
             }
         if method == "POST" and path == "/v1/billing_portal/sessions":
             return {
