@@ -187,3 +187,21 @@ async def test_without_a_secret_key_checkout_says_how_to_configure(
     state = await (await client.get("/v1/billing/subscription", headers=headers)).json()
     assert state["billing_configured"] is False
     assert not any(p["purchasable"] for p in state["plans"])
+
+
+async def test_billing_replies_fit_the_openapi_document(
+    gateway: TestClient, stripe_api: FakeStripe
+) -> None:
+    from tests.integration.test_openapi import PUBLIC_DOC, check_reply, document
+
+    doc = await document(gateway, PUBLIC_DOC)
+    account = await register_and_login(gateway)
+    headers = bearer(account["access_token"])
+    state = await (await gateway.get("/v1/billing/subscription", headers=headers)).json()
+    check_reply(doc, "/v1/billing/subscription", "get", 200, state)
+    resp = await gateway.post("/v1/billing/checkout", json={"plan": "basic"}, headers=headers)
+    check_reply(doc, "/v1/billing/checkout", "post", 200, await resp.json())
+    stripe_api.mode = "fail"
+    resp = await gateway.post("/v1/billing/portal", headers=headers)
+    assert resp.status == 503
+    check_reply(doc, "/v1/billing/portal", "post", 503, await resp.json())
