@@ -208,9 +208,13 @@ async def checkout(request: web.Request) -> web.Response:
         limit=CHECKOUTS_PER_MINUTE,
         window_s=60,
     )
-    current = await load_user_plan(app[pg_key], claims.sub, grace=grace_of(settings))
-    source = current.effective.source
-    if source is not None and source.provider == "stripe" and source.status in LIVE_STATUSES:
+    live = await app[pg_key].fetchval(
+        """SELECT status FROM subscriptions
+            WHERE user_id = $1 AND provider = 'stripe' AND status = ANY($2::text[])""",
+        uuid.UUID(claims.sub),
+        sorted(LIVE_STATUSES),
+    )
+    if live is not None:  # a second subscription would bill twice: the portal changes plans
         raise Conflict(
             "You already have a subscription: change or cancel it from Manage subscription",
             code="already_subscribed",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -13,11 +14,24 @@ from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app as create_gateway
 from runtime.settings import Settings
-from tests.integration.helpers import bearer, register_and_login
+from tests.integration.helpers import PASSWORD, bearer, new_email
 from tests.support.stripe_api import FakeStripe
+from tokens.service.auth import create_account
 
 PRICE_BASIC = "price_basic_test"
 PRICE_PREMIUM = "price_premium_test"
+
+
+async def new_account(gateway: TestClient, pg: asyncpg.Connection) -> dict[str, Any]:
+    """A fresh account made directly (registering over HTTP would spend the run's shared
+    per-address register budget that other tests count on), logged in."""
+    email = new_email()
+    await create_account(pg, email, PASSWORD)
+    resp = await gateway.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+    assert resp.status == 200, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    body["email"] = email
+    return body
 
 
 @pytest.fixture
@@ -38,7 +52,6 @@ def bill_settings(settings: Settings, stripe_api: FakeStripe) -> Settings:
         stripe_price_premium=PRICE_PREMIUM,
         billing_success_url="https://watch.kush.test/upgrade?checkout=success",
         billing_cancel_url="https://watch.kush.test/upgrade?checkout=cancel",
-        register_limit_per_hour=10_000,
     )
 
 
@@ -50,7 +63,7 @@ async def gateway(bill_settings: Settings, aiohttp_client) -> TestClient:
 async def test_checkout_creates_the_customer_once_and_a_subscription_session(
     gateway: TestClient, stripe_api: FakeStripe, pg: asyncpg.Connection
 ) -> None:
-    account = await register_and_login(gateway)
+    account = await new_account(gateway, pg)
     user_id = account["user"]["id"]
     headers = bearer(account["access_token"])
     resp = await gateway.post("/v1/billing/checkout", json={"plan": "premium"}, headers=headers)
@@ -96,9 +109,11 @@ async def test_checkout_creates_the_customer_once_and_a_subscription_session(
     assert third.headers["Idempotency-Key"] != key
 
 
-async def test_checkout_input_and_auth(gateway: TestClient, stripe_api: FakeStripe) -> None:
+async def test_checkout_input_and_auth(
+    gateway: TestClient, stripe_api: FakeStripe, pg: asyncpg.Connection
+) -> None:
     assert (await gateway.post("/v1/billing/checkout", json={"plan": "basic"})).status == 401
-    account = await register_and_login(gateway)
+    account = await new_account(gateway, pg)
     headers = bearer(account["access_token"])
     for body in ({"plan": "free"}, {"plan": "gold"}, {}):
         resp = await gateway.post("/v1/billing/checkout", json=body, headers=headers)
@@ -110,9 +125,9 @@ async def test_checkout_input_and_auth(gateway: TestClient, stripe_api: FakeStri
 
 
 async def test_portal_needs_a_customer_then_opens(
-    gateway: TestClient, stripe_api: FakeStripe
+    gateway: TestClient, stripe_api: FakeStripe, pg: asyncpg.Connection
 ) -> None:
-    account = await register_and_login(gateway)
+    account = await new_account(gateway, pg)
     headers = bearer(account["access_token"])
     resp = await gateway.post("/v1/billing/portal", headers=headers)
     assert resp.status == 409
@@ -134,7 +149,7 @@ async def test_portal_needs_a_customer_then_opens(
 async def test_stripe_failing_or_hanging_is_503_with_retry_after(
     gateway: TestClient, stripe_api: FakeStripe, pg: asyncpg.Connection, mode: str
 ) -> None:
-    account = await register_and_login(gateway)
+    account = await new_account(gateway, pg)
     stripe_api.mode = mode
     # the stand-in hangs for 60 s; the gateway's 1 s Stripe timeout must answer long before
     # this guard (which only keeps a broken build from waiting the full minute)
@@ -156,8 +171,10 @@ async def test_stripe_failing_or_hanging_is_503_with_retry_after(
     assert stored is None
 
 
-async def test_subscription_state_lists_the_plans_with_prices(gateway: TestClient) -> None:
-    account = await register_and_login(gateway)
+async def test_subscription_state_lists_the_plans_with_prices(
+    gateway: TestClient, pg: asyncpg.Connection
+) -> None:
+    account = await new_account(gateway, pg)
     resp = await gateway.get("/v1/billing/subscription", headers=bearer(account["access_token"]))
     assert resp.status == 200
     body = await resp.json()
@@ -172,11 +189,10 @@ async def test_subscription_state_lists_the_plans_with_prices(gateway: TestClien
 
 
 async def test_without_a_secret_key_checkout_says_how_to_configure(
-    settings: Settings, aiohttp_client
+    settings: Settings, aiohttp_client, pg: asyncpg.Connection
 ) -> None:
-    demo = dataclasses.replace(settings, register_limit_per_hour=10_000)
-    client: TestClient = await aiohttp_client(create_gateway(demo))
-    account = await register_and_login(client)
+    client: TestClient = await aiohttp_client(create_gateway(settings))
+    account = await new_account(client, pg)
     headers = bearer(account["access_token"])
     for path, body in (("/v1/billing/checkout", {"plan": "basic"}), ("/v1/billing/portal", None)):
         resp = await client.post(path, json=body, headers=headers)
@@ -190,12 +206,12 @@ async def test_without_a_secret_key_checkout_says_how_to_configure(
 
 
 async def test_billing_replies_fit_the_openapi_document(
-    gateway: TestClient, stripe_api: FakeStripe
+    gateway: TestClient, stripe_api: FakeStripe, pg: asyncpg.Connection
 ) -> None:
     from tests.integration.test_openapi import PUBLIC_DOC, check_reply, document
 
     doc = await document(gateway, PUBLIC_DOC)
-    account = await register_and_login(gateway)
+    account = await new_account(gateway, pg)
     headers = bearer(account["access_token"])
     state = await (await gateway.get("/v1/billing/subscription", headers=headers)).json()
     check_reply(doc, "/v1/billing/subscription", "get", 200, state)
@@ -205,3 +221,22 @@ async def test_billing_replies_fit_the_openapi_document(
     resp = await gateway.post("/v1/billing/portal", headers=headers)
     assert resp.status == 503
     check_reply(doc, "/v1/billing/portal", "post", 503, await resp.json())
+
+
+async def test_a_live_stripe_subscription_goes_to_the_portal_not_a_second_checkout(
+    gateway: TestClient, stripe_api: FakeStripe, pg: asyncpg.Connection
+) -> None:
+    account = await new_account(gateway, pg)
+    user_id = account["user"]["id"]
+    await pg.execute(
+        """INSERT INTO subscriptions (user_id, plan_id, status, provider,
+               provider_subscription_id) VALUES ($1::uuid, 'basic', 'past_due', 'stripe', $2)""",
+        user_id,
+        f"sub_{user_id[:8]}",
+    )
+    resp = await gateway.post(
+        "/v1/billing/checkout", json={"plan": "premium"}, headers=bearer(account["access_token"])
+    )
+    assert resp.status == 409
+    assert (await resp.json())["error"]["code"] == "already_subscribed"
+    assert stripe_api.calls("/v1/checkout/sessions") == []

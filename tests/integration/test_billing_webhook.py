@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 from admin.app import create_app as create_admin
 from gateway.app import create_app as create_gateway
 from runtime.settings import Settings
-from tests.integration.helpers import bearer, register_and_login
+from tests.integration.helpers import PASSWORD, bearer, new_email
 from tests.support.stripe_api import (
     checkout_obj,
     event,
@@ -26,12 +26,25 @@ from tests.support.stripe_api import (
     sign,
     subscription_obj,
 )
+from tokens.service.auth import create_account
 
 WEBHOOK = "/billing/stripe/webhook"
 SECRET = "whsec_test_current"
 OLD_SECRET = "whsec_test_previous"
 PRICE_BASIC = "price_basic_test"
 PRICE_PREMIUM = "price_premium_test"
+
+
+async def new_account(gateway: TestClient, pg: asyncpg.Connection) -> dict[str, Any]:
+    """A fresh account made directly (registering over HTTP would spend the run's shared
+    per-address register budget that other tests count on), logged in."""
+    email = new_email()
+    await create_account(pg, email, PASSWORD)
+    resp = await gateway.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+    assert resp.status == 200, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    body["email"] = email
+    return body
 
 
 @pytest.fixture
@@ -41,7 +54,6 @@ def bill_settings(settings: Settings) -> Settings:
         stripe_webhook_secret=f"{SECRET},{OLD_SECRET}",
         stripe_price_basic=PRICE_BASIC,
         stripe_price_premium=PRICE_PREMIUM,
-        register_limit_per_hour=10_000,
         login_free_failures=10_000,
     )
 
@@ -67,7 +79,7 @@ class Customer:
 @pytest.fixture
 async def customer(gateway: TestClient, pg: asyncpg.Connection) -> Customer:
     """A fresh account whose Stripe customer exists (as checkout leaves it)."""
-    account = await register_and_login(gateway)
+    account = await new_account(gateway, pg)
     user_id = account["user"]["id"]
     cus = f"cus_{secrets.token_hex(6)}"
     await pg.execute("UPDATE users SET stripe_customer_id = $2 WHERE id = $1::uuid", user_id, cus)
@@ -383,7 +395,7 @@ async def test_events_for_unknown_customers_are_acknowledged(
 
 
 async def admin_token(gateway: TestClient, pg: asyncpg.Connection, role: str = "admin") -> str:
-    account = await register_and_login(gateway)
+    account = await new_account(gateway, pg)
     await pg.execute("UPDATE users SET role = $2 WHERE email = $1", account["email"], role)
     resp = await gateway.post(
         "/v1/auth/login",
