@@ -19,6 +19,7 @@ live, or the row's subscription has ended.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -321,7 +322,7 @@ def _day(at: datetime | None) -> str:
 async def _subscription_event(ctx: _Ctx, obj: dict[str, Any], *, deleted: bool) -> None:
     state = subscription_state(ctx.settings, obj)
     if deleted and state.status not in TERMINAL_STATUSES:
-        state = SubState(**{**_fields(state), "status": "canceled"})
+        state = dataclasses.replace(state, status="canceled")
     user_id = await find_user(
         ctx.conn, hint=state.user_hint, customer=state.customer, subscription=state.id
     )
@@ -332,10 +333,6 @@ async def _subscription_event(ctx: _Ctx, obj: dict[str, Any], *, deleted: bool) 
     await lock_user(ctx.conn, user_id)
     applied = await apply_state(ctx.conn, user_id, state, ctx.at)
     await _after_apply(ctx, user_id, applied)
-
-
-def _fields(state: SubState) -> dict[str, Any]:
-    return {f: getattr(state, f) for f in SubState.__dataclass_fields__}
 
 
 async def _after_apply(ctx: _Ctx, user_id: str, applied: Applied) -> None:
