@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from admin.ads import setup_routes as setup_ad_routes
+from admin.billing import setup_billing
 from admin.catalog.views import setup_routes as setup_catalogue_routes
 from admin.jobs import setup_routes as setup_job_routes
 from admin.keys import admin_origin_key, background_key, encode_slots_key
@@ -23,12 +24,13 @@ from tokens.service.views import SECURITY_SCHEMES, auth_ctx
 
 API_DESCRIPTION = """The admin API of Kush Films: the catalogue (films, publishing,
 takedowns, categories), uploads and ingest jobs, accounts and data requests (export,
-erasure), the audit log, ad creatives, campaigns, break policies and reports. Every route
-needs the token of an `admin`; a `moderator` may read everything and unpublish films (the
-upload data URL carries its own token). Sign in with `POST /v1/auth/login` on the
-gateway. Every change writes an audit line. Errors are `{"error": {"code", "message"}}`;
-a body or query that does not fit its schema is 422 `invalid_request` with `fields`
-listing each path at fault."""
+erasure), the audit log, ad creatives, campaigns, break policies, subscriptions, plans
+granted by hand and reports. Every route needs the token of an `admin`; a `moderator` may
+read everything and unpublish films. The upload data URL carries its own token and the
+Stripe webhook (`POST /billing/stripe/webhook`) is authenticated by Stripe's signature.
+Sign in with `POST /v1/auth/login` on the gateway. Every change writes an audit line.
+Errors are `{"error": {"code", "message"}}`; a body or query that does not fit its schema
+is 422 `invalid_request` with `fields` listing each path at fault."""
 
 
 async def _resources_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -61,6 +63,7 @@ def create_app(settings: Settings) -> web.Application:
     setup_report_routes(app)
     setup_upload_routes(app)
     setup_job_routes(app)
+    setup_billing(app)
     add_openapi(
         app,
         "/admin/v1/openapi.json",

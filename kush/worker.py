@@ -16,7 +16,9 @@ from datetime import datetime, timedelta
 import asyncpg
 from redis.exceptions import RedisError
 
+from admin.billing.jobs import billing_followups_job
 from admin.jobs import serve_queue
+from billing.mail import mail_outbox_job
 from gateway.ads.writer import ad_events_job
 from runtime import db
 from runtime.jobs import Job, WorkerContext
@@ -78,7 +80,15 @@ async def ingest_queue(ctx: WorkerContext, stop: asyncio.Event) -> None:
 
 
 #: Every job the worker runs, written out (one process runs them all).
-JOBS: tuple[Job, ...] = (housekeeping, ad_events_job, revocation_sync, ingest_queue)
+JOBS: tuple[Job, ...] = (
+    housekeeping,
+    ad_events_job,
+    revocation_sync,
+    ingest_queue,
+    # billing: the mail outbox, and webhook follow-ups with the plan-expiry sweep
+    mail_outbox_job,
+    billing_followups_job,
+)
 
 
 async def run_worker(settings: Settings) -> int:

@@ -27,6 +27,7 @@ OriginKind = Literal["local", "s3"]
 DEMO_WEBHOOK_SECRET = "whsec_demo"  # noqa: S105 - documented demo-mode default (DESIGN.md)
 DEMO_PASSWORD = "kush-demo"  # noqa: S105 - documented demo-mode default (DESIGN.md)
 DEFAULT_HLSJS_URL = "/static/vendor/hls.min.js"  # fetched by scripts/vendor.sh
+DEFAULT_MAIL_FROM = "Kush Films <no-reply@kushfilms.example>"
 
 _SECRET_FIELDS = frozenset(
     {
@@ -37,6 +38,7 @@ _SECRET_FIELDS = frozenset(
         "demo_password",
         "database_url",
         "redis_url",
+        "smtp_url",
     }
 )
 X264_PRESETS = (
@@ -185,6 +187,16 @@ class Settings:
     job_max_attempts: int = field(default=3, metadata=_var("KUSH_JOB_MAX_ATTEMPTS"))
     ingest_cpu_factor: int = field(default=20, metadata=_var("KUSH_INGEST_CPU_FACTOR"))
     ingest_preset: str = field(default="veryfast", metadata=_var("KUSH_INGEST_PRESET"))
+    # -------- billing (Stripe) and mail
+    stripe_price_basic: str | None = field(default=None, metadata=_var("STRIPE_PRICE_BASIC"))
+    stripe_price_premium: str | None = field(default=None, metadata=_var("STRIPE_PRICE_PREMIUM"))
+    stripe_api_base: str | None = field(default=None, metadata=_var("STRIPE_API_BASE"))
+    stripe_timeout_s: float = field(default=10.0, metadata=_var("KUSH_STRIPE_TIMEOUT_S"))
+    billing_success_url: str | None = field(default=None, metadata=_var("KUSH_BILLING_SUCCESS_URL"))
+    billing_cancel_url: str | None = field(default=None, metadata=_var("KUSH_BILLING_CANCEL_URL"))
+    billing_grace_hours: int = field(default=72, metadata=_var("KUSH_BILLING_GRACE_HOURS"))
+    smtp_url: str | None = field(default=None, metadata=_var("KUSH_SMTP_URL"))
+    mail_from: str = field(default=DEFAULT_MAIL_FROM, metadata=_var("KUSH_MAIL_FROM"))
 
     @property
     def is_demo(self) -> bool:
@@ -202,6 +214,39 @@ class Settings:
         if self.stripe_webhook_secret:
             return self.stripe_webhook_secret
         return DEMO_WEBHOOK_SECRET if self.is_demo else None
+
+    @property
+    def webhook_secrets(self) -> tuple[str, ...]:
+        """Every accepted webhook signing secret: ``STRIPE_WEBHOOK_SECRET`` may list
+        several, comma-separated, while one is rotated out (each endpoint signs with its
+        own)."""
+        raw = self.webhook_secret or ""
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+    @property
+    def billing_configured(self) -> bool:
+        """Whether Checkout and the Customer Portal can be used (a Stripe secret key)."""
+        return bool(self.stripe_secret_key)
+
+    def stripe_price(self, plan: str) -> str | None:
+        """The Stripe price id of a paid plan (``STRIPE_PRICE_BASIC``/``_PREMIUM``)."""
+        return {"basic": self.stripe_price_basic, "premium": self.stripe_price_premium}.get(plan)
+
+    def plan_of_price(self, price_id: str) -> str | None:
+        """The plan a Stripe price id stands for, if it is one of ours."""
+        for plan in ("basic", "premium"):
+            if price_id and self.stripe_price(plan) == price_id:
+                return plan
+        return None
+
+    def billing_return_url(self, outcome: str) -> str:
+        """Where Stripe sends the viewer back: ``success``, ``cancel`` or ``portal``."""
+        if outcome == "success" and self.billing_success_url:
+            return self.billing_success_url
+        if outcome == "cancel" and self.billing_cancel_url:
+            return self.billing_cancel_url
+        query = "" if outcome == "portal" else f"?checkout={outcome}"
+        return f"{self.gateway_url().rstrip('/')}/upgrade{query}"
 
     def gateway_url(self) -> str:
         """Base URL players use to reach the gateway."""
@@ -446,6 +491,15 @@ class _Parser:
             job_max_attempts=self.integer("KUSH_JOB_MAX_ATTEMPTS", 3, 1, 20),
             ingest_cpu_factor=self.integer("KUSH_INGEST_CPU_FACTOR", 20, 1, 1000),
             ingest_preset=self.choice("KUSH_INGEST_PRESET", X264_PRESETS, "veryfast"),
+            stripe_price_basic=self.text("STRIPE_PRICE_BASIC"),
+            stripe_price_premium=self.text("STRIPE_PRICE_PREMIUM"),
+            stripe_api_base=self.url("STRIPE_API_BASE", ("http", "https")),
+            stripe_timeout_s=float(self.integer("KUSH_STRIPE_TIMEOUT_S", 10, 1, 60)),
+            billing_success_url=self.url("KUSH_BILLING_SUCCESS_URL", ("http", "https")),
+            billing_cancel_url=self.url("KUSH_BILLING_CANCEL_URL", ("http", "https")),
+            billing_grace_hours=self.integer("KUSH_BILLING_GRACE_HOURS", 72, 0, 24 * 60),
+            smtp_url=self.url("KUSH_SMTP_URL", ("smtp", "smtps")),
+            mail_from=self.text("KUSH_MAIL_FROM") or DEFAULT_MAIL_FROM,
         )
         # Cross-field rules only judge values that were read cleanly: a typo in one
         # variable is not also reported as a clash with another (nor, with a bad

@@ -1,11 +1,11 @@
 """The gateway's HTTP views, one module per resource: catalogue, the viewer's account,
-playback sessions, HLS (master, media playlist, segment, ad files) and progress."""
+playback sessions, HLS (master, media playlist, segment, ad files), progress and billing."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.views import catalogue, hls, me, playback, progress
+from gateway.views import billing, catalogue, hls, me, playback, progress
 
 
 def setup_routes(app: web.Application) -> None:
@@ -14,3 +14,4 @@ def setup_routes(app: web.Application) -> None:
     shadow)."""
     for table in (catalogue.routes, me.routes, playback.routes, progress.routes, hls.routes):
         table.mount(app)
+    billing.setup_routes(app)
