@@ -1,5 +1,10 @@
 """Transcode a source into an HLS VOD ladder, checked and written with the ``hls`` core.
 
+One concern, kept in one module on purpose (about 700 lines): planning the rungs, the one
+ffmpeg invocation that encodes them and the checks that validate its output all share
+the same timing invariants (segment boundaries, first timestamps, audio cut points), and
+splitting them would scatter those invariants across files.
+
 Package layout written into ``out_dir`` (later uploaded as ``videos/{id}/...``)::
 
     master.m3u8                  written here, not by ffmpeg
