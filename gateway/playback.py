@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 RESUME_MIN_S = 30.0
 RESUME_END_MARGIN_S = 60.0
 PROGRESS_WRITE_EVERY_S = 20.0
+#: how long a read waits for the background writer's batch holding the viewer's positions
+PROGRESS_SETTLE_S = 2.0
 PROGRESS_MARKS_MAX = 50_000
 PROGRESS_QUEUE_MAX = 10_000
 PROGRESS_BATCH = 500
@@ -99,6 +101,8 @@ class ProgressQueue:
         self.retry_s = retry_s
         self._pending: dict[tuple[str, str], ProgressMark] = {}
         self._ready = asyncio.Event()
+        #: the batch the background writer is writing now (viewers in it, and its end)
+        self._in_flight: tuple[frozenset[str], asyncio.Event] | None = None
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -153,6 +157,8 @@ class ProgressQueue:
             batch = self.take()
             if not batch:
                 continue
+            done = asyncio.Event()
+            self._in_flight = (frozenset(m.user_id for m in batch), done)
             try:
                 await write(batch)
             except asyncio.CancelledError:
@@ -162,6 +168,18 @@ class ProgressQueue:
                 log.warning("progress not written yet (%s); retrying", type(exc).__name__)
                 self.requeue(batch)
                 await asyncio.sleep(self.retry_s)
+            finally:
+                self._in_flight = None
+                done.set()
+
+    async def written(self, user_id: str, *, timeout_s: float = PROGRESS_SETTLE_S) -> None:
+        """Wait (bounded) until a batch the background writer is writing with this
+        viewer's positions is done, so a read that follows sees them."""
+        flight = self._in_flight
+        if flight is None or user_id not in flight[0]:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(flight[1].wait(), timeout=timeout_s)
 
     async def flush(self, write: ProgressWrite, *, timeout_s: float = PROGRESS_FLUSH_S) -> bool:
         """Write what is left (at shutdown); False when it could not within the time."""
@@ -255,6 +273,7 @@ async def resume_offset(pool: asyncpg.Pool, user_id: str, movie: Movie) -> float
 async def settle_progress(pb: Playback, user_id: str) -> None:
     """Write this process's queued positions of one viewer now, so what the viewer reads
     next (history, a resume position) includes them."""
+    await pb.progress.written(user_id)
     marks = pb.progress.take_viewer(user_id)
     if not marks:
         return

@@ -40,6 +40,7 @@ from tests.integration.playing import (
     uris,
 )
 from tests.support.private_services import PrivatePostgres, PrivateRedis
+from tokens.service.sessions import CACHE_TTL_S
 
 OUTAGE_S = 10.0
 RECOVERY_LIMIT_S = 20.0
@@ -115,6 +116,8 @@ async def test_redis_flushall_mid_playback(
         }
 
         assert await rd.flushall()  # Redis restarts empty, or fails over to an empty replica
+        # a gateway process notices within its session cache's lifetime (CACHE_TTL_S)
+        await asyncio.sleep(CACHE_TTL_S * 2)
 
         resp = await client.get(live_segs[1])
         assert resp.status == 200  # rebuilt from PostgreSQL
