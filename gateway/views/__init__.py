@@ -1,11 +1,12 @@
 """The gateway's HTTP views, one module per resource: catalogue, playback sessions,
-HLS (master, media playlist, segment, ad files) and progress."""
+HLS (master, media playlist, segment, ad files), progress, and the nginx edge's
+``auth_request`` check."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.views import catalogue, hls, playback, progress
+from gateway.views import catalogue, edge, hls, playback, progress
 
 
 def setup_routes(app: web.Application) -> None:
@@ -23,3 +24,5 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/hls/ads/{ad_id}/{rendition}/{name}", hls.ad_segment)
     r.add_get(r"/hls/{movie_id}/{rendition}/{name:[^/]+\.m3u8}", hls.media_playlist)
     r.add_get("/hls/{movie_id}/{rendition}/{name}", hls.segment)
+    # internal: asked by the nginx edge before it sends cached bytes (nginx/), not an API
+    r.add_get(edge.AUTH_PATH, edge.authorize)
