@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint unit bench bench-tokens bench-hls bench-edge clean
+.PHONY: up edge loadtest test lint unit bench bench-tokens bench-hls bench-edge clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ $(STAMP): pyproject.toml
 
 up: $(STAMP)
 	$(BIN)/kush up
+
+# everything of `make up` with the nginx edge in front (nginx/; needs nginx installed)
+edge: $(STAMP)
+	@test -x /usr/sbin/nginx || command -v nginx >/dev/null || \
+		(echo "make edge: nginx is not installed (apt-get install nginx)" >&2; exit 2)
+	KUSH_EDGE=1 $(BIN)/kush up
 
 test: $(STAMP) lint
 	$(BIN)/pytest

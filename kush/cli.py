@@ -178,6 +178,42 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
     return run_async(run_worker(settings))
 
 
+def cmd_edge(settings: Settings, args: argparse.Namespace) -> int:
+    """Render nginx/ for these settings and run nginx in the foreground (or only test it)."""
+    from kush import edge
+
+    nginx = edge.find_nginx()
+    if nginx is None:
+        print("kush edge: nginx is not installed (apt-get install nginx)", file=sys.stderr)
+        return 2
+    try:
+        config = edge.render(settings, access_log=args.access_log)
+    except edge.EdgeConfigError as err:
+        print(f"kush edge: {err}", file=sys.stderr)
+        return 2
+    ok, said = edge.check(nginx, config)
+    if args.check or not ok:
+        print(said or f"nginx -t: {config.conf} is valid", file=sys.stdout if ok else sys.stderr)
+        return 0 if ok else 1
+    if not edge.gateway_trusts_edge(settings):
+        log.warning(
+            "the gateway's KUSH_TRUSTED_PROXIES does not list 127.0.0.1: it will take the "
+            "edge for the client (addresses, countries); start it with "
+            "KUSH_TRUSTED_PROXIES=127.0.0.1/32,::1/128, as `KUSH_EDGE=1 kush up` does"
+        )
+    log.info(
+        "edge listening on %s in front of the gateway on port %d (config %s)",
+        edge.edge_url(settings),
+        settings.gateway_port,
+        config.conf,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    cmd = edge.nginx_command(nginx, config)
+    os.execv(cmd[0], cmd)  # noqa: S606 - nginx replaces this process: signals reach it
+    return 127  # not reached
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     """Everything on one machine: embedded services when unconfigured, demo data, URLs."""
     from kush.seed import prepare
@@ -193,6 +229,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
             env["REDIS_URL"] = embedded.start_redis(settings.data_dir)
         if settings.is_demo and not settings.master_key:
             env["KUSH_MASTER_KEY"] = settings.resolve_master_key()
+        with_edge = _edge_env(settings, env)
         effective = Settings.from_env(env)
 
         async def prepare_all() -> int:
@@ -205,13 +242,31 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         sup.spawn("gateway", ["gateway", "--workers", str(count)])
         sup.spawn("admin", ["admin"])
         sup.spawn("worker", ["worker"])
-        _print_banner(effective)
+        if with_edge:
+            sup.spawn("edge", ["edge"])
+        _print_banner(effective, with_edge=with_edge)
         return sup.wait()
     finally:
         embedded.stop()
 
 
-def _print_banner(settings: Settings) -> None:
+def _edge_env(settings: Settings, env: dict[str, str]) -> bool:
+    """With ``KUSH_EDGE`` on and nginx installed: the gateway trusts loopback (the edge's
+    address) for ``X-Forwarded-For``; True when the edge should run. Without nginx the
+    rest runs anyway (the edge is optional)."""
+    from kush import edge
+
+    if not settings.edge:
+        return False
+    if edge.find_nginx() is None:
+        log.warning("KUSH_EDGE is on but nginx is not installed; running without the edge")
+        return False
+    env["KUSH_TRUSTED_PROXIES"] = ",".join(edge.with_loopback_trusted(settings.trusted_proxies))
+    return True
+
+
+def _print_banner(settings: Settings, *, with_edge: bool = False) -> None:
+    from kush import edge
     from kush.seed import DEMO_ACCOUNTS
 
     lines = [
@@ -221,6 +276,8 @@ def _print_banner(settings: Settings) -> None:
         f"  admin    {settings.admin_url()}/admin/v1/  (catalogue, ads, billing)",
         f"  health   {settings.gateway_url()}/readyz  {settings.admin_url()}/readyz",
     ]
+    if with_edge:
+        lines.append(f"  edge     {edge.edge_url(settings)}/        (nginx: segments cached)")
     if settings.is_demo:
         lines.append(f"Demo accounts (password: {settings.demo_password}):")
         for account in DEMO_ACCOUNTS:
@@ -251,6 +308,18 @@ def _keys_args(parser: argparse.ArgumentParser) -> None:
     keys_sub.add_parser("rotate", help="make new current keys; old ones verify until expiry")
 
 
+def _edge_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--check", action="store_true", help="render the configuration and run nginx -t only"
+    )
+    parser.add_argument(
+        "--access-log",
+        default=None,
+        help="JSON access log file (default: $KUSH_DATA_DIR/edge/logs/access.log; "
+        "/dev/stdout in a container)",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     """One ``kush`` subcommand."""
@@ -271,6 +340,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("config", "print the effective settings, secrets masked", _no_args, cmd_config),
     Command("keys", "signing keys", _keys_args, cmd_keys),
     Command("ingest", "transcode a video file into the HLS ladder", _ingest_args, cmd_ingest),
+    Command("edge", "run the nginx edge in front of the gateway", _edge_args, cmd_edge),
 )
 
 

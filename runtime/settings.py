@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from runtime.net import parse_networks
 
@@ -92,6 +92,15 @@ class Settings:
     seed_demo_film: bool = True
     demo_film_seconds: int = 120
     hlsjs_url: str = DEFAULT_HLSJS_URL
+    # the nginx edge (nginx/, `kush edge`; `kush up` starts it when KUSH_EDGE is on)
+    edge: bool = False
+    edge_port: int = 8088
+    edge_cache_max_mb: int = 10240
+    edge_auth_rate: int = 30
+    edge_start_rate: int = 30
+    edge_tls_port: int = 8443
+    edge_tls_cert: Path | None = None
+    edge_tls_key: Path | None = None
 
     @property
     def is_demo(self) -> bool:
@@ -239,6 +248,23 @@ class _Parser:
             return raw
         return self.url(name, ("http", "https")) or default
 
+    def path(self, name: str) -> Path | None:
+        raw = self.text(name)
+        return Path(raw) if raw else None
+
+    def edge(self) -> dict[str, Any]:
+        """The nginx edge's settings (``KUSH_EDGE*``)."""
+        return {
+            "edge": self.boolean("KUSH_EDGE", False),
+            "edge_port": self.integer("KUSH_EDGE_PORT", 8088, 1, 65535),
+            "edge_cache_max_mb": self.integer("KUSH_EDGE_CACHE_MAX_MB", 10240, 16, 10**8),
+            "edge_auth_rate": self.integer("KUSH_EDGE_AUTH_RATE", 30, 1, 100000),
+            "edge_start_rate": self.integer("KUSH_EDGE_START_RATE", 30, 1, 100000),
+            "edge_tls_port": self.integer("KUSH_EDGE_TLS_PORT", 8443, 1, 65535),
+            "edge_tls_cert": self.path("KUSH_EDGE_TLS_CERT"),
+            "edge_tls_key": self.path("KUSH_EDGE_TLS_KEY"),
+        }
+
     def build(self) -> Settings:
         mode = self.choice("KUSH_MODE", ("demo", "production"), "demo")
         demo = mode == "demo"
@@ -308,6 +334,7 @@ class _Parser:
             seed_demo_film=self.boolean("KUSH_SEED_DEMO_FILM", True),
             demo_film_seconds=self.integer("KUSH_DEMO_FILM_SECONDS", 120, 6, 3600),
             hlsjs_url=self.script_url("KUSH_HLSJS_URL", DEFAULT_HLSJS_URL),
+            **self.edge(),
         )
         _check(settings)
         return settings
@@ -325,6 +352,10 @@ def _check(settings: Settings) -> None:
                 raise SettingsError(f"{name}: required when KUSH_ORIGIN=s3")
     if settings.gateway_port == settings.admin_port:
         raise SettingsError("KUSH_ADMIN_PORT: must differ from KUSH_GATEWAY_PORT")
+    if settings.edge_port in (settings.gateway_port, settings.admin_port):
+        raise SettingsError("KUSH_EDGE_PORT: must differ from the gateway and admin ports")
+    if (settings.edge_tls_cert is None) != (settings.edge_tls_key is None):
+        raise SettingsError("KUSH_EDGE_TLS_CERT: set both KUSH_EDGE_TLS_CERT and KUSH_EDGE_TLS_KEY")
     if settings.is_demo:
         return
     for name, value in (
