@@ -24,6 +24,11 @@ edge: $(STAMP)
 		(echo "make edge: nginx is not installed (apt-get install nginx)" >&2; exit 2)
 	KUSH_EDGE=1 $(BIN)/kush up
 
+# Locust, headless, for about a minute against the running `make up` (or `make edge`):
+# report in var/loadtest/ (report.html, kush_stats.csv)
+loadtest: $(STAMP)
+	$(BIN)/kush loadtest --users 50 --spawn-rate 10 --run-time 50s --report var/loadtest
+
 test: $(STAMP) lint
 	$(BIN)/pytest
 

@@ -214,6 +214,61 @@ def cmd_edge(settings: Settings, args: argparse.Namespace) -> int:
     return 127  # not reached
 
 
+def cmd_loadtest(settings: Settings, args: argparse.Namespace) -> int:
+    """Locust headless against the gateway (or the edge), or load-test accounts in bulk."""
+    from kush import edge, loadtest
+
+    if args.create_users is not None:
+        total = run_async(loadtest.ensure_accounts(settings, args.create_users))
+        print(
+            f"load-test accounts: {total} (password in {settings.data_dir / 'loadtest.password'})"
+        )
+        return 0
+    try:
+        timeout_s = loadtest.duration_s(args.run_time) + 120
+    except ValueError as err:
+        print(f"kush loadtest: {err}", file=sys.stderr)
+        return 2
+    host = args.host or (edge.edge_url(settings) if args.through_edge else settings.gateway_url())
+    if not loadtest.gateway_answers(host):
+        hint = "make edge" if args.through_edge else "make up"
+        print(
+            f"kush loadtest: nothing answers at {host}/readyz (start it: {hint})", file=sys.stderr
+        )
+        return 2
+    if settings.is_demo:
+        total = run_async(loadtest.ensure_accounts(settings, args.users))
+    else:
+        total = run_async(loadtest.ensure_accounts(settings, 0))
+    if total < args.users:
+        print(
+            f"kush loadtest: {total} load-test accounts for {args.users} users; "
+            f"make them first: kush loadtest --create-users {args.users}",
+            file=sys.stderr,
+        )
+        return 2
+    admin = settings.admin_url() if settings.is_demo and not args.no_admin else None
+    if admin and not loadtest.gateway_answers(admin):
+        admin = None
+    run = loadtest.LoadRun(
+        host=host,
+        users=args.users,
+        spawn_rate=args.spawn_rate,
+        run_time=args.run_time,
+        report=Path(args.report),
+        admin_host=admin,
+        admin_email="admin@demo.kush" if admin else None,
+        admin_password=settings.demo_password if admin else None,
+        movies=tuple(args.movie or ()),
+        pace=args.pace,
+    )
+    print(f"locust: {args.users} users against {host} for {args.run_time}", flush=True)
+    code = loadtest.run_locust(run, loadtest.load_password(settings), timeout_s=timeout_s)
+    print("\n".join(loadtest.summary(run.report)))
+    print(f"report: {run.report / 'report.html'}  statistics: {run.report}/kush_stats.csv")
+    return code
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     """Everything on one machine: embedded services when unconfigured, demo data, URLs."""
     from kush.seed import prepare
@@ -320,6 +375,28 @@ def _edge_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _loadtest_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--users", type=int, default=50, help="simulated users (default 50)")
+    parser.add_argument("--spawn-rate", type=float, default=10, help="users started per second")
+    parser.add_argument("--run-time", default="60s", help="how long (60s, 2m, 1h30m)")
+    parser.add_argument("--host", help="base URL (default: the gateway, or the edge)")
+    parser.add_argument(
+        "--through-edge", action="store_true", help="through the nginx edge (KUSH_EDGE_PORT)"
+    )
+    parser.add_argument(
+        "--report", default="var/loadtest", help="directory for report.html and the CSV files"
+    )
+    parser.add_argument("--movie", action="append", help="play only this film (repeatable)")
+    parser.add_argument("--pace", type=float, default=1.0, help="playback speed (1 = real time)")
+    parser.add_argument("--no-admin", action="store_true", help="leave out the Admin users")
+    parser.add_argument(
+        "--create-users",
+        type=int,
+        metavar="N",
+        help="only create (or refresh) N load-test accounts, then exit",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     """One ``kush`` subcommand."""
@@ -341,6 +418,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("keys", "signing keys", _keys_args, cmd_keys),
     Command("ingest", "transcode a video file into the HLS ladder", _ingest_args, cmd_ingest),
     Command("edge", "run the nginx edge in front of the gateway", _edge_args, cmd_edge),
+    Command("loadtest", "run the Locust load test headless", _loadtest_args, cmd_loadtest),
 )
 
 
