@@ -56,7 +56,8 @@ class EdgeConfig:
 
 
 def template_dir() -> Path:
-    """``nginx/`` of the project (next to the packages)."""
+    """``nginx/`` of the project (next to the packages; ``KUSH_EDGE_TEMPLATES`` names
+    another place, as in the container image)."""
     return Path(__file__).resolve().parent.parent / "nginx"
 
 
@@ -107,6 +108,15 @@ def _upstream_host(host: str) -> str:
     if host == "::":
         return "::1"
     return host
+
+
+def _upstream_servers(settings: Settings) -> str:
+    """``server`` lines: ``KUSH_EDGE_UPSTREAM`` (the gateway elsewhere: containers,
+    Kubernetes) or the local gateway on ``KUSH_GATEWAY_PORT``."""
+    addresses = settings.edge_upstream or (
+        _hostport(_upstream_host(settings.host), settings.gateway_port),
+    )
+    return "\n".join(f"        server {a} max_fails=0;" for a in addresses)
 
 
 def _header_var(name: str, setting: str) -> str:
@@ -170,7 +180,7 @@ def values_for(settings: Settings, directory: Path, access_log: str) -> dict[str
         "access_log": access_log,
         "listen": _hostport(settings.host, settings.edge_port),
         "tls_listen": _hostport(settings.host, settings.edge_tls_port),
-        "gateway_address": _hostport(_upstream_host(settings.host), settings.gateway_port),
+        "gateway_servers": _upstream_servers(settings),
         "max_body_bytes": str(settings.max_body_bytes),
         "cache_max_mb": str(settings.edge_cache_max_mb),
         "auth_rate": str(settings.edge_auth_rate),
@@ -206,7 +216,7 @@ def render(
     settings: Settings, *, access_log: str | None = None, templates: Path | None = None
 ) -> EdgeConfig:
     """Write the edge configuration for ``settings``; returns where it is."""
-    source = templates or template_dir()
+    source = templates or settings.edge_templates or template_dir()
     directory = edge_dir(settings)
     for sub in ("tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi", "logs"):
         (directory / sub).mkdir(parents=True, exist_ok=True)

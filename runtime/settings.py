@@ -39,6 +39,7 @@ _SECRET_FIELDS = frozenset(
 )
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9:_.-]{1,64}$")
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_ADDRESS_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$")
 
 
 class SettingsError(ValueError):
@@ -101,6 +102,8 @@ class Settings:
     edge_tls_port: int = 8443
     edge_tls_cert: Path | None = None
     edge_tls_key: Path | None = None
+    edge_upstream: tuple[str, ...] = ()
+    edge_templates: Path | None = None
 
     @property
     def is_demo(self) -> bool:
@@ -263,7 +266,17 @@ class _Parser:
             "edge_tls_port": self.integer("KUSH_EDGE_TLS_PORT", 8443, 1, 65535),
             "edge_tls_cert": self.path("KUSH_EDGE_TLS_CERT"),
             "edge_tls_key": self.path("KUSH_EDGE_TLS_KEY"),
+            "edge_upstream": self.addresses("KUSH_EDGE_UPSTREAM"),
+            "edge_templates": self.path("KUSH_EDGE_TEMPLATES"),
         }
+
+    def addresses(self, name: str) -> tuple[str, ...]:
+        """A comma-separated list of ``host:port`` (``gateway:8080, [::1]:8080``)."""
+        items = self.listing(name, ())
+        for item in items:
+            if not _ADDRESS_RE.match(item):
+                raise SettingsError(f"{name}: not a host:port address: {item!r}")
+        return items
 
     def build(self) -> Settings:
         mode = self.choice("KUSH_MODE", ("demo", "production"), "demo")

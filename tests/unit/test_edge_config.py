@@ -83,6 +83,9 @@ def test_ports_paths_and_upstream(tmp_path: Path) -> None:
     assert "listen 0.0.0.0:9002 " in main
     assert "server 127.0.0.1:9001 " in main  # a wildcard listener is reached on loopback
     assert "keepalive 64;" in main
+    elsewhere = render(tmp_path, edge_upstream=("gateway:8080", "10.0.0.7:8080"))
+    assert "server gateway:8080 max_fails=0;" in elsewhere["kush-edge.conf"]
+    assert "server 10.0.0.7:8080 max_fails=0;" in elsewhere["kush-edge.conf"]
     edge_dir = str((tmp_path / "edge").resolve())
     for line in main.splitlines():
         m = re.match(
@@ -151,5 +154,10 @@ def test_edge_settings() -> None:
     assert (s.edge, s.edge_port) == (True, 9000)
     with pytest.raises(ValueError, match="KUSH_EDGE_PORT"):
         Settings.from_env({"KUSH_EDGE_PORT": "8080"})
+    assert Settings.from_env({"KUSH_EDGE_UPSTREAM": "gateway:8080"}).edge_upstream == (
+        "gateway:8080",
+    )
+    with pytest.raises(ValueError, match="KUSH_EDGE_UPSTREAM"):
+        Settings.from_env({"KUSH_EDGE_UPSTREAM": "gateway"})
     with pytest.raises(ValueError, match="KUSH_EDGE_TLS"):
         Settings.from_env({"KUSH_EDGE_TLS_CERT": "/c.pem"})
