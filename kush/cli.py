@@ -261,6 +261,7 @@ def cmd_loadtest(settings: Settings, args: argparse.Namespace) -> int:
         admin_password=settings.demo_password if admin else None,
         movies=tuple(args.movie or ()),
         pace=args.pace,
+        reset_stats=args.reset_stats,
     )
     print(f"locust: {args.users} users against {host} for {args.run_time}", flush=True)
     code = loadtest.run_locust(run, loadtest.load_password(settings), timeout_s=timeout_s)
@@ -389,6 +390,11 @@ def _loadtest_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--movie", action="append", help="play only this film (repeatable)")
     parser.add_argument("--pace", type=float, default=1.0, help="playback speed (1 = real time)")
     parser.add_argument("--no-admin", action="store_true", help="leave out the Admin users")
+    parser.add_argument(
+        "--reset-stats",
+        action="store_true",
+        help="steady state only: statistics restart once every user has started",
+    )
     parser.add_argument(
         "--create-users",
         type=int,

@@ -14,6 +14,7 @@ import ipaddress
 import os
 import pwd
 import re
+import resource
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -149,6 +150,12 @@ def _cdn_ranges(trusted: tuple[str, ...]) -> tuple[str, str]:
     return "\n".join(real_ip), "\n".join(f"        {n} 1;" for n in nets)
 
 
+def _nofile() -> int:
+    """Open files per worker: 65 536, or the hard limit nginx may raise itself to."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+
+
 def _user_line(directory: Path) -> str:
     """nginx's ``user``: the owner of the edge directory when started as root (workers
     must read what the master created), nothing otherwise (nginx keeps its user)."""
@@ -176,6 +183,7 @@ def values_for(settings: Settings, directory: Path, access_log: str) -> dict[str
     real_ip, cdn_ranges = _cdn_ranges(settings.trusted_proxies)
     return {
         "user": _user_line(directory),
+        "nofile": str(_nofile()),
         "edge_dir": str(directory),
         "access_log": access_log,
         "listen": _hostport(settings.host, settings.edge_port),

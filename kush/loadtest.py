@@ -139,6 +139,7 @@ class LoadRun:
     admin_password: str | None
     movies: tuple[str, ...] = ()
     pace: float = 1.0
+    reset_stats: bool = False
 
 
 def locust_command(run: LoadRun) -> list[str]:
@@ -178,6 +179,8 @@ def locust_command(run: LoadRun) -> list[str]:
         cmd += ["--kush-admin-host", run.admin_host, "--kush-admin-email", run.admin_email or ""]
     for movie in run.movies:
         cmd += ["--kush-movie", movie]
+    if run.reset_stats:
+        cmd.append("--reset-stats")
     return [*cmd, *classes]
 
 
