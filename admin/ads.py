@@ -9,27 +9,40 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from datetime import date, datetime, timedelta
-from typing import Any
+from datetime import date, timedelta
+from typing import Annotated, Any, Literal
 
 import orjson
 from aiohttp import web
+from pydantic import AwareDatetime, Field, StringConstraints
 
 from admin.publish import build_ad, record_ad_package
 from origin import OriginStore
+from runtime.api import (
+    BodyModel,
+    DateStr,
+    DateTimeStr,
+    InvalidRequest,
+    PathParam,
+    QueryModel,
+    ReplyModel,
+    Routes,
+    UuidStr,
+    parse_body,
+    parse_query,
+)
 from runtime.db import audit
-from runtime.errors import BadRequest, NotFound, Unprocessable
+from runtime.errors import NotFound, Unprocessable
 from runtime.signals import bump_ad_inventory
 from runtime.web import (
     json_response,
     pg_key,
-    read_json,
     redis_key,
     request_id_key,
     rkeys_key,
     settings_key,
 )
-from tokens.service.views import require_role
+from tokens.service.views import SIGNED_IN, require_role
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +53,175 @@ encode_slots_key = web.AppKey("encode_slots", asyncio.Semaphore)
 ADMIN = frozenset({"admin"})
 READERS = frozenset({"admin", "moderator"})
 MAX_LIST = 200
+INT4_MAX = 2**31 - 1  # the caps are PostgreSQL integers
+
+routes = Routes(tags=("ads",))
+ROLE_ERRORS = {403: "Your role may not do this (`forbidden_role`)"}
+AD_ID = PathParam("The creative's id", "uuid")
+CAMPAIGN_ID = PathParam("The campaign's id", "uuid")
+
+# ------------------------------------------------------------------ models
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Code = Annotated[str, Field(min_length=1, max_length=64)]
+Codes = Annotated[list[Code], Field(max_length=300)]
+Weight = Annotated[int, Field(ge=1, le=1000, description="Relative share among eligible ads")]
+PlanName = Literal["free", "basic", "premium"]
+AdStatus = Literal["draft", "processing", "ready", "archived"]
+CampaignStatus = Literal["active", "paused", "ended"]
+
+
+class NewAd(BodyModel):
+    """A creative. With ``generate_seconds`` a synthetic video ad is generated."""
+
+    name: Name
+    advertiser: Name | None = None
+    click_url: (
+        Annotated[
+            str,
+            StringConstraints(
+                strip_whitespace=True, min_length=1, max_length=2000, pattern=r"^https?://"
+            ),
+        ]
+        | None
+    ) = Field(default=None, description="An http(s) URL")
+    generate_seconds: Annotated[int, Field(ge=5, le=60)] | None = Field(
+        default=None,
+        description="Generate a video ad this long with ffmpeg, in the film ladder, in the "
+        "background (status `processing`, then `ready`)",
+    )
+
+
+class NewCampaign(BodyModel):
+    """A campaign: flight, weight, targeting (null: everyone), caps and creatives."""
+
+    name: Name
+    advertiser: Name | None = None
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime = Field(description="After `starts_at`")
+    weight: Weight = 1
+    target_countries: Codes | None = Field(default=None, description="ISO country codes")
+    target_regions: Codes | None = None
+    target_categories: Codes | None = Field(default=None, description="Category slugs")
+    target_plans: Annotated[list[PlanName], Field(max_length=3)] | None = None
+    daily_cap: Annotated[int, Field(ge=1, le=10**9)] | None = None
+    total_cap: Annotated[int, Field(ge=1, le=INT4_MAX)] | None = None
+    frequency_cap_per_day: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        default=None, description="Impressions per viewer and day"
+    )
+    ad_ids: Annotated[list[uuid.UUID], Field(max_length=50)] = Field(
+        default_factory=list, description="Existing creatives"
+    )
+
+
+class CampaignChange(BodyModel):
+    """Pause, resume, end or re-weight a campaign (absent or null: unchanged)."""
+
+    status: CampaignStatus | None = None
+    weight: Weight | None = None
+
+
+class BreakPolicyIn(BodyModel):
+    """Where ad breaks go in a film (or by default)."""
+
+    preroll: bool = True
+    midroll_every_s: Annotated[int, Field(ge=60, le=86400)] | None = Field(
+        default=None, description="A mid-roll every this many seconds (null: none)"
+    )
+    use_cue_points: bool = Field(default=True, description="Mid-rolls at the film's cues")
+    postroll: bool = False
+    max_pod_s: Annotated[int, Field(ge=5, le=600)] = 60
+    max_ads_per_pod: Annotated[int, Field(ge=1, le=10)] = 2
+
+
+class ReportQuery(QueryModel):
+    """The days of the report (UTC), at most a year."""
+
+    from_: date | None = Field(
+        default=None, alias="from", description="First day, YYYY-MM-DD (default: `to` - 30)"
+    )
+    to: date | None = Field(default=None, description="Last day, YYYY-MM-DD (default: today)")
+
+
+class Ad(ReplyModel):
+    """An ad creative."""
+
+    id: UuidStr
+    name: str
+    advertiser: str
+    status: AdStatus
+    duration_s: float
+    click_url: str | None
+    created_at: DateTimeStr
+
+
+class AdList(ReplyModel):
+    """The newest creatives (at most 200)."""
+
+    items: list[Ad]
+
+
+class Campaign(ReplyModel):
+    """A campaign."""
+
+    id: UuidStr
+    name: str
+    advertiser: str
+    starts_at: DateTimeStr
+    ends_at: DateTimeStr
+    weight: int
+    target_countries: list[str] | None
+    target_categories: list[str] | None
+    target_regions: list[str] | None
+    target_plans: list[str] | None
+    daily_cap: int | None
+    total_cap: int | None
+    frequency_cap_per_day: int | None
+    status: CampaignStatus
+    ad_ids: list[UuidStr]
+
+
+class CampaignList(ReplyModel):
+    """The newest campaigns (at most 200)."""
+
+    items: list[Campaign]
+
+
+class BreakPolicy(ReplyModel):
+    """The break policy as stored."""
+
+    target: str = Field(description="`default` or the film's id")
+    preroll: bool
+    use_cue_points: bool
+    postroll: bool
+    midroll_every_s: int | None
+    max_pod_s: int
+    max_ads_per_pod: int
+
+
+class ReportRow(ReplyModel):
+    """One campaign, creative and day."""
+
+    campaign_id: UuidStr | None
+    ad_id: UuidStr
+    day: DateStr
+    impressions: int = Field(description="Ads handed out in playlists")
+    confirmed_impressions: int = Field(description="Ads the player fetched past")
+    first_quartile: int
+    midpoint: int
+    third_quartile: int
+    completes: int
+
+
+class AdReport(ReplyModel):
+    """Requested and confirmed impressions, quartiles and completes."""
+
+    from_: DateStr = Field(alias="from")
+    to: DateStr
+    items: list[ReportRow]
+
+
+# ------------------------------------------------------------------ handlers
 
 
 def _uuid(value: str, what: str) -> uuid.UUID:
@@ -47,59 +229,6 @@ def _uuid(value: str, what: str) -> uuid.UUID:
         return uuid.UUID(value)
     except (ValueError, TypeError):
         raise NotFound(f"No such {what}", code=f"{what}_not_found") from None
-
-
-def _text(
-    body: dict[str, Any], name: str, *, required: bool = True, max_len: int = 200
-) -> str | None:
-    value = body.get(name)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value.strip() or len(value) > max_len:
-        raise BadRequest(
-            f"'{name}' must be a non-empty string of at most {max_len} characters",
-            code="invalid_request",
-        )
-    return value.strip()
-
-
-def _int(
-    body: dict[str, Any], name: str, *, low: int, high: int, default: int | None = None
-) -> int | None:
-    value = body.get(name, default)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise BadRequest(
-            f"'{name}' must be an integer between {low} and {high}", code="invalid_request"
-        )
-    return value
-
-
-def _codes(body: dict[str, Any], name: str, *, upper: bool = False) -> list[str] | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if (
-        not isinstance(value, list)
-        or len(value) > 300
-        or not all(isinstance(v, str) and 0 < len(v) <= 64 for v in value)
-    ):
-        raise BadRequest(f"'{name}' must be a list of short strings", code="invalid_request")
-    return [v.upper() if upper else v for v in value]
-
-
-def _when(body: dict[str, Any], name: str) -> datetime:
-    value = body.get(name)
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(
-            f"'{name}' must be an ISO 8601 date-time", code="invalid_request"
-        ) from None
-    if parsed.tzinfo is None:
-        raise BadRequest(f"'{name}' needs a time zone (e.g. Z)", code="invalid_request")
-    return parsed
 
 
 async def _changed(
@@ -123,18 +252,26 @@ async def _changed(
     )
 
 
-def _ad_json(r: Any) -> dict[str, Any]:
-    return {
-        "id": str(r["id"]),
-        "name": r["name"],
-        "advertiser": r["advertiser"],
-        "status": r["status"],
-        "duration_s": r["duration_s"],
-        "click_url": r["click_url"],
-        "created_at": r["created_at"].isoformat(),
-    }
+def _ad(r: Any) -> Ad:
+    return Ad(
+        id=str(r["id"]),
+        name=r["name"],
+        advertiser=r["advertiser"],
+        status=r["status"],
+        duration_s=r["duration_s"],
+        click_url=r["click_url"],
+        created_at=r["created_at"].isoformat(),
+    )
 
 
+@routes.post(
+    "/admin/v1/ads",
+    summary="Create an ad creative; generate_seconds makes a synthetic one (admin)",
+    body=NewAd,
+    replies={201: Ad},
+    auth=SIGNED_IN,
+    errors=ROLE_ERRORS,
+)
 async def create_ad(request: web.Request) -> web.Response:
     """POST /admin/v1/ads {name, advertiser?, click_url?, generate_seconds?} -> 201.
 
@@ -143,20 +280,15 @@ async def create_ad(request: web.Request) -> web.Response:
     creatives go through the ingest pipeline.
     """
     claims = await require_role(request, ADMIN)
-    body = await read_json(request)
-    name = _text(body, "name")
-    advertiser = _text(body, "advertiser", required=False) or ""
-    click_url = _text(body, "click_url", required=False, max_len=2000)
-    if click_url is not None and not click_url.startswith(("https://", "http://")):
-        raise Unprocessable("'click_url' must be an http(s) URL", code="invalid_click_url")
-    seconds = _int(body, "generate_seconds", low=5, high=60)
+    new = await parse_body(request, NewAd)
+    seconds = new.generate_seconds
     pool = request.app[pg_key]
     row = await pool.fetchrow(
         """INSERT INTO ads (name, advertiser, click_url, status)
            VALUES ($1, $2, $3, $4) RETURNING *""",
-        name,
-        advertiser,
-        click_url,
+        new.name,
+        new.advertiser or "",
+        new.click_url,
         "processing" if seconds else "draft",
     )
     ad_id = str(row["id"])
@@ -165,8 +297,8 @@ async def create_ad(request: web.Request) -> web.Response:
         tasks = request.app[background_key]
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-    await _changed(request, "ad.create", "ad", ad_id, claims.sub, {"name": name})
-    return json_response(_ad_json(row), status=201)
+    await _changed(request, "ad.create", "ad", ad_id, claims.sub, {"name": new.name})
+    return json_response(_ad(row), status=201)
 
 
 async def _generate(app: web.Application, ad_id: str, seconds: float) -> None:
@@ -190,15 +322,30 @@ async def _generate(app: web.Application, ad_id: str, seconds: float) -> None:
         await app[pg_key].execute("UPDATE ads SET status = 'draft' WHERE id = $1", uuid.UUID(ad_id))
 
 
+@routes.get(
+    "/admin/v1/ads",
+    summary="List ad creatives (admin, moderator)",
+    replies={200: AdList},
+    auth=SIGNED_IN,
+    errors=ROLE_ERRORS,
+)
 async def list_ads(request: web.Request) -> web.Response:
     """GET /admin/v1/ads -> {items}."""
     await require_role(request, READERS)
     rows = await request.app[pg_key].fetch(
         "SELECT * FROM ads ORDER BY created_at DESC LIMIT $1", MAX_LIST
     )
-    return json_response({"items": [_ad_json(r) for r in rows]})
+    return json_response(AdList(items=[_ad(r) for r in rows]))
 
 
+@routes.get(
+    "/admin/v1/ads/{ad_id}",
+    summary="One ad creative (admin, moderator)",
+    replies={200: Ad},
+    auth=SIGNED_IN,
+    errors={**ROLE_ERRORS, 404: "No such creative (`ad_not_found`)"},
+    path_params={"ad_id": AD_ID},
+)
 async def get_ad(request: web.Request) -> web.Response:
     """GET /admin/v1/ads/{ad_id}."""
     await require_role(request, READERS)
@@ -207,27 +354,27 @@ async def get_ad(request: web.Request) -> web.Response:
     )
     if row is None:
         raise NotFound("No such ad", code="ad_not_found")
-    return json_response(_ad_json(row))
+    return json_response(_ad(row))
 
 
-def _campaign_json(r: Any) -> dict[str, Any]:
-    return {
-        "id": str(r["id"]),
-        "name": r["name"],
-        "advertiser": r["advertiser"],
-        "starts_at": r["starts_at"].isoformat(),
-        "ends_at": r["ends_at"].isoformat(),
-        "weight": r["weight"],
-        "target_countries": r["target_countries"],
-        "target_categories": r["target_categories"],
-        "target_regions": r["target_regions"],
-        "target_plans": r["target_plans"],
-        "daily_cap": r["daily_cap"],
-        "total_cap": r["total_cap"],
-        "frequency_cap_per_day": r["frequency_cap_per_day"],
-        "status": r["status"],
-        "ad_ids": [str(a) for a in r["ad_ids"]],
-    }
+def _campaign(r: Any) -> Campaign:
+    return Campaign(
+        id=str(r["id"]),
+        name=r["name"],
+        advertiser=r["advertiser"],
+        starts_at=r["starts_at"].isoformat(),
+        ends_at=r["ends_at"].isoformat(),
+        weight=r["weight"],
+        target_countries=r["target_countries"],
+        target_categories=r["target_categories"],
+        target_regions=r["target_regions"],
+        target_plans=r["target_plans"],
+        daily_cap=r["daily_cap"],
+        total_cap=r["total_cap"],
+        frequency_cap_per_day=r["frequency_cap_per_day"],
+        status=r["status"],
+        ad_ids=[str(a) for a in r["ad_ids"]],
+    )
 
 
 _CAMPAIGN_SQL = """SELECT c.*, coalesce(array_agg(ca.ad_id) FILTER (WHERE ca.ad_id IS NOT NULL),
@@ -235,99 +382,119 @@ _CAMPAIGN_SQL = """SELECT c.*, coalesce(array_agg(ca.ad_id) FILTER (WHERE ca.ad_
                    FROM campaigns c LEFT JOIN campaign_ads ca ON ca.campaign_id = c.id"""
 
 
+@routes.post(
+    "/admin/v1/campaigns",
+    summary="Create a campaign (admin)",
+    body=NewCampaign,
+    replies={201: Campaign},
+    auth=SIGNED_IN,
+    errors={
+        **ROLE_ERRORS,
+        422: "A field does not fit (`invalid_request`), `ends_at` is not after "
+        "`starts_at` (`invalid_flight`) or an ad does not exist (`unknown_ad`)",
+    },
+)
 async def create_campaign(request: web.Request) -> web.Response:
     """POST /admin/v1/campaigns -> 201 (flight, weight, targeting, caps, creatives)."""
     claims = await require_role(request, ADMIN)
-    body = await read_json(request)
-    name = _text(body, "name")
-    starts, ends = _when(body, "starts_at"), _when(body, "ends_at")
-    if ends <= starts:
+    new = await parse_body(request, NewCampaign)
+    if new.ends_at <= new.starts_at:
         raise Unprocessable("'ends_at' must be after 'starts_at'", code="invalid_flight")
-    plans = _codes(body, "target_plans")
-    if plans is not None and not set(plans) <= {"free", "basic", "premium"}:
-        raise Unprocessable("'target_plans' holds an unknown plan", code="invalid_request")
-    ad_ids = body.get("ad_ids", [])
-    if not isinstance(ad_ids, list) or len(ad_ids) > 50:
-        raise BadRequest("'ad_ids' must be a list (at most 50)", code="invalid_request")
-    ids = [_uuid(a, "ad") for a in ad_ids]
+    ids = list(dict.fromkeys(new.ad_ids))
+    countries = new.target_countries
+    if countries is not None:
+        countries = [c.upper() for c in countries]
     pool = request.app[pg_key]
     async with pool.acquire() as conn, conn.transaction():
         found = await conn.fetchval("SELECT count(*) FROM ads WHERE id = ANY($1)", ids)
-        if found != len(set(ids)):
+        if found != len(ids):
             raise Unprocessable("Some 'ad_ids' do not exist", code="unknown_ad")
         campaign_id = await conn.fetchval(
             """INSERT INTO campaigns (name, advertiser, starts_at, ends_at, weight,
                    target_countries, target_categories, target_plans, daily_cap, total_cap,
                    frequency_cap_per_day, target_regions)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id""",
-            name,
-            _text(body, "advertiser", required=False) or "",
-            starts,
-            ends,
-            _int(body, "weight", low=1, high=1000, default=1),
-            _codes(body, "target_countries", upper=True),
-            _codes(body, "target_categories"),
-            plans,
-            _int(body, "daily_cap", low=1, high=10**9),
-            _int(body, "total_cap", low=1, high=10**10),
-            _int(body, "frequency_cap_per_day", low=1, high=1000),
-            _codes(body, "target_regions"),
+            new.name,
+            new.advertiser or "",
+            new.starts_at,
+            new.ends_at,
+            new.weight,
+            countries,
+            new.target_categories,
+            new.target_plans,
+            new.daily_cap,
+            new.total_cap,
+            new.frequency_cap_per_day,
+            new.target_regions,
         )
-        for ad in set(ids):
+        for ad in ids:
             await conn.execute("INSERT INTO campaign_ads VALUES ($1, $2)", campaign_id, ad)
         row = await conn.fetchrow(_CAMPAIGN_SQL + " WHERE c.id = $1 GROUP BY c.id", campaign_id)
     await _changed(request, "campaign.create", "campaign", str(campaign_id), claims.sub)
-    return json_response(_campaign_json(row), status=201)
+    return json_response(_campaign(row), status=201)
 
 
+@routes.get(
+    "/admin/v1/campaigns",
+    summary="List campaigns (admin, moderator)",
+    replies={200: CampaignList},
+    auth=SIGNED_IN,
+    errors=ROLE_ERRORS,
+)
 async def list_campaigns(request: web.Request) -> web.Response:
     """GET /admin/v1/campaigns -> {items}."""
     await require_role(request, READERS)
     rows = await request.app[pg_key].fetch(
         _CAMPAIGN_SQL + " GROUP BY c.id ORDER BY c.created_at DESC LIMIT $1", MAX_LIST
     )
-    return json_response({"items": [_campaign_json(r) for r in rows]})
+    return json_response(CampaignList(items=[_campaign(r) for r in rows]))
 
 
+@routes.patch(
+    "/admin/v1/campaigns/{campaign_id}",
+    summary="Pause, resume, end or re-weight a campaign (admin)",
+    body=CampaignChange,
+    replies={200: Campaign},
+    auth=SIGNED_IN,
+    errors={**ROLE_ERRORS, 404: "No such campaign (`campaign_not_found`)"},
+    path_params={"campaign_id": CAMPAIGN_ID},
+)
 async def update_campaign(request: web.Request) -> web.Response:
     """PATCH /admin/v1/campaigns/{id} {status?, weight?} -> the campaign."""
     claims = await require_role(request, ADMIN)
     cid = _uuid(request.match_info["campaign_id"], "campaign")
-    body = await read_json(request)
-    status = body.get("status")
-    if status is not None and status not in {"active", "paused", "ended"}:
-        raise BadRequest("'status' must be active, paused or ended", code="invalid_request")
-    weight = _int(body, "weight", low=1, high=1000)
+    change = await parse_body(request, CampaignChange)
     pool = request.app[pg_key]
     updated = await pool.fetchval(
         """UPDATE campaigns SET status = coalesce($2, status), weight = coalesce($3, weight)
             WHERE id = $1 RETURNING id""",
         cid,
-        status,
-        weight,
+        change.status,
+        change.weight,
     )
     if updated is None:
         raise NotFound("No such campaign", code="campaign_not_found")
     row = await pool.fetchrow(_CAMPAIGN_SQL + " WHERE c.id = $1 GROUP BY c.id", cid)
-    await _changed(request, "campaign.update", "campaign", str(cid), claims.sub, body)
-    return json_response(_campaign_json(row))
+    details = change.model_dump(exclude_unset=True)
+    await _changed(request, "campaign.update", "campaign", str(cid), claims.sub, details)
+    return json_response(_campaign(row))
 
 
+@routes.put(
+    "/admin/v1/break-policies/{target}",
+    summary="Set the default (target=default) or a film's ad break policy (admin)",
+    body=BreakPolicyIn,
+    replies={200: BreakPolicy},
+    auth=SIGNED_IN,
+    errors={**ROLE_ERRORS, 404: "`target` is neither `default` nor a film id"},
+    path_params={"target": PathParam("`default`, or the id of the film it is for")},
+)
 async def put_break_policy(request: web.Request) -> web.Response:
     """PUT /admin/v1/break-policies/{default|movie_id} -> the policy."""
     claims = await require_role(request, ADMIN)
     target = request.match_info["target"]
     movie_id = None if target == "default" else _uuid(target, "movie")
-    body = await read_json(request)
-    flags = {}
-    for name in ("preroll", "use_cue_points", "postroll"):
-        value = body.get(name, name != "postroll")
-        if not isinstance(value, bool):
-            raise BadRequest(f"'{name}' must be true or false", code="invalid_request")
-        flags[name] = value
-    every = _int(body, "midroll_every_s", low=60, high=86400)
-    max_pod = _int(body, "max_pod_s", low=5, high=600, default=60)
-    max_ads = _int(body, "max_ads_per_pod", low=1, high=10, default=2)
+    policy = await parse_body(request, BreakPolicyIn)
     pool = request.app[pg_key]
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
@@ -337,42 +504,19 @@ async def put_break_policy(request: web.Request) -> web.Response:
             """INSERT INTO break_policies (movie_id, preroll, midroll_every_s, use_cue_points,
                    postroll, max_pod_s, max_ads_per_pod) VALUES ($1, $2, $3, $4, $5, $6, $7)""",
             movie_id,
-            flags["preroll"],
-            every,
-            flags["use_cue_points"],
-            flags["postroll"],
-            max_pod,
-            max_ads,
+            policy.preroll,
+            policy.midroll_every_s,
+            policy.use_cue_points,
+            policy.postroll,
+            policy.max_pod_s,
+            policy.max_ads_per_pod,
         )
-    await _changed(request, "break_policy.put", "break_policy", target, claims.sub, body)
-    return json_response(
-        {
-            "target": target,
-            **flags,
-            "midroll_every_s": every,
-            "max_pod_s": max_pod,
-            "max_ads_per_pod": max_ads,
-        }
-    )
+    details = policy.model_dump(exclude_unset=True)
+    await _changed(request, "break_policy.put", "break_policy", target, claims.sub, details)
+    return json_response(BreakPolicy(target=target, **policy.model_dump()))
 
 
-async def ads_report(request: web.Request) -> web.Response:
-    """GET /admin/v1/reports/ads?from=YYYY-MM-DD&to=YYYY-MM-DD -> per campaign, creative
-    and day: requested and confirmed impressions, quartiles, completes."""
-    await require_role(request, READERS)
-    try:
-        to_day = date.fromisoformat(request.query.get("to", date.today().isoformat()))
-        from_day = date.fromisoformat(
-            request.query.get("from", (to_day - timedelta(days=30)).isoformat())
-        )
-    except ValueError:
-        raise BadRequest(
-            "'from' and 'to' must be YYYY-MM-DD dates", code="invalid_request"
-        ) from None
-    if from_day > to_day or (to_day - from_day).days > 366:
-        raise BadRequest("The range must be at most a year, from <= to", code="invalid_request")
-    rows = await request.app[pg_key].fetch(
-        """SELECT e.campaign_id, e.ad_id, (e.occurred_at AT TIME ZONE 'UTC')::date AS day,
+_REPORT_SQL = """SELECT e.campaign_id, e.ad_id, (e.occurred_at AT TIME ZONE 'UTC')::date AS day,
                   count(*) FILTER (WHERE event = 'impression') AS impressions,
                   count(*) FILTER (WHERE event = 'confirmed_impression') AS confirmed,
                   count(*) FILTER (WHERE event = 'first_quartile') AS first_quartile,
@@ -381,35 +525,49 @@ async def ads_report(request: web.Request) -> web.Response:
                   count(*) FILTER (WHERE event = 'complete') AS completes
              FROM ad_events e
             WHERE e.occurred_at >= $1::date AND e.occurred_at < $2::date + 1
-            GROUP BY 1, 2, 3 ORDER BY 3, 1, 2""",
-        from_day,
-        to_day,
-    )
+            GROUP BY 1, 2, 3 ORDER BY 3, 1, 2"""
+
+
+@routes.get(
+    "/admin/v1/reports/ads",
+    summary="Impressions (requested, confirmed), quartiles and completes per campaign, "
+    "creative and day (admin, moderator)",
+    query=ReportQuery,
+    replies={200: AdReport},
+    auth=SIGNED_IN,
+    errors=ROLE_ERRORS,
+)
+async def ads_report(request: web.Request) -> web.Response:
+    """GET /admin/v1/reports/ads?from=YYYY-MM-DD&to=YYYY-MM-DD -> per campaign, creative
+    and day: requested and confirmed impressions, quartiles, completes."""
+    await require_role(request, READERS)
+    query = parse_query(request, ReportQuery)
+    to_day = query.to or date.today()
+    from_day = query.from_ or to_day - timedelta(days=30)
+    if from_day > to_day or (to_day - from_day).days > 366:
+        message = "The range must be at most a year, from <= to"
+        raise InvalidRequest(message, details={"fields": [{"path": "from", "message": message}]})
+    rows = await request.app[pg_key].fetch(_REPORT_SQL, from_day, to_day)
     items = [
-        {
-            "campaign_id": str(r["campaign_id"]) if r["campaign_id"] else None,
-            "ad_id": str(r["ad_id"]),
-            "day": r["day"].isoformat(),
-            "impressions": r["impressions"],
-            "confirmed_impressions": r["confirmed"],
-            "first_quartile": r["first_quartile"],
-            "midpoint": r["midpoint"],
-            "third_quartile": r["third_quartile"],
-            "completes": r["completes"],
-        }
+        ReportRow(
+            campaign_id=str(r["campaign_id"]) if r["campaign_id"] else None,
+            ad_id=str(r["ad_id"]),
+            day=r["day"].isoformat(),
+            impressions=r["impressions"],
+            confirmed_impressions=r["confirmed"],
+            first_quartile=r["first_quartile"],
+            midpoint=r["midpoint"],
+            third_quartile=r["third_quartile"],
+            completes=r["completes"],
+        )
         for r in rows
     ]
-    return json_response({"from": from_day.isoformat(), "to": to_day.isoformat(), "items": items})
+    report = AdReport.model_validate(
+        {"from": from_day.isoformat(), "to": to_day.isoformat(), "items": items}
+    )
+    return json_response(report)
 
 
 def setup_routes(app: web.Application) -> None:
     """Mount the ad inventory API."""
-    r = app.router
-    r.add_post("/admin/v1/ads", create_ad)
-    r.add_get("/admin/v1/ads", list_ads)
-    r.add_get("/admin/v1/ads/{ad_id}", get_ad)
-    r.add_post("/admin/v1/campaigns", create_campaign)
-    r.add_get("/admin/v1/campaigns", list_campaigns)
-    r.add_patch("/admin/v1/campaigns/{campaign_id}", update_campaign)
-    r.add_put("/admin/v1/break-policies/{target}", put_break_policy)
-    r.add_get("/admin/v1/reports/ads", ads_report)
+    routes.mount(app)

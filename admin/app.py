@@ -9,11 +9,22 @@ from aiohttp import web
 
 from admin.ads import admin_origin_key, background_key, encode_slots_key
 from admin.ads import setup_routes as setup_ad_routes
-from admin.openapi import openapi
+from admin.catalog.views import setup_routes as setup_catalogue_routes
+from admin.people.views import setup_routes as setup_people_routes
+from admin.reports import setup_routes as setup_report_routes
 from origin.factory import create_origin
+from runtime.api import add_openapi
 from runtime.settings import Settings
 from runtime.web import base_app, settings_key
-from tokens.service.views import auth_ctx
+from tokens.service.views import SECURITY_SCHEMES, auth_ctx
+
+API_DESCRIPTION = """The admin API of Kush Films: the catalogue (films, publishing,
+takedowns, categories), accounts and data requests (export, erasure), the audit log, ad
+creatives, campaigns, break policies and reports. Every route needs the token of an
+`admin`; a `moderator` may read everything and unpublish films. Sign in with
+`POST /v1/auth/login` on the gateway. Every change writes an audit line. Errors are
+`{"error": {"code", "message"}}`; a body or query that does not fit its schema is 422
+`invalid_request` with `fields` listing each path at fault."""
 
 
 async def _resources_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -36,6 +47,16 @@ def create_app(settings: Settings) -> web.Application:
     app = base_app(settings, "admin")
     app.cleanup_ctx.append(auth_ctx)
     app.cleanup_ctx.append(_resources_ctx)
+    setup_catalogue_routes(app)
+    setup_people_routes(app)
     setup_ad_routes(app)
-    app.router.add_get("/admin/v1/openapi.json", openapi)
+    setup_report_routes(app)
+    add_openapi(
+        app,
+        "/admin/v1/openapi.json",
+        title="Kush Films admin API",
+        version="1",
+        description=API_DESCRIPTION,
+        security_schemes=SECURITY_SCHEMES,
+    )
     return app

@@ -101,10 +101,17 @@ async def record_package(
 
 
 async def seed_demo_film(
-    conn: asyncpg.Connection, origin: OriginStore, *, duration_s: float, work_dir: Path
+    conn: asyncpg.Connection,
+    origin: OriginStore,
+    *,
+    duration_s: float,
+    work_dir: Path,
+    on_progress: Callable[[float], None] | None = None,
 ) -> str:
     """Make sure the demo film exists and is playable; returns its id. Idempotent:
-    it is generated (ffmpeg) only when the catalogue or the origin lacks it."""
+    it is generated (ffmpeg) only when the catalogue or the origin lacks it.
+    ``on_progress`` gets the fraction done while it is generated (default: a line on
+    stdout every 10 %)."""
     row = await conn.fetchrow(
         "SELECT id, status, master_key FROM movies WHERE slug = $1", DEMO_SLUG
     )
@@ -136,9 +143,12 @@ async def seed_demo_film(
         "videos",
         str(movie_id),
         work_dir,
-        lambda out: build_demo_film(out, duration_s=duration_s, on_progress=_progress_printer()),
+        lambda out: build_demo_film(
+            out, duration_s=duration_s, on_progress=on_progress or _progress_printer()
+        ),
     )
-    print("", flush=True)
+    if on_progress is None:
+        print("", flush=True)
     await record_package(conn, str(movie_id), package, publish=True)
     log.info("demo film %s published", movie_id)
     return str(movie_id)

@@ -9,11 +9,12 @@ from prometheus_client import Counter
 
 from gateway.ads.inventory import Inventory
 from gateway.ads.service import AdLibrary, FallbackCounter, Stitcher
+from gateway.catalogue import Trending
 from gateway.cors import add_cors_headers, cors_preflight
-from gateway.errors import GatewayError, Missing, Refused, TokenRequired
-from gateway.keys import playback_key
+from gateway.errors import Conflicting, GatewayError, Missing, Refused, TokenRequired
+from gateway.keys import playback_key, trending_key
 from gateway.pages import setup_routes as setup_page_routes
-from gateway.playback import Playback
+from gateway.playback import PROGRESS_QUEUE_MAX, Playback, ProgressQueue, progress_writer
 from gateway.playlists import PlaylistCache
 from gateway.views import setup_routes as setup_playback_routes
 from hls import ForeignUriError, PlaylistError
@@ -25,7 +26,15 @@ from origin import (
     OriginUnavailable,
 )
 from origin.factory import create_origin
-from runtime.errors import ApiError, Forbidden, NotFound, ServiceUnavailable, Unauthorized
+from runtime.api import add_openapi
+from runtime.errors import (
+    ApiError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from runtime.settings import Settings
 from runtime.web import (
     base_app,
@@ -38,8 +47,20 @@ from runtime.web import (
 )
 from tokens import TokenError
 from tokens.service.sessions import SessionRefused, SessionStore
-from tokens.service.views import auth_ctx, auth_key
+from tokens.service.views import SECURITY_SCHEMES, auth_ctx, auth_key
 from tokens.service.views import setup_routes as setup_auth_routes
+
+API_DESCRIPTION = """The Kush Films API for players and app developers: accounts and
+tokens, the catalogue, playback sessions, progress, and the HLS playlists and segments a
+session plays.
+
+Sign in with `POST /v1/auth/login` and send the access token as `Authorization: Bearer`
+(browsers may use the httpOnly cookies instead, with the `X-CSRF-Token` header on
+state-changing requests). `POST /v1/playback/{movie_id}` returns a `manifest_url`; every
+URI in its playlists carries its own token `t`, so a player simply follows them.
+
+Errors are `{"error": {"code", "message"}}`; a body or query that does not fit its schema
+is 422 `invalid_request` with `fields` listing each path at fault."""
 
 
 def map_domain_error(exc: Exception) -> ApiError | None:
@@ -51,6 +72,8 @@ def map_domain_error(exc: Exception) -> ApiError | None:
             return Forbidden(exc.message, code=exc.code)
         if isinstance(exc, TokenRequired):
             return Unauthorized(exc.message, code=exc.code)
+        if isinstance(exc, Conflicting):
+            return Conflict(exc.message, code=exc.code)
         return ApiError(exc.message, code=exc.code)
     if isinstance(exc, SessionRefused):
         return Forbidden(exc.message, code=exc.code)
@@ -89,11 +112,24 @@ def _fallback_counter(app: web.Application) -> FallbackCounter:
 
 
 async def _playback_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The origin store, the playlist template cache, sessions and ads: the playback
-    domain's dependencies, built once per process."""
-    origin = create_origin(app[settings_key])
-    sessions = SessionStore(app[pg_key], app[redis_key], app[rkeys_key])
-    app[playback_key] = Playback(
+    """The origin store, the playlist template cache, sessions, ads and the background
+    progress writer: the playback domain's dependencies, built once per process."""
+    settings = app[settings_key]
+    origin = create_origin(settings)
+    sessions = SessionStore(
+        app[pg_key],
+        app[redis_key],
+        app[rkeys_key],
+        idle_s=settings.stream_idle_s,
+        max_networks=settings.max_networks_per_session,
+        grace_s=settings.session_grace_s,
+    )
+    dropped = Counter(
+        "kush_progress_dropped",
+        "Viewer positions dropped because the progress queue was full",
+        registry=app[metrics_key].registry,
+    )
+    pb = app[playback_key] = Playback(
         settings=app[settings_key],
         pool=app[pg_key],
         redis=app[redis_key],
@@ -103,10 +139,18 @@ async def _playback_ctx(app: web.Application) -> AsyncIterator[None]:
         sessions=sessions,
         inventory=Inventory(app[pg_key], app[redis_key], app[rkeys_key]),
         stitcher=Stitcher(AdLibrary(origin), on_fallback=_fallback_counter(app)),
+        progress=ProgressQueue(maxsize=PROGRESS_QUEUE_MAX, dropped=dropped),
     )
     app[auth_key].family_revoked_hooks.append(sessions.end_family)
-    yield
+    async with progress_writer(pb):
+        yield
     await origin.close()
+
+
+async def _catalogue_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The trending lists, cached per process."""
+    app[trending_key] = Trending(app[pg_key], app[redis_key], app[rkeys_key])
+    yield
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -116,8 +160,17 @@ def create_app(settings: Settings) -> web.Application:
     app.middlewares.append(cors_preflight)
     app.cleanup_ctx.append(auth_ctx)
     app.cleanup_ctx.append(_playback_ctx)
+    app.cleanup_ctx.append(_catalogue_ctx)
     app.on_response_prepare.append(add_cors_headers)
     setup_auth_routes(app)
     setup_playback_routes(app)
     setup_page_routes(app)
+    add_openapi(
+        app,
+        "/v1/openapi.json",
+        title="Kush Films API",
+        version="1",
+        description=API_DESCRIPTION,
+        security_schemes=SECURITY_SCHEMES,
+    )
     return app

@@ -54,8 +54,15 @@ class PlaybackTokenRejected(Refused):
     code, message = "invalid_token", "Invalid or expired playback token"
 
 
-class SessionEnded(Refused):
-    code, message = "session_revoked", "This playback session has ended"
+class Conflicting(GatewayError):
+    """The request conflicts with what is stored: 409."""
+
+
+class BirthYearLocked(Conflicting):
+    """The birth year is set once; changing it needs support."""
+
+    code = "birth_year_locked"
+    message = "Your birth year is already set; contact support to correct it"
 
 
 class HotlinkDenied(Refused):

@@ -3,17 +3,28 @@ the bookkeeping a segment fetch triggers.
 
 No HTTP here: the views parse the request, call these functions and build the response;
 errors are the domain errors of ``gateway.errors``.
+
+A segment never waits on PostgreSQL: the viewer's position goes through a bounded
+in-process queue (:class:`ProgressQueue`) that a background task writes; when the queue
+is full a position is dropped (``kush_progress_dropped_total``), the next one replaces it.
+Bookkeeping that needs Redis (heartbeats, ad events) is skipped while Redis is down.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
+from prometheus_client import Counter
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from gateway import repository
 from gateway.ads.inventory import Inventory
@@ -23,16 +34,24 @@ from gateway.errors import (
     GeoBlocked,
     NotEntitled,
     PlaybackTokenRejected,
-    SessionEnded,
 )
 from gateway.playlists import PlaylistCache, hls_root
 from gateway.repository import Movie, Viewer
 from hls import ContentRendition, MasterTemplate, PlaylistError
 from origin import OriginStore
+from runtime.errors import TooManyRequests
 from runtime.redis import Keys
 from runtime.settings import Settings
-from tokens import SegmentKeyring, SessionSigner, TokenError, new_session_id, segment_token_ttl
-from tokens.service.sessions import AdPlan, PlaybackSession, SessionStore
+from tokens import (
+    SegmentKeyring,
+    SessionSigner,
+    TokenError,
+    ip_prefix_of,
+    new_session_id,
+    segment_token_ttl,
+)
+from tokens.service.playback_session import AdPlan, PlaybackSession
+from tokens.service.sessions import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +59,121 @@ RESUME_MIN_S = 30.0
 RESUME_END_MARGIN_S = 60.0
 PROGRESS_WRITE_EVERY_S = 20.0
 PROGRESS_MARKS_MAX = 50_000
+PROGRESS_QUEUE_MAX = 10_000
+PROGRESS_BATCH = 500
+PROGRESS_RETRY_S = 1.0
+PROGRESS_FLUSH_S = 2.0
+
+# A database that is down or slow: the progress writer waits and tries again.
+_DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # TimeoutError included: pool acquire and command timeouts
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProgressMark:
+    """A viewer's position in a film, as a segment fetch told it (``at``: wall clock)."""
+
+    user_id: str
+    movie_id: str
+    position: float
+    duration: float | None
+    at: float
+
+
+ProgressWrite = Callable[[Sequence[ProgressMark]], Awaitable[None]]
+
+
+class ProgressQueue:
+    """Positions waiting to be written: bounded, newest per viewer and film wins.
+
+    ``offer`` never blocks (a segment must not wait); ``run`` writes in the background
+    and keeps what a failed write held (unless something newer arrived meanwhile)."""
+
+    def __init__(self, *, maxsize: int, dropped: Counter, retry_s: float = PROGRESS_RETRY_S):
+        self.maxsize = maxsize
+        self.dropped = dropped
+        self.retry_s = retry_s
+        self._pending: dict[tuple[str, str], ProgressMark] = {}
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def offer(self, mark: ProgressMark) -> bool:
+        """Queue a position; False (and counted) when the queue is full."""
+        key = (mark.user_id, mark.movie_id)
+        queued = self._pending.get(key)
+        if queued is None and len(self._pending) >= self.maxsize:
+            self.dropped.inc()
+            return False
+        if queued is None or queued.at <= mark.at:
+            self._pending[key] = mark
+        self._ready.set()
+        return True
+
+    def requeue(self, marks: Sequence[ProgressMark]) -> None:
+        """Put back what a failed write held, never over a newer position."""
+        for mark in marks:
+            key = (mark.user_id, mark.movie_id)
+            queued = self._pending.get(key)
+            if queued is not None and queued.at >= mark.at:
+                continue
+            if queued is None and len(self._pending) >= self.maxsize:
+                self.dropped.inc()
+                continue
+            self._pending[key] = mark
+        if self._pending:
+            self._ready.set()
+
+    def take_viewer(self, user_id: str) -> list[ProgressMark]:
+        """Every queued position of one viewer, removed from the queue."""
+        keys = [key for key in self._pending if key[0] == user_id]
+        batch = [self._pending.pop(key) for key in keys]
+        if not self._pending:
+            self._ready.clear()
+        return batch
+
+    def take(self, limit: int = PROGRESS_BATCH) -> list[ProgressMark]:
+        """Up to ``limit`` queued positions, removed from the queue."""
+        batch: list[ProgressMark] = []
+        for key in list(self._pending)[:limit]:
+            batch.append(self._pending.pop(key))
+        if not self._pending:
+            self._ready.clear()
+        return batch
+
+    async def run(self, write: ProgressWrite) -> None:
+        """Write queued positions until cancelled."""
+        while True:
+            await self._ready.wait()
+            batch = self.take()
+            if not batch:
+                continue
+            try:
+                await write(batch)
+            except asyncio.CancelledError:
+                self.requeue(batch)  # shutting down: ``flush`` gets another go at it
+                raise
+            except _DB_ERRORS as exc:
+                log.warning("progress not written yet (%s); retrying", type(exc).__name__)
+                self.requeue(batch)
+                await asyncio.sleep(self.retry_s)
+
+    async def flush(self, write: ProgressWrite, *, timeout_s: float = PROGRESS_FLUSH_S) -> bool:
+        """Write what is left (at shutdown); False when it could not within the time."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self._pending:
+                    await write(self.take())
+        except _DB_ERRORS as exc:  # TimeoutError is an OSError
+            log.warning(
+                "%d progress positions not written at shutdown (%s)", len(self), type(exc).__name__
+            )
+            return False
+        return True
 
 
 @dataclass(slots=True, kw_only=True)
@@ -55,9 +189,13 @@ class Playback:
     sessions: SessionStore
     inventory: Inventory
     stitcher: Stitcher
+    #: segment requests each session has in flight in this process (``segment_slot``)
+    segments_in_flight: dict[str, int] = field(default_factory=dict)
     #: (session, pod index) pairs whose impressions this process has confirmed
     confirmed: set[tuple[str, int]] = field(default_factory=set)
-    #: when this process last wrote each session's progress (monotonic seconds)
+    #: positions waiting for the background writer
+    progress: ProgressQueue
+    #: when this process last queued each session's progress (monotonic seconds)
     progress_marks: dict[str, float] = field(default_factory=dict)
 
 
@@ -113,6 +251,19 @@ async def resume_offset(pool: asyncpg.Pool, user_id: str, movie: Movie) -> float
     return position
 
 
+async def settle_progress(pb: Playback, user_id: str) -> None:
+    """Write this process's queued positions of one viewer now, so what the viewer reads
+    next (history, a resume position) includes them."""
+    marks = pb.progress.take_viewer(user_id)
+    if not marks:
+        return
+    try:
+        await write_progress(pb.pool, marks)
+    except _DB_ERRORS:
+        pb.progress.requeue(marks)
+        raise
+
+
 async def save_progress(
     pool: asyncpg.Pool, user_id: str, movie_id: str, position: float, duration: float | None
 ) -> None:
@@ -132,6 +283,7 @@ async def start_session(pb: Playback, movie_id: str, who: Viewing) -> PlaybackSe
     movie = await repository.load_movie(pb.pool, movie_id)
     viewer = await repository.load_viewer(pb.pool, who.user_id)
     check_rules(movie, viewer, who.country, year=now_year())
+    await settle_progress(pb, viewer.id)
     master = await pb.playlists.master(
         movie, max_height=viewer.max_height, preferred=pb.settings.data_saver_height
     )
@@ -175,8 +327,9 @@ async def start_session(pb: Playback, movie_id: str, who: Viewing) -> PlaybackSe
         country=who.country,
         region=who.region,
         start_offset=await resume_offset(pb.pool, viewer.id, movie),
+        max_streams=viewer.max_streams,
     )
-    await pb.sessions.create(session, max_streams=viewer.max_streams)
+    await pb.sessions.create(session)
     return session
 
 
@@ -210,14 +363,13 @@ async def authorize_uri(
     client_ip: str | None,
     movie_id: str | None,
 ) -> PlaybackSession:
-    """Verify one URI's token (no database) and load its live session (cached)."""
+    """Verify one URI's token (no database) and load its live session (cached; a
+    session that ended raises :class:`~tokens.service.sessions.SessionGone`)."""
     try:
         claims = ring.verify(token, raw_path, now=int(time.time()), client_ip=client_ip)
     except TokenError as err:
         raise PlaybackTokenRejected(code=err.code) from err
-    session = await pb.sessions.get(claims.session_id)
-    if session is None:
-        raise SessionEnded()
+    session = await pb.sessions.live(claims.session_id)
     if movie_id is not None and session.movie_id != movie_id:
         raise PlaybackTokenRejected("Token does not match this film")
     return session
@@ -284,16 +436,64 @@ async def media_text(
     )
 
 
+# ------------------------------------------------------------------ segment concurrency
+
+
+@contextmanager
+def segment_slot(pb: Playback, session: PlaybackSession) -> Iterator[None]:
+    """Hold one of the session's concurrent segment requests for the ``with`` block;
+    beyond ``KUSH_SESSION_MAX_CONCURRENT_SEGMENTS`` refuse with 429 and Retry-After: 1.
+
+    A cap on concurrency, not on rate: a player fetching one segment after another never
+    meets it, however fast (DESIGN.md). It keeps one session's sockets from holding the
+    gateway's memory and origin connections. Counted per gateway process.
+    """
+    in_flight = pb.segments_in_flight
+    count = in_flight.get(session.id, 0)
+    if count >= pb.settings.session_max_concurrent_segments:
+        raise TooManyRequests(
+            "Too many segment requests at once for this playback session",
+            code="too_many_segment_requests",
+            retry_after=1,
+        )
+    in_flight[session.id] = count + 1
+    try:
+        yield
+    finally:
+        left = in_flight[session.id] - 1
+        if left:
+            in_flight[session.id] = left
+        else:
+            del in_flight[session.id]
+
+
 # ------------------------------------------------------------------ segment bookkeeping
 
 
+def client_network(client_ip: str | None) -> str | None:
+    """The network a client address belongs to (/24 for IPv4, /48 for IPv6)."""
+    if not client_ip:
+        return None
+    try:
+        return ip_prefix_of(client_ip)
+    except ValueError:
+        return None
+
+
+async def heartbeat(pb: Playback, session: PlaybackSession, client_ip: str | None) -> None:
+    """The stream is playing from this client: counted against the plan's limit and the
+    session's networks (raises ``stream_limit`` / ``session_shared`` refusals)."""
+    await pb.sessions.heartbeat(session, client_network(client_ip))
+
+
 async def record_content_fetch(
-    pb: Playback, session: PlaybackSession, rendition: str, path: str
+    pb: Playback, session: PlaybackSession, rendition: str, path: str, client_ip: str | None
 ) -> None:
     """Everything a content segment fetch means besides its bytes: the stream's
     heartbeat, confirming ad pods the viewer played past, and the viewer's position
-    (throttled to one write per ``PROGRESS_WRITE_EVERY_S`` per session)."""
-    await pb.sessions.heartbeat(session)
+    (queued at most once per ``PROGRESS_WRITE_EVERY_S`` per session; never waits on
+    PostgreSQL)."""
+    await heartbeat(pb, session, client_ip)
     marks = pb.progress_marks
     now = time.monotonic()
     due = now - marks.get(session.id, 0.0) >= PROGRESS_WRITE_EVERY_S
@@ -308,35 +508,94 @@ async def record_content_fetch(
     if start is None:
         return
     if session.ad_plan:
-        await confirm_after_content(
-            pb.redis,
-            pb.keys,
-            pb.confirmed,
-            session_id=session.id,
-            ad_plan=session.ad_plan,
-            content_time=start,
-        )
+        try:
+            await confirm_after_content(
+                pb.redis,
+                pb.keys,
+                pb.confirmed,
+                session_id=session.id,
+                ad_plan=session.ad_plan,
+                content_time=start,
+            )
+        except RedisError as exc:
+            log.warning("ad confirmation skipped: Redis unavailable (%s)", type(exc).__name__)
     if not due:
         return
     if len(marks) > PROGRESS_MARKS_MAX:
         marks.clear()
     marks[session.id] = now
-    await save_progress(pb.pool, session.user_id, session.movie_id, start, entry.duration)
+    pb.progress.offer(progress_mark(session, start, entry.duration))
+
+
+def progress_mark(
+    session: PlaybackSession, position: float, duration: float | None
+) -> ProgressMark:
+    return ProgressMark(
+        user_id=session.user_id,
+        movie_id=session.movie_id,
+        position=position,
+        duration=duration,
+        at=time.time(),
+    )
+
+
+async def write_progress(pool: asyncpg.Pool, marks: Sequence[ProgressMark]) -> None:
+    """The background writer's step: one statement for a batch of positions."""
+    await repository.write_progress_batch(
+        pool,
+        [
+            (
+                m.user_id,
+                m.movie_id,
+                m.position,
+                m.duration,
+                m.duration is not None and m.position >= m.duration - RESUME_END_MARGIN_S,
+                datetime.fromtimestamp(m.at, tz=UTC),
+            )
+            for m in marks
+        ],
+    )
 
 
 async def record_ad_fetch(
-    pb: Playback, session: PlaybackSession, ad_id: str, rendition: str, path: str
+    pb: Playback,
+    session: PlaybackSession,
+    ad_id: str,
+    rendition: str,
+    path: str,
+    client_ip: str | None,
 ) -> None:
     """An ad segment fetch: the stream's heartbeat and the ad's delivery events
-    (impression, quartiles, complete)."""
-    await pb.sessions.heartbeat(session)
-    await track_ad_segment(
-        pb.redis,
-        pb.keys,
-        pb.stitcher.library,
-        session_id=session.id,
-        ad_plan=session.ad_plan,
-        ad_id=ad_id,
-        rendition=rendition,
-        path=path,
-    )
+    (impression, quartiles, complete; not counted while Redis is down)."""
+    await heartbeat(pb, session, client_ip)
+    try:
+        await track_ad_segment(
+            pb.redis,
+            pb.keys,
+            pb.stitcher.library,
+            session_id=session.id,
+            ad_plan=session.ad_plan,
+            ad_id=ad_id,
+            rendition=rendition,
+            path=path,
+        )
+    except RedisError as exc:
+        log.warning("ad events not recorded: Redis unavailable (%s)", type(exc).__name__)
+
+
+@contextlib.asynccontextmanager
+async def progress_writer(pb: Playback) -> AsyncIterator[None]:
+    """Run the background progress writer for as long as the app runs; at shutdown,
+    write what is left (bounded in time)."""
+
+    async def write(marks: Sequence[ProgressMark]) -> None:
+        await write_progress(pb.pool, marks)
+
+    task = asyncio.create_task(pb.progress.run(write), name="progress-writer")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await pb.progress.flush(write)

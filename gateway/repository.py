@@ -7,13 +7,14 @@ never write SQL themselves.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from gateway.errors import AccountDisabled, MovieNotFound
+from gateway.errors import AccountDisabled, BirthYearLocked, MovieNotFound
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,6 +148,34 @@ async def write_progress(
     )
 
 
+async def write_progress_batch(
+    pool: asyncpg.Pool,
+    rows: Sequence[tuple[str, str, float, float | None, bool, datetime]],
+) -> None:
+    """Upsert many positions at once: (user, movie, position, duration, completed, at).
+    A row never overwrites a position recorded later than its own ``at``."""
+    if not rows:
+        return
+    users, movies, positions, durations, completed, ats = zip(*rows, strict=True)
+    await pool.execute(
+        """INSERT INTO watch_progress (user_id, movie_id, position_s, duration_s, completed,
+                                       updated_at)
+           SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::float8[], $4::float8[],
+                                $5::bool[], $6::timestamptz[])
+           ON CONFLICT (user_id, movie_id) DO UPDATE
+              SET position_s = EXCLUDED.position_s,
+                  duration_s = coalesce(EXCLUDED.duration_s, watch_progress.duration_s),
+                  completed = EXCLUDED.completed, updated_at = EXCLUDED.updated_at
+            WHERE watch_progress.updated_at <= EXCLUDED.updated_at""",
+        [uuid.UUID(u) for u in users],
+        [uuid.UUID(m) for m in movies],
+        list(positions),
+        list(durations),
+        list(completed),
+        list(ats),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryItem:
     """A film the viewer watched, with where they are in it."""
@@ -160,11 +189,13 @@ class HistoryItem:
 
 
 async def watch_history(pool: asyncpg.Pool, user_id: str, *, limit: int = 50) -> list[HistoryItem]:
-    """Recently watched films, newest first."""
+    """Recently watched films that are still published, newest first (an unpublished or
+    taken-down film leaves the history with the catalogue)."""
     rows = await pool.fetch(
         """SELECT w.movie_id, w.position_s, w.duration_s, w.completed, w.updated_at, m.title
              FROM watch_progress w JOIN movies m ON m.id = w.movie_id
-            WHERE w.user_id = $1 ORDER BY w.updated_at DESC LIMIT $2""",
+            WHERE w.user_id = $1 AND m.status = 'published'
+            ORDER BY w.updated_at DESC LIMIT $2""",
         uuid.UUID(user_id),
         limit,
     )
@@ -210,7 +241,7 @@ class MoviePage:
     """One page of the catalogue and where the next one starts (``None``: last page)."""
 
     items: list[dict[str, Any]]
-    next_after: tuple[float, str] | None
+    next_after: tuple[datetime, str] | None
 
 
 async def list_published(
@@ -218,7 +249,7 @@ async def list_published(
     *,
     q: str,
     category: str,
-    after: tuple[float, str] | None,
+    after: tuple[datetime, str] | None,
     limit: int,
 ) -> MoviePage:
     """Published films, newest first, filtered by text search and category; keyset
@@ -239,13 +270,12 @@ async def list_published(
         )
     if after:
         args.extend([after[0], uuid.UUID(after[1])])
-        where.append(
-            f"(extract(epoch FROM m.published_at), m.id) < (${len(args) - 1}, ${len(args)})"
-        )
+        # exact timestamps: epoch seconds as a float cannot hold microseconds, and a
+        # page boundary would repeat or skip a film
+        where.append(f"(m.published_at, m.id) < (${len(args) - 1}, ${len(args)})")
     args.append(limit + 1)
     rows = await pool.fetch(
-        f"SELECT {_MOVIE_COLUMNS}, extract(epoch FROM m.published_at) AS pub "  # noqa: S608
-        f"FROM movies m WHERE {' AND '.join(where)} "
+        f"SELECT {_MOVIE_COLUMNS} FROM movies m WHERE {' AND '.join(where)} "  # noqa: S608
         f"ORDER BY m.published_at DESC, m.id DESC LIMIT ${len(args)}",
         *args,
     )
@@ -253,7 +283,7 @@ async def list_published(
     next_after = None
     if len(rows) > limit:
         last = rows[limit - 1]
-        next_after = (float(last["pub"]), str(last["id"]))
+        next_after = (last["published_at"], str(last["id"]))
     return MoviePage(items, next_after)
 
 
@@ -269,3 +299,115 @@ async def published_movie_card(pool: asyncpg.Pool, movie_id: str) -> dict[str, A
     if row is None:
         raise MovieNotFound()
     return movie_card(row)
+
+
+async def trending(
+    pool: asyncpg.Pool, *, hours: int, limit: int
+) -> list[tuple[dict[str, Any], int]]:
+    """The published films with the most playback starts in the last ``hours``, with
+    their start counts, most started first."""
+    rows = await pool.fetch(
+        f"""WITH starts AS (
+                SELECT movie_id, count(*) AS starts FROM playback_sessions
+                 WHERE created_at > now() - make_interval(hours => $1)
+                 GROUP BY movie_id)
+            SELECT {_MOVIE_COLUMNS}, s.starts
+              FROM starts s JOIN movies m ON m.id = s.movie_id
+             WHERE m.status = 'published'
+             ORDER BY s.starts DESC, m.published_at DESC, m.id
+             LIMIT $2""",  # noqa: S608 (fixed column list)
+        hours,
+        limit,
+    )
+    return [(movie_card(r), int(r["starts"])) for r in rows]
+
+
+async def public_categories(pool: asyncpg.Pool) -> list[tuple[str, str, int]]:
+    """(slug, name, published films) of every category with a published film, by name."""
+    rows = await pool.fetch(
+        """SELECT c.slug, c.name, count(*) AS films
+             FROM categories c
+             JOIN movie_categories mc ON mc.category_id = c.id
+             JOIN movies m ON m.id = mc.movie_id AND m.status = 'published'
+            GROUP BY c.id ORDER BY c.name, c.slug"""
+    )
+    return [(r["slug"], r["name"], int(r["films"])) for r in rows]
+
+
+# ------------------------------------------------------------------ the viewer's profile
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Profile:
+    """What a viewer sees and sets about themselves."""
+
+    id: str
+    email: str
+    role: str
+    plan: str
+    display_name: str | None
+    birth_year: int | None
+    created_at: datetime
+
+
+_PROFILE_SQL = """
+SELECT u.id, u.email, u.role, u.display_name, u.birth_year, u.created_at,
+       coalesce((SELECT s.plan_id FROM subscriptions s
+                  WHERE s.user_id = u.id AND s.status IN ('active', 'trialing', 'past_due')
+                  ORDER BY s.created_at DESC LIMIT 1), 'free') AS plan
+  FROM users u WHERE u.id = $1 AND u.disabled_at IS NULL"""
+
+
+def _profile(row: Any) -> Profile:
+    return Profile(
+        id=str(row["id"]),
+        email=row["email"],
+        role=row["role"],
+        plan=row["plan"],
+        display_name=row["display_name"],
+        birth_year=row["birth_year"],
+        created_at=row["created_at"],
+    )
+
+
+async def load_profile(pool: asyncpg.Pool, user_id: str) -> Profile:
+    """The viewer's profile, or :class:`AccountDisabled`."""
+    row = await pool.fetchrow(_PROFILE_SQL, uuid.UUID(user_id))
+    if row is None:
+        raise AccountDisabled()
+    return _profile(row)
+
+
+async def update_profile(
+    pool: asyncpg.Pool,
+    user_id: str,
+    *,
+    birth_year: int | None,
+    display_name: str | None,
+    change_display_name: bool,
+) -> Profile:
+    """Set the birth year once and/or change the display name (``None`` clears it).
+
+    The birth year is checked and written under a row lock, so two racing requests
+    cannot both set it: the year it already has is a no-op, any other year once one is
+    set is :class:`BirthYearLocked`."""
+    uid = uuid.UUID(user_id)
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT birth_year FROM users WHERE id = $1 AND disabled_at IS NULL FOR UPDATE", uid
+        )
+        if row is None:
+            raise AccountDisabled()
+        if birth_year is not None and row["birth_year"] not in (None, birth_year):
+            raise BirthYearLocked()
+        await conn.execute(
+            """UPDATE users SET birth_year = coalesce(birth_year, $2),
+                      display_name = CASE WHEN $3 THEN $4 ELSE display_name END
+                WHERE id = $1""",
+            uid,
+            birth_year,
+            change_display_name,
+            display_name,
+        )
+        updated = await conn.fetchrow(_PROFILE_SQL, uid)
+    return _profile(updated)

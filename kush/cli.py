@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from kush import __version__
 from runtime.logs import setup_logging
@@ -66,7 +66,7 @@ def cmd_seed(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_config(settings: Settings, _args: argparse.Namespace) -> int:
     for name, value in settings.masked().items():
-        print(f"{name:24} {value}")
+        print(f"{name:28} {value}".rstrip())
     return 0
 
 
@@ -96,8 +96,9 @@ def cmd_keys(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
-    from admin.ingest import IngestError
+    from admin.ingest import IngestError, probe
     from admin.publish import ingest_file
+    from kush.progress import ProgressReporter
     from origin.factory import create_origin
     from runtime import db
 
@@ -111,25 +112,57 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
         origin = create_origin(settings)
         try:
             await db.migrate(conn, settings.db_schema)
-            movie_id = await ingest_file(
-                conn,
-                origin,
-                source,
-                title=args.title or source.stem,
-                work_dir=settings.data_dir / "work",
-                publish=not args.draft,
-                on_progress=lambda f: print(f"\r  transcoding {f:4.0%}", end="", flush=True),
-            )
+            info = await probe(source)
+            with ProgressReporter("transcoding", media_seconds=info.duration_s) as progress:
+                movie_id = await ingest_file(
+                    conn,
+                    origin,
+                    source,
+                    title=args.title or source.stem,
+                    work_dir=settings.data_dir / "work",
+                    publish=not args.draft,
+                    on_progress=progress,
+                )
         except IngestError as err:
-            print(f"\nkush ingest: {err}", file=sys.stderr)
+            print(f"kush ingest: {err}", file=sys.stderr)
             return 1
         finally:
             await origin.close()
             await conn.close()
-        print(f"\n{'draft' if args.draft else 'published'}: {movie_id}")
+        print(f"{'draft' if args.draft else 'published'}: {movie_id}")
         return 0
 
     return run_async(run())
+
+
+def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
+    from kush.users import UserCommandError, create_user, obtain_password, report
+
+    generated: list[str] = []
+
+    def password() -> str:
+        secret, was_generated = obtain_password(from_stdin=args.password_stdin, stdin=sys.stdin)
+        if was_generated:
+            generated.append(secret)
+        return secret
+
+    async def create() -> int:
+        try:
+            result = await create_user(
+                settings,
+                args.email,
+                role=args.role,
+                plan=args.plan,
+                password=password,
+                update_role=args.update_role,
+            )
+        except UserCommandError as err:
+            print(f"kush users create: {err}", file=sys.stderr)
+            return 1
+        report(result, generated[0] if generated else None)
+        return 0
+
+    return run_async(create())
 
 
 # ---------------------------------------------------------------- long-running services
@@ -274,15 +307,19 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     """Everything on one machine: embedded services when unconfigured, demo data, URLs."""
     from kush.seed import prepare
     from kush.supervisor import Supervisor
-    from runtime.embedded import EmbeddedServices
+    from runtime.embedded import EmbeddedServices, EmbeddedUnavailable
 
     embedded = EmbeddedServices()
     env = dict(os.environ)
     try:
-        if not settings.database_url:
-            env["DATABASE_URL"] = embedded.start_postgres(settings.data_dir)
-        if not settings.redis_url:
-            env["REDIS_URL"] = embedded.start_redis(settings.data_dir)
+        try:
+            if not settings.database_url:
+                env["DATABASE_URL"] = embedded.start_postgres(settings.data_dir)
+            if not settings.redis_url:
+                env["REDIS_URL"] = embedded.start_redis(settings.data_dir)
+        except EmbeddedUnavailable as err:
+            print(f"kush up: {err}", file=sys.stderr)
+            return 2
         if settings.is_demo and not settings.master_key:
             env["KUSH_MASTER_KEY"] = settings.resolve_master_key()
         with_edge = _edge_env(settings, env)
@@ -359,6 +396,30 @@ def _ingest_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--draft", action="store_true", help="do not publish it yet")
 
 
+def _users_args(parser: argparse.ArgumentParser) -> None:
+    from tokens.jwt import Plan, Role
+
+    users_sub = parser.add_subparsers(dest="users_command", required=True)
+    create = users_sub.add_parser(
+        "create",
+        help="create an account (the password: --password-stdin, else asked on a "
+        "terminal, else generated and printed once)",
+    )
+    create.add_argument("email")
+    create.add_argument("--role", required=True, choices=get_args(Role))
+    create.add_argument(
+        "--plan", default="free", choices=get_args(Plan), help="granted by an admin"
+    )
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    create.add_argument(
+        "--update-role",
+        action="store_true",
+        help="if the account exists, change its role (and grant --plan if it has none)",
+    )
+
+
 def _keys_args(parser: argparse.ArgumentParser) -> None:
     keys_sub = parser.add_subparsers(dest="keys_command", required=True)
     keys_sub.add_parser("rotate", help="make new current keys; old ones verify until expiry")
@@ -421,6 +482,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("migrate", "apply database migrations", _no_args, cmd_migrate),
     Command("seed", "create signing keys and (demo mode) the demo data", _no_args, cmd_seed),
     Command("config", "print the effective settings, secrets masked", _no_args, cmd_config),
+    Command("users", "user accounts", _users_args, cmd_users),
     Command("keys", "signing keys", _keys_args, cmd_keys),
     Command("ingest", "transcode a video file into the HLS ladder", _ingest_args, cmd_ingest),
     Command("edge", "run the nginx edge in front of the gateway", _edge_args, cmd_edge),
@@ -442,12 +504,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        setup_logging(settings.log_format, settings.log_level)
+        handlers = {command.name: command.run for command in COMMANDS}
+        return handlers[args.command](settings, args)
     except SettingsError as err:
-        print(f"kush: configuration error: {err}", file=sys.stderr)
+        for problem in err.problems:
+            print(f"kush: configuration error: {problem}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_format, settings.log_level)
-    handlers = {command.name: command.run for command in COMMANDS}
-    return handlers[args.command](settings, args)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 import asyncpg
 
 from admin.publish import seed_demo_ads, seed_demo_film
+from kush.progress import ProgressReporter
 from origin.factory import create_origin
 from runtime import db
-from runtime.settings import Settings
+from runtime.settings import Settings, SettingsError, demo_problems
 from tokens.keys import parse_master_key
 from tokens.passwords import hash_password, verify_password
 from tokens.service.keystore import ensure_signing_keys
@@ -83,7 +84,15 @@ async def seed_demo_accounts(conn: asyncpg.Connection, password: str) -> int:
 
 
 async def prepare(settings: Settings) -> None:
-    """Migrations, signing keys and (in demo mode) demo data: what ``kush up`` runs first."""
+    """Migrations, signing keys and (in demo mode) demo data: what ``kush up`` runs first.
+
+    Demo data (accounts with a published password) is only ever written to embedded or
+    loopback services: settings that point elsewhere are refused before connecting,
+    even when they were built in code rather than by :meth:`Settings.from_env`.
+    """
+    problems = demo_problems(settings)
+    if problems:
+        raise SettingsError(*problems)
     conn = await db.connect(settings)
     try:
         await db.migrate(conn, settings.db_schema)
@@ -102,7 +111,14 @@ async def seed_demo_media(settings: Settings, conn: asyncpg.Connection) -> None:
     origin = create_origin(settings)
     work_dir = settings.data_dir / "work"
     try:
-        await seed_demo_film(conn, origin, duration_s=settings.demo_film_seconds, work_dir=work_dir)
+        with ProgressReporter("demo film", media_seconds=settings.demo_film_seconds) as progress:
+            await seed_demo_film(
+                conn,
+                origin,
+                duration_s=settings.demo_film_seconds,
+                work_dir=work_dir,
+                on_progress=progress,
+            )
         await seed_demo_ads(conn, origin, duration_s=DEMO_AD_SECONDS, work_dir=work_dir)
     finally:
         await origin.close()

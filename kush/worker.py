@@ -6,18 +6,27 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
+from datetime import datetime, timedelta
 
 import asyncpg
+from redis.exceptions import RedisError
 
 from gateway.ads.writer import ad_events_job
 from runtime import db
 from runtime.jobs import Job, WorkerContext
 from runtime.redis import create_redis
 from runtime.settings import Settings
+from tokens.service.auth import mirror_revocations
+from tokens.service.session_endings import sweep_ended_sessions
 
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_EVERY_S = 300.0
+SYNC_EVERY_S = 2.0
+#: how far back each pass looks again: a revoking transaction that started before the
+#: previous pass but committed after it is still seen
+SYNC_OVERLAP_S = 60.0
 
 
 async def housekeeping(ctx: WorkerContext, stop: asyncio.Event) -> None:
@@ -34,8 +43,32 @@ async def housekeeping(ctx: WorkerContext, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=HOUSEKEEPING_EVERY_S)
 
 
+async def sync_step(ctx: WorkerContext, since: datetime | None) -> datetime:
+    """Mirror PostgreSQL's recent revocations and ended sessions into Redis (all of them
+    when ``since`` is None); returns where the next pass starts."""
+    started = await ctx.pool.fetchval("SELECT now()")
+    low = None if since is None else since - timedelta(seconds=SYNC_OVERLAP_S)
+    await mirror_revocations(ctx.pool, ctx.redis, ctx.keys, since=low)
+    await sweep_ended_sessions(ctx.pool, ctx.redis, ctx.keys, since=low, now=time.time())
+    assert isinstance(started, datetime)
+    return started
+
+
+async def revocation_sync(ctx: WorkerContext, stop: asyncio.Event) -> None:
+    """Keep Redis in step with PostgreSQL for revocations and ended playback sessions:
+    the backstop when a gateway's Redis write failed after PostgreSQL committed."""
+    since: datetime | None = None
+    while not stop.is_set():
+        try:
+            since = await sync_step(ctx, since)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError) as exc:
+            log.warning("revocation sync paused: %s", type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=SYNC_EVERY_S)
+
+
 #: Every job the worker runs, written out (one process runs them all).
-JOBS: tuple[Job, ...] = (housekeeping, ad_events_job)
+JOBS: tuple[Job, ...] = (housekeeping, ad_events_job, revocation_sync)
 
 
 async def run_worker(settings: Settings) -> int:

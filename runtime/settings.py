@@ -9,6 +9,7 @@ default.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import secrets
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 from runtime.net import parse_networks
 
@@ -43,67 +45,138 @@ _ADDRESS_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$")
 
 
 class SettingsError(ValueError):
-    """A setting is missing or invalid; the message names the variable."""
+    """Settings are missing or invalid: one line per problem, each naming its variable."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems: tuple[str, ...] = problems
+
+
+def _var(name: str) -> dict[str, str]:
+    """Field metadata: the environment variable a setting is read from."""
+    return {"env": name}
+
+
+def env_name(f: dataclasses.Field[Any]) -> str:
+    """The environment variable of one ``Settings`` field."""
+    return str(f.metadata["env"])
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` only reaches this machine: ``localhost``, 127.0.0.0/8 or ``::1``
+    (an empty host or a path is a unix socket, which is local too)."""
+    host = host.strip().strip("[]").lower()
+    if not host or host.startswith("/") or host in {"localhost", "localhost."}:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether a PostgreSQL or Redis URL points at this machine only (every host of a
+    multi-host URL, and any ``host=`` query parameter, must be loopback or a socket)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return True
+    netloc = parts.netloc.rpartition("@")[2]
+    hosts = [_strip_port(h) for h in netloc.split(",")]
+    hosts += [v for k, v in parse_qsl(parts.query) if k == "host"]
+    return all(is_loopback_host(h) for h in hosts)
+
+
+def _strip_port(hostport: str) -> str:
+    if hostport.startswith("["):
+        return hostport[1:].partition("]")[0]
+    return hostport.rpartition(":")[0] if hostport.count(":") == 1 else hostport
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Effective configuration of every Kush service."""
 
-    mode: Mode = "demo"
-    data_dir: Path = Path("var")
-    host: str = "127.0.0.1"
-    gateway_port: int = 8080
-    admin_port: int = 8081
-    gateway_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    public_url: str | None = None
-    database_url: str | None = None
-    db_schema: str = "public"
-    db_pool_size: int = 10
-    redis_url: str | None = None
-    redis_prefix: str = "kush:"
-    origin: OriginKind = "local"
-    origin_dir: Path | None = None
-    s3_endpoint_url: str | None = None
-    s3_bucket: str | None = None
-    s3_access_key_id: str | None = None
-    s3_secret_access_key: str | None = None
-    s3_region: str = "auto"
-    master_key: str | None = None
-    stripe_secret_key: str | None = None
-    stripe_webhook_secret: str | None = None
-    demo_password: str = DEMO_PASSWORD
-    max_body_bytes: int = 1024 * 1024
-    login_free_failures: int = 5
-    login_account_free_failures: int = 20
-    login_ip_failures_per_minute: int = 300
-    register_limit_per_hour: int = 10
-    playback_starts_per_minute: int = 20
-    admin_max_encodes: int = 1
-    cookie_secure: bool = False
-    geo_header: str = "CF-IPCountry"
-    region_header: str = "CF-Region"
-    trusted_proxies: tuple[str, ...] = ()
-    segment_ip_binding: bool = False
-    data_saver_height: int = 480
-    hotlink_allowed_hosts: tuple[str, ...] = ()
-    cors_allowed_origins: tuple[str, ...] = ("*",)
-    log_format: Literal["json", "text"] = "json"
-    log_level: str = "INFO"
-    seed_demo_film: bool = True
-    demo_film_seconds: int = 120
-    hlsjs_url: str = DEFAULT_HLSJS_URL
+    mode: Mode = field(default="demo", metadata=_var("KUSH_MODE"))
+    data_dir: Path = field(default=Path("var"), metadata=_var("KUSH_DATA_DIR"))
+    host: str = field(default="127.0.0.1", metadata=_var("KUSH_HOST"))
+    gateway_port: int = field(default=8080, metadata=_var("KUSH_GATEWAY_PORT"))
+    admin_port: int = field(default=8081, metadata=_var("KUSH_ADMIN_PORT"))
+    gateway_workers: int = field(
+        default_factory=lambda: os.cpu_count() or 1, metadata=_var("KUSH_GATEWAY_WORKERS")
+    )
+    public_url: str | None = field(default=None, metadata=_var("KUSH_PUBLIC_URL"))
+    database_url: str | None = field(default=None, metadata=_var("DATABASE_URL"))
+    db_schema: str = field(default="public", metadata=_var("KUSH_DB_SCHEMA"))
+    db_pool_size: int = field(default=10, metadata=_var("KUSH_DB_POOL_SIZE"))
+    redis_url: str | None = field(default=None, metadata=_var("REDIS_URL"))
+    redis_prefix: str = field(default="kush:", metadata=_var("KUSH_REDIS_PREFIX"))
+    origin: OriginKind = field(default="local", metadata=_var("KUSH_ORIGIN"))
+    origin_dir: Path | None = field(default=None, metadata=_var("KUSH_ORIGIN_DIR"))
+    s3_endpoint_url: str | None = field(default=None, metadata=_var("KUSH_S3_ENDPOINT_URL"))
+    s3_bucket: str | None = field(default=None, metadata=_var("KUSH_S3_BUCKET"))
+    s3_access_key_id: str | None = field(default=None, metadata=_var("KUSH_S3_ACCESS_KEY_ID"))
+    s3_secret_access_key: str | None = field(
+        default=None, metadata=_var("KUSH_S3_SECRET_ACCESS_KEY")
+    )
+    s3_region: str = field(default="auto", metadata=_var("KUSH_S3_REGION"))
+    master_key: str | None = field(default=None, metadata=_var("KUSH_MASTER_KEY"))
+    stripe_secret_key: str | None = field(default=None, metadata=_var("STRIPE_SECRET_KEY"))
+    stripe_webhook_secret: str | None = field(default=None, metadata=_var("STRIPE_WEBHOOK_SECRET"))
+    demo_password: str = field(default=DEMO_PASSWORD, metadata=_var("KUSH_DEMO_PASSWORD"))
+    max_body_bytes: int = field(default=1024 * 1024, metadata=_var("KUSH_MAX_BODY_BYTES"))
+    # -- stalled clients and slow origins (README "Reliability") --
+    client_write_timeout_s: int = field(default=30, metadata=_var("KUSH_CLIENT_WRITE_TIMEOUT_S"))
+    body_read_timeout_s: int = field(default=15, metadata=_var("KUSH_BODY_READ_TIMEOUT_S"))
+    shared_fetch_buffer_bytes: int = field(
+        default=64 * 1024 * 1024, metadata=_var("KUSH_SHARED_FETCH_BUFFER_BYTES")
+    )
+    session_max_concurrent_segments: int = field(
+        default=8, metadata=_var("KUSH_SESSION_MAX_CONCURRENT_SEGMENTS")
+    )
+    login_free_failures: int = field(default=5, metadata=_var("KUSH_LOGIN_FREE_FAILURES"))
+    login_account_free_failures: int = field(
+        default=20, metadata=_var("KUSH_LOGIN_ACCOUNT_FREE_FAILURES")
+    )
+    login_ip_failures_per_minute: int = field(
+        default=300, metadata=_var("KUSH_LOGIN_IP_FAILURES_PER_MINUTE")
+    )
+    register_limit_per_hour: int = field(default=10, metadata=_var("KUSH_REGISTER_LIMIT_PER_HOUR"))
+    playback_starts_per_minute: int = field(
+        default=20, metadata=_var("KUSH_PLAYBACK_STARTS_PER_MINUTE")
+    )
+    admin_max_encodes: int = field(default=1, metadata=_var("KUSH_ADMIN_MAX_ENCODES"))
+    cookie_secure: bool = field(default=False, metadata=_var("KUSH_COOKIE_SECURE"))
+    geo_header: str = field(default="CF-IPCountry", metadata=_var("KUSH_GEO_HEADER"))
+    region_header: str = field(default="CF-Region", metadata=_var("KUSH_REGION_HEADER"))
+    trusted_proxies: tuple[str, ...] = field(default=(), metadata=_var("KUSH_TRUSTED_PROXIES"))
+    segment_ip_binding: bool = field(default=False, metadata=_var("KUSH_SEGMENT_IP_BINDING"))
+    data_saver_height: int = field(default=480, metadata=_var("KUSH_DATA_SAVER_HEIGHT"))
+    hotlink_allowed_hosts: tuple[str, ...] = field(
+        default=(), metadata=_var("KUSH_HOTLINK_ALLOWED_HOSTS")
+    )
+    cors_allowed_origins: tuple[str, ...] = field(
+        default=("*",), metadata=_var("KUSH_CORS_ALLOWED_ORIGINS")
+    )
+    log_format: Literal["json", "text"] = field(default="json", metadata=_var("KUSH_LOG_FORMAT"))
+    log_level: str = field(default="INFO", metadata=_var("KUSH_LOG_LEVEL"))
+    seed_demo_film: bool = field(default=True, metadata=_var("KUSH_SEED_DEMO_FILM"))
+    demo_film_seconds: int = field(default=120, metadata=_var("KUSH_DEMO_FILM_SECONDS"))
+    hlsjs_url: str = field(default=DEFAULT_HLSJS_URL, metadata=_var("KUSH_HLSJS_URL"))
+    # playback-session resilience (README "Reliability")
+    stream_idle_s: int = field(default=120, metadata=_var("KUSH_STREAM_IDLE_S"))
+    max_networks_per_session: int = field(default=3, metadata=_var("KUSH_MAX_NETWORKS_PER_SESSION"))
+    session_grace_s: int = field(default=30, metadata=_var("KUSH_SESSION_GRACE_S"))
     # the nginx edge (nginx/, `kush edge`; `kush up` starts it when KUSH_EDGE is on)
-    edge: bool = False
-    edge_port: int = 8088
-    edge_cache_max_mb: int = 10240
-    edge_auth_rate: int = 30
-    edge_start_rate: int = 30
-    edge_tls_port: int = 8443
-    edge_tls_cert: Path | None = None
-    edge_tls_key: Path | None = None
-    edge_upstream: tuple[str, ...] = ()
-    edge_templates: Path | None = None
+    edge: bool = field(default=False, metadata=_var("KUSH_EDGE"))
+    edge_port: int = field(default=8088, metadata=_var("KUSH_EDGE_PORT"))
+    edge_cache_max_mb: int = field(default=10240, metadata=_var("KUSH_EDGE_CACHE_MAX_MB"))
+    edge_auth_rate: int = field(default=30, metadata=_var("KUSH_EDGE_AUTH_RATE"))
+    edge_start_rate: int = field(default=30, metadata=_var("KUSH_EDGE_START_RATE"))
+    edge_tls_port: int = field(default=8443, metadata=_var("KUSH_EDGE_TLS_PORT"))
+    edge_tls_cert: Path | None = field(default=None, metadata=_var("KUSH_EDGE_TLS_CERT"))
+    edge_tls_key: Path | None = field(default=None, metadata=_var("KUSH_EDGE_TLS_KEY"))
+    edge_upstream: tuple[str, ...] = field(default=(), metadata=_var("KUSH_EDGE_UPSTREAM"))
+    edge_templates: Path | None = field(default=None, metadata=_var("KUSH_EDGE_TEMPLATES"))
 
     @property
     def is_demo(self) -> bool:
@@ -151,17 +224,20 @@ class Settings:
         return key
 
     def masked(self) -> dict[str, str]:
-        """Every setting as text with secrets masked, for ``kush config``."""
+        """Every setting as text under its environment variable, secrets masked, for
+        ``kush config``."""
         out: dict[str, str] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name in _SECRET_FIELDS and value:
                 text = _mask_url(str(value)) if f.name.endswith("_url") else "********"
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
             elif isinstance(value, tuple):
                 text = ",".join(value)
             else:
                 text = "" if value is None else str(value)
-            out[f.name] = text
+            out[env_name(f)] = text
         return out
 
     @classmethod
@@ -176,22 +252,37 @@ def _mask_url(url: str) -> str:
 
 
 class _Parser:
-    """Reads and validates one variable at a time, naming it in every error."""
+    """Reads and validates every variable, collecting one line per problem (each naming
+    its variable) so that an operator fixes them all in one go; a bad value reads as
+    its default, and :meth:`build` raises once at the end."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
+        self.problems: list[str] = []
+        self.bad: set[str] = set()
+        self.seen: set[str] = set()
+
+    def problem(self, name: str, message: str) -> None:
+        self.problems.append(f"{name}: {message}")
+        self.bad.add(name)
 
     def text(self, name: str) -> str | None:
+        self.seen.add(name)
         value = self.env.get(name)
         if value is None:
             return None
         value = value.strip()
         return value or None
 
-    def choice(self, name: str, options: tuple[str, ...], default: str) -> str:
+    def choice(
+        self, name: str, options: tuple[str, ...], default: str, *, upper: bool = False
+    ) -> str:
         value = self.text(name) or default
+        if upper:
+            value = value.upper()
         if value not in options:
-            raise SettingsError(f"{name}: must be one of {', '.join(options)}, got {value!r}")
+            self.problem(name, f"must be one of {', '.join(options)}, got {value!r}")
+            return default
         return value
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
@@ -201,9 +292,11 @@ class _Parser:
         try:
             value = int(raw)
         except ValueError:
-            raise SettingsError(f"{name}: must be an integer, got {raw!r}") from None
+            self.problem(name, f"must be an integer, got {raw!r}")
+            return default
         if not low <= value <= high:
-            raise SettingsError(f"{name}: must be between {low} and {high}, got {value}")
+            self.problem(name, f"must be between {low} and {high}, got {value}")
+            return default
         return value
 
     def boolean(self, name: str, default: bool) -> bool:
@@ -215,7 +308,8 @@ class _Parser:
             return True
         if lowered in {"0", "false", "no", "off"}:
             return False
-        raise SettingsError(f"{name}: must be true or false, got {raw!r}")
+        self.problem(name, f"must be true or false, got {raw!r}")
+        return default
 
     def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
         raw = self.text(name)
@@ -223,10 +317,17 @@ class _Parser:
             return None
         scheme = raw.split("://", 1)[0] if "://" in raw else ""
         if scheme not in schemes:
-            raise SettingsError(
-                f"{name}: must be a URL starting with {' or '.join(s + '://' for s in schemes)}"
-            )
+            starts = " or ".join(s + "://" for s in schemes)
+            self.problem(name, f"must be a URL starting with {starts}")
+            return None
         return raw
+
+    def pattern(self, name: str, regex: re.Pattern[str], default: str, what: str) -> str:
+        value = self.text(name) or default
+        if not regex.match(value):
+            self.problem(name, f"{what}, got {value!r}")
+            return default
+        return value
 
     def listing(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         raw = self.text(name)
@@ -240,7 +341,8 @@ class _Parser:
         try:
             return tuple(str(net) for net in parse_networks(items))
         except ValueError as err:
-            raise SettingsError(f"{name}: {err}") from None
+            self.problem(name, str(err))
+            return ()
 
     def script_url(self, name: str, default: str) -> str:
         """A path on this site (``/static/...``) or an http(s) URL, for a page script."""
@@ -254,6 +356,15 @@ class _Parser:
     def path(self, name: str) -> Path | None:
         raw = self.text(name)
         return Path(raw) if raw else None
+
+    def addresses(self, name: str) -> tuple[str, ...]:
+        """A comma-separated list of ``host:port`` (``gateway:8080, [::1]:8080``)."""
+        items = self.listing(name, ())
+        bad = [item for item in items if not _ADDRESS_RE.match(item)]
+        if bad:
+            self.problem(name, f"not a host:port address: {bad[0]!r}")
+            return ()
+        return items
 
     def edge(self) -> dict[str, Any]:
         """The nginx edge's settings (``KUSH_EDGE*``)."""
@@ -270,32 +381,16 @@ class _Parser:
             "edge_templates": self.path("KUSH_EDGE_TEMPLATES"),
         }
 
-    def addresses(self, name: str) -> tuple[str, ...]:
-        """A comma-separated list of ``host:port`` (``gateway:8080, [::1]:8080``)."""
-        items = self.listing(name, ())
-        for item in items:
-            if not _ADDRESS_RE.match(item):
-                raise SettingsError(f"{name}: not a host:port address: {item!r}")
-        return items
-
     def build(self) -> Settings:
         mode = self.choice("KUSH_MODE", ("demo", "production"), "demo")
         demo = mode == "demo"
         origin = self.choice("KUSH_ORIGIN", ("local", "s3"), "local")
-        schema = self.text("KUSH_DB_SCHEMA") or "public"
-        if not _SCHEMA_RE.match(schema):
-            raise SettingsError(
-                f"KUSH_DB_SCHEMA: must be a lower-case SQL identifier, got {schema!r}"
-            )
-        prefix = self.text("KUSH_REDIS_PREFIX") or "kush:"
-        if not _PREFIX_RE.match(prefix):
-            raise SettingsError(
-                f"KUSH_REDIS_PREFIX: only letters, digits and :_.- allowed, got {prefix!r}"
-            )
         log_format = self.choice(
             "KUSH_LOG_FORMAT", ("json", "text"), "json" if not demo else "text"
         )
-        log_level = self.choice("KUSH_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")
+        log_level = self.choice(
+            "KUSH_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
+        )
         origin_dir = self.text("KUSH_ORIGIN_DIR")
         settings = Settings(
             mode="demo" if demo else "production",
@@ -306,10 +401,14 @@ class _Parser:
             gateway_workers=self.integer("KUSH_GATEWAY_WORKERS", os.cpu_count() or 1, 1, 256),
             public_url=self.url("KUSH_PUBLIC_URL", ("http", "https")),
             database_url=self.url("DATABASE_URL", ("postgres", "postgresql")),
-            db_schema=schema,
+            db_schema=self.pattern(
+                "KUSH_DB_SCHEMA", _SCHEMA_RE, "public", "must be a lower-case SQL identifier"
+            ),
             db_pool_size=self.integer("KUSH_DB_POOL_SIZE", 10, 1, 200),
             redis_url=self.url("REDIS_URL", ("redis", "rediss", "unix")),
-            redis_prefix=prefix,
+            redis_prefix=self.pattern(
+                "KUSH_REDIS_PREFIX", _PREFIX_RE, "kush:", "only letters, digits and :_.- allowed"
+            ),
             origin="s3" if origin == "s3" else "local",
             origin_dir=Path(origin_dir) if origin_dir else None,
             s3_endpoint_url=self.url("KUSH_S3_ENDPOINT_URL", ("http", "https")),
@@ -322,6 +421,15 @@ class _Parser:
             stripe_webhook_secret=self.text("STRIPE_WEBHOOK_SECRET"),
             demo_password=self.text("KUSH_DEMO_PASSWORD") or DEMO_PASSWORD,
             max_body_bytes=self.integer("KUSH_MAX_BODY_BYTES", 1024 * 1024, 1024, 1024**3),
+            # -- stalled clients and slow origins (README "Reliability") --
+            client_write_timeout_s=self.integer("KUSH_CLIENT_WRITE_TIMEOUT_S", 30, 1, 3600),
+            body_read_timeout_s=self.integer("KUSH_BODY_READ_TIMEOUT_S", 15, 1, 3600),
+            shared_fetch_buffer_bytes=self.integer(
+                "KUSH_SHARED_FETCH_BUFFER_BYTES", 64 * 1024 * 1024, 0, 1024**4
+            ),
+            session_max_concurrent_segments=self.integer(
+                "KUSH_SESSION_MAX_CONCURRENT_SEGMENTS", 8, 1, 10_000
+            ),
             login_free_failures=self.integer("KUSH_LOGIN_FREE_FAILURES", 5, 1, 1000),
             login_account_free_failures=self.integer(
                 "KUSH_LOGIN_ACCOUNT_FREE_FAILURES", 20, 1, 100000
@@ -347,14 +455,27 @@ class _Parser:
             seed_demo_film=self.boolean("KUSH_SEED_DEMO_FILM", True),
             demo_film_seconds=self.integer("KUSH_DEMO_FILM_SECONDS", 120, 6, 3600),
             hlsjs_url=self.script_url("KUSH_HLSJS_URL", DEFAULT_HLSJS_URL),
+            stream_idle_s=self.integer("KUSH_STREAM_IDLE_S", 120, 1, 86400),
+            max_networks_per_session=self.integer("KUSH_MAX_NETWORKS_PER_SESSION", 3, 1, 1000),
+            session_grace_s=self.integer("KUSH_SESSION_GRACE_S", 30, 0, 600),
             **self.edge(),
         )
-        _check(settings)
+        # Cross-field rules only judge values that were read cleanly: a typo in one
+        # variable is not also reported as a clash with another (nor, with a bad
+        # KUSH_MODE, as a rule of a mode nobody asked for).
+        if "KUSH_MODE" not in self.bad:
+            for problem in check(settings):
+                if not any(name in problem for name in self.bad):
+                    self.problems.append(problem)
+        if self.problems:
+            raise SettingsError(*self.problems)
         return settings
 
 
-def _check(settings: Settings) -> None:
-    """Cross-field rules: production secrets and a complete S3 configuration."""
+def check(settings: Settings) -> list[str]:
+    """Cross-field rules, one line per broken rule: a complete S3 configuration, distinct
+    ports, production secrets, and demo mode kept on this machine."""
+    problems: list[str] = []
     if settings.origin == "s3":
         for name, value in (
             ("KUSH_S3_BUCKET", settings.s3_bucket),
@@ -362,15 +483,16 @@ def _check(settings: Settings) -> None:
             ("KUSH_S3_SECRET_ACCESS_KEY", settings.s3_secret_access_key),
         ):
             if not value:
-                raise SettingsError(f"{name}: required when KUSH_ORIGIN=s3")
+                problems.append(f"{name}: required when KUSH_ORIGIN=s3")
     if settings.gateway_port == settings.admin_port:
-        raise SettingsError("KUSH_ADMIN_PORT: must differ from KUSH_GATEWAY_PORT")
+        problems.append("KUSH_ADMIN_PORT: must differ from KUSH_GATEWAY_PORT")
     if settings.edge_port in (settings.gateway_port, settings.admin_port):
-        raise SettingsError("KUSH_EDGE_PORT: must differ from the gateway and admin ports")
+        problems.append("KUSH_EDGE_PORT: must differ from the gateway and admin ports")
     if (settings.edge_tls_cert is None) != (settings.edge_tls_key is None):
-        raise SettingsError("KUSH_EDGE_TLS_CERT: set both KUSH_EDGE_TLS_CERT and KUSH_EDGE_TLS_KEY")
+        problems.append("KUSH_EDGE_TLS_CERT: set both KUSH_EDGE_TLS_CERT and KUSH_EDGE_TLS_KEY")
     if settings.is_demo:
-        return
+        problems.extend(demo_problems(settings))
+        return problems
     for name, value in (
         ("KUSH_MASTER_KEY", settings.master_key),
         ("STRIPE_WEBHOOK_SECRET", settings.stripe_webhook_secret),
@@ -378,4 +500,30 @@ def _check(settings: Settings) -> None:
         ("REDIS_URL", settings.redis_url),
     ):
         if not value:
-            raise SettingsError(f"{name}: required in production mode (no defaults for secrets)")
+            problems.append(f"{name}: required in production mode (no defaults for secrets)")
+    return problems
+
+
+_DEMO_HINT = "demo mode (insecure cookies, default secrets, demo accounts) stays on this machine"
+
+
+def demo_problems(settings: Settings) -> list[str]:
+    """Why these settings may not run in demo mode: it defaults secrets, sends cookies
+    without ``Secure`` and seeds accounts with a published password, so it only runs
+    against embedded or loopback services and listens on loopback only. Empty when
+    they may (or when the mode is ``production``)."""
+    if not settings.is_demo:
+        return []
+    problems: list[str] = []
+    for name, url in (("DATABASE_URL", settings.database_url), ("REDIS_URL", settings.redis_url)):
+        if url and not is_loopback_url(url):
+            problems.append(
+                f"{name}: points at another machine; {_DEMO_HINT}: unset it (embedded), "
+                "use a loopback address, or set KUSH_MODE=production"
+            )
+    if not is_loopback_host(settings.host):
+        problems.append(
+            f"KUSH_HOST: {settings.host!r} is not a loopback address; {_DEMO_HINT}: "
+            "listen on 127.0.0.1, ::1 or localhost, or set KUSH_MODE=production"
+        )
+    return problems

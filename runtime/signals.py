@@ -20,3 +20,15 @@ def ad_inventory_version_key(keys: Keys) -> str:
 async def bump_ad_inventory(redis: Redis, keys: Keys) -> None:
     """Tell every gateway that the ad inventory changed."""
     await redis.incr(ad_inventory_version_key(keys))
+
+
+def catalogue_version_key(keys: Keys) -> str:
+    """The counter bumped whenever a film changes or ends (edited, published,
+    unpublished, taken down) or a category changes: gateways drop what they cached
+    about the catalogue (trending lists) when it moves."""
+    return keys("catalogue", "version")
+
+
+async def bump_catalogue(redis: Redis, keys: Keys) -> None:
+    """Tell every gateway that the catalogue changed."""
+    await redis.incr(catalogue_version_key(keys))

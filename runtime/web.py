@@ -1,17 +1,21 @@
 """What every Kush aiohttp app shares: typed app keys, middlewares, health and metrics.
 
 ``base_app(settings, service)`` returns an application with request ids, JSON access logs,
-Prometheus metrics, one error middleware, ``/healthz``, ``/readyz``, ``/metrics`` and the
+Prometheus metrics, one error middleware, ``/healthz``, ``/readyz``, ``/metrics``, the
 PostgreSQL pool and Redis client opened in ``cleanup_ctx`` (dependency order, closed in
-reverse). Services add their routes and domain-error mappings on top.
+reverse), and the server-side timeouts for stalled clients (a response nobody reads, a
+body that trickles in). Services add their routes and domain-error mappings on top.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import re
+import struct
+import termios
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -23,6 +27,7 @@ import redis.exceptions
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from runtime import db
@@ -59,6 +64,12 @@ DEPENDENCY_RETRY_AFTER_S = 5
 
 #: nginx's status for "the client closed the connection before the response was sent"
 CLIENT_CLOSED = 499
+#: what an answer cut off because its upstream failed mid-body is logged and counted as
+UPSTREAM_ABORTED = 502
+REQUEST_TIMEOUT = 408
+
+#: set by :func:`mark_incomplete`: the status to log for a response cut off before its end
+incomplete_status_key = web.RequestKey("incomplete_status", int)
 
 
 def client_gone(request: web.Request) -> bool:
@@ -72,6 +83,7 @@ _DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutdown, crash, cancelled statement
     asyncpg.TooManyConnectionsError,
     asyncpg.InterfaceError,
     redis.exceptions.ConnectionError,
@@ -98,6 +110,12 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
             registry=self.registry,
         )
+        self.write_timeouts = Counter(
+            "kush_http_write_timeouts_total",
+            "Connections dropped because the client stopped reading its response",
+            ["service"],
+            registry=self.registry,
+        )
         self.service = service
 
 
@@ -107,15 +125,24 @@ metrics_key = web.AppKey("metrics", Metrics)
 def json_response(
     data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:
-    """A JSON response encoded with orjson."""
-    return web.Response(
-        body=orjson.dumps(data), status=status, content_type=JSON_CONTENT_TYPE, headers=headers
-    )
+    """A JSON response: a reply model (``runtime.api``) or plain data encoded with orjson."""
+    if isinstance(data, BaseModel):
+        body = data.model_dump_json(by_alias=True).encode()
+    else:
+        body = orjson.dumps(data)
+    return web.Response(body=body, status=status, content_type=JSON_CONTENT_TYPE, headers=headers)
 
 
-def error_body(code: str, message: str, request_id: str | None = None) -> bytes:
-    """The error shape from DESIGN.md, plus the request id to quote to support."""
-    err: dict[str, str] = {"code": code, "message": message}
+def error_body(
+    code: str,
+    message: str,
+    request_id: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> bytes:
+    """The error shape from DESIGN.md, plus detail keys and the request id to quote."""
+    err: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        err.update({k: v for k, v in details.items() if k not in err})
     if request_id:
         err["request_id"] = request_id
     return orjson.dumps({"error": err})
@@ -123,19 +150,40 @@ def error_body(code: str, message: str, request_id: str | None = None) -> bytes:
 
 def error_response(err: ApiError, request_id: str | None = None) -> web.Response:
     """Render an ApiError."""
-    return web.Response(
-        body=error_body(err.code, err.message, request_id),
+    response = web.Response(
+        body=error_body(err.code, err.message, request_id, err.details),
         status=err.status,
         content_type=JSON_CONTENT_TYPE,
         headers=err.headers,
     )
+    if err.status == REQUEST_TIMEOUT:
+        # RFC 9110 §15.5.9: the rest of the body is not awaited; the connection closes
+        # (after aiohttp's bounded lingering read of what is still coming).
+        response.force_close()
+    return response
+
+
+def mark_incomplete(request: web.Request, status: int) -> None:
+    """The response was cut off before its declared end: log and count it as ``status``
+    (``UPSTREAM_ABORTED`` when the upstream failed mid-body, ``CLIENT_CLOSED`` when the
+    client went away or stopped reading), never as the status line that was sent."""
+    request[incomplete_status_key] = status
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object; 400 for anything else, 413 when too large."""
+    """The request body as a JSON object; 400 for anything else, 413 when too large,
+    408 when it does not arrive within ``KUSH_BODY_READ_TIMEOUT_S`` (slowloris)."""
     if request.content_length == 0 or not request.can_read_body:
         raise BadRequest("A JSON object body is required", code="invalid_json")
-    body = await request.read()
+    try:
+        async with asyncio.timeout(request.app[settings_key].body_read_timeout_s):
+            body = await request.read()
+    except TimeoutError:
+        raise ApiError(
+            "The request body did not arrive in time",
+            code="request_timeout",
+            status=REQUEST_TIMEOUT,
+        ) from None
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -184,7 +232,7 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     status = 500
     try:
         response = await handler(request)
-        status = response.status
+        status = request.get(incomplete_status_key, response.status)
         if not response.prepared:
             response.headers["X-Request-ID"] = rid
         return response
@@ -303,6 +351,99 @@ async def metrics_view(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def _kernel_queue(transport: asyncio.Transport) -> int:
+    """Bytes the kernel holds for this socket, not yet acknowledged by the client
+    (``SIOCOUTQ``); -1 where that cannot be asked."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return -1
+    try:
+        out = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return -1
+    return int(struct.unpack("i", out)[0])
+
+
+class WriteWatchdog:
+    """Drops connections whose client stopped reading (``KUSH_CLIENT_WRITE_TIMEOUT_S``).
+
+    While a client's TCP window is shut, what a response still has to send waits in the
+    transport's buffer, and whatever the handler holds (a segment being streamed) stays
+    in memory. Every connection that sent a response is watched: when bytes wait in its
+    buffer and neither their amount nor the kernel's queue of unacknowledged bytes has
+    moved for ``timeout`` seconds, the connection is aborted, which ends the handler's
+    writes with a connection error. A slow client that reads at all moves the kernel's
+    queue (its acknowledgements), so it is never dropped; an idle keep-alive connection
+    has nothing waiting and is left to aiohttp's keep-alive timeout.
+    """
+
+    def __init__(
+        self,
+        timeout: float,
+        *,
+        on_drop: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.timeout = timeout
+        self._on_drop = on_drop
+        self._clock = clock
+        # id(transport) -> (transport, (bytes buffered, kernel queue) at the last
+        # look, since when they have been so)
+        self._watched: dict[int, tuple[asyncio.Transport, tuple[int, int], float]] = {}
+
+    @property
+    def interval(self) -> float:
+        """How often :meth:`run` looks (a quarter of the timeout, at most a second)."""
+        return min(1.0, self.timeout / 4)
+
+    def watch(self, transport: asyncio.Transport | None) -> None:
+        """Watch this connection until it closes (a no-op if already watched)."""
+        if transport is not None and id(transport) not in self._watched:
+            self._watched[id(transport)] = (transport, (0, 0), self._clock())
+
+    def sweep(self) -> int:
+        """Look at every watched connection once; abort the stalled ones, return how many."""
+        now = self._clock()
+        dropped = 0
+        for key, (transport, seen, since) in list(self._watched.items()):
+            if transport.is_closing():
+                del self._watched[key]
+                continue
+            waiting = transport.get_write_buffer_size()
+            state = (waiting, _kernel_queue(transport) if waiting else 0)
+            if waiting == 0 or state != seen:
+                self._watched[key] = (transport, state, now)
+            elif now - since >= self.timeout:
+                del self._watched[key]
+                transport.abort()
+                dropped += 1
+                self._on_drop()
+        return dropped
+
+    async def run(self) -> None:
+        """Sweep every :attr:`interval` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(self.interval)
+            dropped = self.sweep()
+            if dropped:
+                log.info("dropped %d connections whose client stopped reading", dropped)
+
+
+write_watchdog_key = web.AppKey("write_watchdog", WriteWatchdog)
+
+
+async def _watch_writes(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: the connection is about to send; watch it for stalls."""
+    request.app[write_watchdog_key].watch(request.transport)
+
+
+async def _watchdog_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(app[write_watchdog_key].run(), name="write-watchdog")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 async def _pg_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
     pool = await db.create_pool(settings)
@@ -328,11 +469,18 @@ def base_app(
     )
     app[settings_key] = settings
     app[service_key] = service
-    app[metrics_key] = Metrics(service)
+    metrics = Metrics(service)
+    app[metrics_key] = metrics
+    app[write_watchdog_key] = WriteWatchdog(
+        settings.client_write_timeout_s,
+        on_drop=metrics.write_timeouts.labels(service).inc,
+    )
     app[rkeys_key] = Keys(settings.redis_prefix)
     app[error_mappers_key] = []
+    app.cleanup_ctx.append(_watchdog_ctx)
     app.cleanup_ctx.append(_pg_ctx)
     app.cleanup_ctx.append(_redis_ctx)
+    app.on_response_prepare.append(_watch_writes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)

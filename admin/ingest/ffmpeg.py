@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import imageio_ffmpeg
-
 __all__ = [
     "FfmpegError",
     "IngestError",
@@ -80,8 +78,18 @@ class MediaInfo:
 
 
 def find_ffmpeg() -> str:
-    """The ffmpeg executable: the system's on ``PATH`` if any, else imageio-ffmpeg's."""
-    return shutil.which("ffmpeg") or str(imageio_ffmpeg.get_ffmpeg_exe())
+    """The ffmpeg executable: the system's on ``PATH`` if any, else imageio-ffmpeg's
+    (the ``demo`` extra, imported only when needed)."""
+    system = shutil.which("ffmpeg")
+    if system:
+        return system
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        raise IngestError(
+            "ffmpeg not found: install ffmpeg on this machine or install kush-edge[demo]"
+        ) from None
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
 
 
 def _clip(line: str) -> str:

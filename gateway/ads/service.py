@@ -35,7 +35,7 @@ from hls import (
 from hls.text import decode_playlist
 from origin import OriginError, OriginStore, object_key
 from runtime.redis import Keys
-from tokens.service.sessions import AdPlan, PlannedAd, PlannedPod
+from tokens.service.playback_session import AdPlan, PlannedAd, PlannedPod
 
 log = logging.getLogger(__name__)
 

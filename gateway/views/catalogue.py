@@ -1,60 +1,228 @@
-"""Catalogue views: ``GET /v1/movies``, ``GET /v1/movies/{id}``, posters."""
+"""Catalogue views: ``GET /v1/movies``, ``GET /v1/movies/trending``,
+``GET /v1/movies/{id}``, ``GET /v1/categories``, posters."""
 
 from __future__ import annotations
 
 import base64
 import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 import orjson
 from aiohttp import web
+from pydantic import AfterValidator, Field
 
 from gateway import repository
-from gateway.keys import playback_key
+from gateway.catalogue import TRENDING_TTL_S, Window
+from gateway.keys import playback_key, trending_key
 from gateway.playlists import origin_key_for
+from runtime.api import (
+    Content,
+    Param,
+    PathParam,
+    QueryModel,
+    ReplyModel,
+    Routes,
+    UuidStr,
+    parse_query,
+)
 from runtime.errors import BadRequest
 from runtime.web import json_response, pg_key
 
 PAGE_SIZE_MAX = 50
 POSTER_CACHE_CONTROL = "public, max-age=86400"
+CATEGORIES_CACHE_CONTROL = "public, max-age=60"
+
+routes = Routes(tags=("catalogue",))
+MOVIE_ID = PathParam("The film's id", "uuid")
+NO_FILM = {404: "No such published film (`movie_not_found`)"}
 
 
-def _decode_cursor(cursor: str) -> tuple[float, str]:
+def _trimmed(max_len: int) -> AfterValidator:
+    return AfterValidator(lambda value: value.strip()[:max_len])
+
+
+def _page_size(value: int) -> int:
+    return min(PAGE_SIZE_MAX, max(1, value))
+
+
+class MoviesQuery(QueryModel):
+    """Search and page through the published films, newest first."""
+
+    q: Annotated[str, _trimmed(200)] = Field(
+        default="", description="Words of the title or description (first 200 characters)"
+    )
+    category: Annotated[str, _trimmed(64)] = Field(default="", description="A category slug")
+    cursor: str | None = Field(
+        default=None, description="`next_cursor` of the previous page (opaque)"
+    )
+    limit: Annotated[int, AfterValidator(_page_size)] = Field(
+        default=20, description=f"Films per page, clamped to 1-{PAGE_SIZE_MAX}"
+    )
+
+
+class MovieCard(ReplyModel):
+    """A published film."""
+
+    id: UuidStr
+    slug: str
+    title: str
+    description: str
+    year: int | None
+    duration_s: float
+    min_age: int
+    rating: str
+    poster_url: str | None = Field(description="Relative URL of the poster, if any")
+    categories: list[str]
+
+
+class MoviePage(ReplyModel):
+    """One page of films."""
+
+    items: list[MovieCard]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last")
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """(published_at, id) of a cursor: whole microseconds since the epoch, or (cursors of
+    earlier releases) float seconds."""
     try:
         ts, mid = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return float(ts), str(uuid.UUID(mid))
-    except (ValueError, TypeError):
+        if isinstance(ts, bool) or not isinstance(ts, int | float):
+            raise TypeError("not a timestamp")
+        micros = ts if isinstance(ts, int) else round(ts * 1_000_000)
+        return EPOCH + micros * MICROSECOND, str(uuid.UUID(mid))
+    except (ValueError, TypeError, OverflowError):
         raise BadRequest("Malformed cursor", code="invalid_cursor") from None
 
 
-def _encode_cursor(after: tuple[float, str]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(list(after))).rstrip(b"=").decode()
+def _encode_cursor(after: tuple[datetime, str]) -> str:
+    micros = (after[0] - EPOCH) // MICROSECOND
+    return base64.urlsafe_b64encode(orjson.dumps([micros, after[1]])).rstrip(b"=").decode()
 
 
+@routes.get(
+    "/v1/movies",
+    summary="Published films, newest first: search, category, pages",
+    query=MoviesQuery,
+    replies={200: MoviePage},
+    errors={400: "Malformed `cursor` (`invalid_cursor`)"},
+)
 async def list_movies(request: web.Request) -> web.Response:
     """GET /v1/movies?q=&category=&cursor=&limit= -> {items, next_cursor}."""
-    q = request.query.get("q", "").strip()[:200]
-    category = request.query.get("category", "").strip()[:64]
-    try:
-        limit = min(PAGE_SIZE_MAX, max(1, int(request.query.get("limit", "20"))))
-    except ValueError:
-        raise BadRequest("'limit' must be an integer", code="invalid_request") from None
-    cursor = request.query.get("cursor")
-    after = _decode_cursor(cursor) if cursor else None
+    query = parse_query(request, MoviesQuery)
+    after = _decode_cursor(query.cursor) if query.cursor else None
     page = await repository.list_published(
-        request.app[pg_key], q=q, category=category, after=after, limit=limit
+        request.app[pg_key], q=query.q, category=query.category, after=after, limit=query.limit
     )
     next_cursor = _encode_cursor(page.next_after) if page.next_after else None
-    return json_response({"items": page.items, "next_cursor": next_cursor})
+    reply = MoviePage.model_validate({"items": page.items, "next_cursor": next_cursor})
+    return json_response(reply)
 
 
+class TrendingQuery(QueryModel):
+    """Which window of playback starts to count."""
+
+    window: Window = Field(default="24h", description="`24h` or `7d`")
+
+
+class TrendingMovie(MovieCard):
+    """A published film and how often playback started in the window."""
+
+    starts: int = Field(description="Playback starts in the window")
+
+
+class TrendingPage(ReplyModel):
+    """The most started published films of the window (at most 20)."""
+
+    window: Window
+    items: list[TrendingMovie]
+
+
+class Category(ReplyModel):
+    """A category with published films."""
+
+    slug: str
+    name: str
+    films: int = Field(description="Published films in it")
+
+
+class CategoryList(ReplyModel):
+    """Every category with at least one published film, by name."""
+
+    items: list[Category]
+
+
+# Declared before /v1/movies/{movie_id}, which would otherwise match "trending".
+@routes.get(
+    "/v1/movies/trending",
+    summary="The most watched published films over the last 24 hours or 7 days",
+    description="Counted from playback starts; recounted at most every "
+    f"{int(TRENDING_TTL_S)} s, and at once when the catalogue changes.",
+    query=TrendingQuery,
+    replies={200: TrendingPage},
+)
+async def trending_movies(request: web.Request) -> web.Response:
+    """GET /v1/movies/trending?window=24h|7d -> {window, items}."""
+    query = parse_query(request, TrendingQuery)
+    films = await request.app[trending_key].films(query.window)
+    reply = TrendingPage.model_validate(
+        {"window": query.window, "items": [{**card, "starts": n} for card, n in films]}
+    )
+    return json_response(reply)
+
+
+@routes.get(
+    "/v1/categories",
+    summary="Categories with published films (for the watch page)",
+    replies={200: CategoryList},
+)
+async def list_categories(request: web.Request) -> web.Response:
+    """GET /v1/categories -> {items: [{slug, name, films}]}."""
+    rows = await repository.public_categories(request.app[pg_key])
+    reply = CategoryList(items=[Category(slug=s, name=n, films=f) for s, n, f in rows])
+    return json_response(reply, headers={"Cache-Control": CATEGORIES_CACHE_CONTROL})
+
+
+@routes.get(
+    "/v1/movies/{movie_id}",
+    summary="One published film",
+    replies={200: MovieCard},
+    errors=NO_FILM,
+    path_params={"movie_id": MOVIE_ID},
+)
 async def get_movie(request: web.Request) -> web.Response:
     """GET /v1/movies/{id}."""
     card = await repository.published_movie_card(
         request.app[pg_key], request.match_info["movie_id"]
     )
-    return json_response(card)
+    return json_response(MovieCard.model_validate(card))
 
 
+RANGE = Param("Range", "header", "One byte range, e.g. `bytes=0-65535` (answered 206)")
+
+
+@routes.get(
+    "/posters/{movie_id}.jpg",
+    summary="A film's poster (public, cacheable)",
+    replies={
+        200: Content("The poster", ("image/jpeg",)),
+        206: Content("Part of the poster (Range)", ("image/jpeg",)),
+        304: None,
+        416: None,
+    },
+    errors={
+        **NO_FILM,
+        502: "The video origin answered with an error (`origin_error`)",
+        503: "The video origin is unavailable (`origin_unavailable`)",
+    },
+    path_params={"movie_id": MOVIE_ID},
+    params=(RANGE,),
+)
 async def poster(request: web.Request) -> web.StreamResponse:
     """GET /posters/{movie_id}.jpg -> the poster (public, cacheable)."""
     pb = request.app[playback_key]

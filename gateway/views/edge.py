@@ -28,6 +28,7 @@ from gateway.playback import (
     record_ad_fetch,
     record_content_fetch,
 )
+from runtime.api import Param, Routes
 from runtime.net import client_ip
 from runtime.web import error_body, settings_key
 from tokens.service.sessions import SessionRefused
@@ -36,6 +37,8 @@ from tokens.service.views import keystore_key
 AUTH_PATH = "/_edge/auth"
 ORIGINAL_URI_HEADER = "X-Original-URI"
 ERROR_HEADER = "X-Kush-Error"
+
+routes = Routes(tags=("edge",))
 
 _AD_FILE = re.compile(r"^/hls/ads/(?P<ad_id>[^/]+)/(?P<rendition>[^/]+)/(?P<name>[^/]+)$")
 _FILM_FILE = re.compile(r"^/hls/(?P<movie_id>[^/]+)/(?P<rendition>[^/]+)/(?P<name>[^/]+)$")
@@ -51,6 +54,29 @@ def _refusal(status: int, err: GatewayError | SessionRefused) -> web.Response:
     )
 
 
+@routes.get(
+    AUTH_PATH,
+    summary="Internal, for the nginx edge: may this segment URI be served?",
+    description="nginx's `auth_request` before it sends a segment, usually from its "
+    "cache: the token in `X-Original-URI` must verify for that exact path and its "
+    "playback session must be live. A yes also counts the fetch (stream heartbeat, "
+    "position, ad events). No body either way; a refusal's code is in `X-Kush-Error`. "
+    "Through the edge this path answers 404.",
+    replies={204: None},
+    errors={
+        401: "No token in the URI (`token_required`)",
+        403: "Token invalid or for another path, session ended, rendition or ad not in "
+        "the session, or not a segment URI (code in `X-Kush-Error`)",
+    },
+    params=(
+        Param(
+            ORIGINAL_URI_HEADER,
+            "header",
+            "The client's request URI: `/hls/...?t=<token>`",
+            required=True,
+        ),
+    ),
+)
 async def authorize(request: web.Request) -> web.Response:
     """GET /_edge/auth (nginx ``auth_request``) -> 204, 401 or 403."""
     try:
@@ -81,19 +107,19 @@ async def _authorize(request: web.Request) -> None:
     token = url.query.get("t")
     if not token:
         raise TokenRequired()
-    settings = request.app[settings_key]
     pb = request.app[playback_key]
+    client = client_ip(request, request.app[settings_key].trusted_proxies)
     session = await authorize_uri(
         pb,
         request.app[keystore_key].keys.segments,
         token=token,
         raw_path=url.raw_path,
-        client_ip=client_ip(request, settings.trusted_proxies),
+        client_ip=client,
         movie_id=film["movie_id"] if film else None,
     )
     if ad is not None:
         check_ad(session, ad["ad_id"])
-        await record_ad_fetch(pb, session, ad["ad_id"], ad["rendition"], url.raw_path)
+        await record_ad_fetch(pb, session, ad["ad_id"], ad["rendition"], url.raw_path, client)
     elif film is not None:
         check_rendition(session, film["rendition"])
-        await record_content_fetch(pb, session, film["rendition"], url.raw_path)
+        await record_content_fetch(pb, session, film["rendition"], url.raw_path, client)

@@ -14,17 +14,20 @@ from gateway.playback import (
     authorize_uri,
     check_ad,
     check_rendition,
+    heartbeat,
     master_text,
     media_text,
     record_ad_fetch,
     record_content_fetch,
+    segment_slot,
     session_signer,
 )
 from gateway.playlists import origin_key_for
 from origin import object_key
+from runtime.api import Content, Param, PathParam, Routes
 from runtime.net import client_ip
 from runtime.web import settings_key
-from tokens.service.sessions import PlaybackSession
+from tokens.service.playback_session import PlaybackSession
 from tokens.service.views import keystore_key
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
@@ -36,6 +39,72 @@ PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 # third-party CDN in front must validate tokens itself or key on the full URL (README).
 SEGMENT_CACHE_CONTROL = "private, max-age=2592000, immutable"
 PLAYLIST_CACHE_CONTROL = "private, no-store"
+PLAYLIST_SUFFIX = ".m3u8"
+
+# ------------------------------------------------------------------ what the document says
+# The token ``t`` is read by hand, not by a model: it is a credential (absent: 401
+# ``token_required``), and segment GETs are the hot path.
+
+routes = Routes(tags=("hls",))
+TOKEN = Param(
+    "t",
+    "query",
+    "The playback token. `manifest_url` carries the master's; every URI in the "
+    "playlists carries its own, bound to that exact path.",
+    required=True,
+)
+RANGE = Param("Range", "header", "One byte range, e.g. `bytes=0-65535` (answered 206)")
+PATH_PARAMS = {
+    "movie_id": PathParam("The film's id", "uuid"),
+    "ad_id": PathParam("The creative's id", "uuid"),
+    "rendition": PathParam("A rendition folder listed in the master, e.g. `720p`"),
+    "name": PathParam("A file name listed in the playlist (playlists: without `.m3u8`)"),
+}
+HLS_ERRORS = {
+    401: "No token (`token_required`)",
+    403: "Token invalid, expired or for another path or address (`invalid_token`, "
+    "`token_expired`...), session ended (`session_revoked`; `film_unavailable` when the "
+    "film was unpublished or taken down), rendition or ad not in the "
+    "session (`not_entitled`, `invalid_token`), or another site (`hotlink_denied`)",
+    404: "No such file (`not_found`) or film (`movie_not_found`)",
+    502: "The video origin answered with an error (`origin_error`)",
+    503: "The video origin is unavailable (`origin_unavailable`)",
+}
+PLAYLIST_ERRORS = {
+    **HLS_ERRORS,
+    502: "The stored playlist is unusable (`bad_origin_playlist`) or the origin answered "
+    "with an error (`origin_error`)",
+}
+
+
+def _playlist(description: str) -> Content:
+    return Content(
+        description,
+        (PLAYLIST_TYPE,),
+        {"type": "string"},
+        headers={"Cache-Control": PLAYLIST_CACHE_CONTROL},
+    )
+
+
+_FILE_TYPES = (
+    "video/mp2t",
+    "video/mp4",
+    "audio/mp4",
+    "audio/aac",
+    "text/vtt",
+    "application/octet-stream",
+)
+FILE_REPLIES = {
+    200: Content(
+        "The file's bytes (type by extension: .ts video/mp2t, .m4s/.mp4 video/mp4, .m4a "
+        "audio/mp4, .aac, .vtt, .key application/octet-stream); cacheable for a month",
+        _FILE_TYPES,
+        headers={"Cache-Control": SEGMENT_CACHE_CONTROL},
+    ),
+    206: Content("The requested byte range", _FILE_TYPES),
+    304: None,
+    416: None,
+}
 
 
 async def _session_for(request: web.Request) -> PlaybackSession:
@@ -52,6 +121,10 @@ async def _session_for(request: web.Request) -> PlaybackSession:
         client_ip=client_ip(request, settings.trusted_proxies),
         movie_id=request.match_info.get("movie_id"),
     )
+
+
+def _client(request: web.Request) -> str:
+    return client_ip(request, request.app[settings_key].trusted_proxies)
 
 
 def _check_hotlink(request: web.Request) -> None:
@@ -78,6 +151,24 @@ def _playlist_response(request: web.Request, text: str) -> web.Response:
     return resp
 
 
+async def _serve_segment(
+    request: web.Request, session: PlaybackSession, key: str
+) -> web.StreamResponse:
+    """Stream segment bytes while holding one of the session's concurrent-segment slots
+    (429 with Retry-After: 1 beyond ``KUSH_SESSION_MAX_CONCURRENT_SEGMENTS``)."""
+    pb = request.app[playback_key]
+    with segment_slot(pb, session):
+        return await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)
+
+
+@routes.get(
+    "/hls/{movie_id}/master.m3u8",
+    summary="The session's master playlist: the plan's renditions, every URI signed",
+    replies={200: _playlist("The master playlist")},
+    errors=PLAYLIST_ERRORS,
+    path_params=PATH_PARAMS,
+    params=(TOKEN,),
+)
 async def master_playlist(request: web.Request) -> web.Response:
     """GET /hls/{movie_id}/master.m3u8?t= -> the tier-filtered, tokenized master."""
     _check_hotlink(request)
@@ -88,6 +179,14 @@ async def master_playlist(request: web.Request) -> web.Response:
     )
 
 
+@routes.get(
+    "/hls/{movie_id}/{rendition}/{name}.m3u8",
+    summary="The session's media playlist: segments signed, ad breaks stitched in",
+    replies={200: _playlist("The media playlist")},
+    errors=PLAYLIST_ERRORS,
+    path_params=PATH_PARAMS,
+    params=(TOKEN,),
+)
 async def media_playlist(request: web.Request) -> web.Response:
     """GET /hls/{movie_id}/{rendition}/{name}.m3u8?t= -> the session's media playlist."""
     _check_hotlink(request)
@@ -97,12 +196,20 @@ async def media_playlist(request: web.Request) -> web.Response:
         request.app[playback_key],
         session,
         request.match_info["rendition"],
-        request.match_info["name"],
+        request.match_info["name"] + PLAYLIST_SUFFIX,
         signer,
     )
     return _playlist_response(request, text)
 
 
+@routes.get(
+    "/hls/{movie_id}/{rendition}/{name}",
+    summary="A content segment, init section or key (counts as watching)",
+    replies=FILE_REPLIES,
+    errors=HLS_ERRORS,
+    path_params=PATH_PARAMS,
+    params=(TOKEN, RANGE),
+)
 async def segment(request: web.Request) -> web.StreamResponse:
     """GET /hls/{movie_id}/{rendition}/{name}?t= -> segment, init section or key bytes."""
     session = await _session_for(request)
@@ -110,10 +217,26 @@ async def segment(request: web.Request) -> web.StreamResponse:
     check_rendition(session, rendition)
     pb = request.app[playback_key]
     key = origin_key_for(session.movie_id, rendition, name)
-    await record_content_fetch(pb, session, rendition, request.rel_url.raw_path)
-    return await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)
+    await record_content_fetch(pb, session, rendition, request.rel_url.raw_path, _client(request))
+    return await _serve_segment(request, session, key)
 
 
+@routes.get(
+    "/hls/ads/{ad_id}/{rendition}/{name}.m3u8",
+    summary="An ad creative's media playlist (listed in a stitched playlist)",
+    replies={
+        200: Content(
+            "The creative's playlist",
+            (PLAYLIST_TYPE,),
+            {"type": "string"},
+            headers={"Cache-Control": SEGMENT_CACHE_CONTROL},
+        ),
+        304: None,
+    },
+    errors=HLS_ERRORS,
+    path_params=PATH_PARAMS,
+    params=(TOKEN,),
+)
 async def ad_playlist(request: web.Request) -> web.StreamResponse:
     """GET /hls/ads/{ad_id}/{rendition}/{name}.m3u8?t= -> a creative's playlist (its
     URIs are already signed inside the stitched content playlist)."""
@@ -121,11 +244,20 @@ async def ad_playlist(request: web.Request) -> web.StreamResponse:
     ad_id = request.match_info["ad_id"]
     check_ad(session, ad_id)
     pb = request.app[playback_key]
-    await pb.sessions.heartbeat(session)
-    key = object_key("ads", ad_id, request.match_info["rendition"], request.match_info["name"])
+    await heartbeat(pb, session, _client(request))
+    name = request.match_info["name"] + PLAYLIST_SUFFIX
+    key = object_key("ads", ad_id, request.match_info["rendition"], name)
     return await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)
 
 
+@routes.get(
+    "/hls/ads/{ad_id}/{rendition}/{name}",
+    summary="An ad segment (same path for every viewer; counts impressions and quartiles)",
+    replies=FILE_REPLIES,
+    errors=HLS_ERRORS,
+    path_params=PATH_PARAMS,
+    params=(TOKEN, RANGE),
+)
 async def ad_segment(request: web.Request) -> web.StreamResponse:
     """GET /hls/ads/{ad_id}/{rendition}/{name}?t= -> ad bytes (same path for every viewer,
     so the edge caches them), counted as impressions, quartiles and completes."""
@@ -135,5 +267,5 @@ async def ad_segment(request: web.Request) -> web.StreamResponse:
     rendition, name = request.match_info["rendition"], request.match_info["name"]
     key = object_key("ads", ad_id, rendition, name)
     pb = request.app[playback_key]
-    await record_ad_fetch(pb, session, ad_id, rendition, request.rel_url.raw_path)
-    return await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)
+    await record_ad_fetch(pb, session, ad_id, rendition, request.rel_url.raw_path, _client(request))
+    return await _serve_segment(request, session, key)

@@ -4,16 +4,31 @@
 from __future__ import annotations
 
 from aiohttp import web
+from pydantic import Field
 
 from gateway.errors import SessionNotFound
 from gateway.keys import playback_key
 from gateway.playback import Viewing, iso_utc, session_signer, start_session
 from gateway.playlists import hls_root
 from runtime import ratelimit
+from runtime.api import DateTimeStr, PathParam, ReplyModel, Routes
 from runtime.net import client_ip, client_scheme, trusted_header
 from runtime.web import json_response, redis_key, rkeys_key, settings_key
 from tokens import ip_prefix_of
-from tokens.service.views import authenticate, keystore_key
+from tokens.service.views import SIGNED_IN, authenticate, keystore_key
+
+routes = Routes(tags=("playback",))
+
+
+class PlaybackStarted(ReplyModel):
+    """A playback session: play ``manifest_url`` (every URI in it carries its own token)."""
+
+    session_id: str = Field(description="End it with `DELETE /v1/playback/{session_id}`")
+    manifest_url: str = Field(description="The signed master playlist URL")
+    expires_at: DateTimeStr = Field(description="When the playback tokens expire")
+    ads: bool = Field(description="Whether ad breaks are stitched into the playlists")
+    start_offset: float | None = Field(description="Resume position in seconds, if any")
+    renditions: list[str] = Field(description="The renditions the plan allows")
 
 
 def base_url(request: web.Request) -> str:
@@ -25,6 +40,23 @@ def base_url(request: web.Request) -> str:
     return f"{client_scheme(request, settings.trusted_proxies)}://{request.host}"
 
 
+# One parameter name for both routes: OpenAPI treats /v1/playback/{movie_id} and
+# /v1/playback/{session_id} as the same path, so both say {id} (film on POST, session on
+# DELETE).
+@routes.post(
+    "/v1/playback/{id}",
+    summary="Start watching a film: a session and its signed manifest URL",
+    replies={201: PlaybackStarted},
+    auth=SIGNED_IN,
+    errors={
+        403: "Not allowed: `not_entitled`, `geo_blocked`, `age_restricted`, "
+        "`account_disabled`, `stream_limit` (stop another stream first), or a cookie "
+        "without the CSRF header (`csrf_failed`)",
+        404: "No such published film (`movie_not_found`)",
+        429: "Too many playback starts for this account (`rate_limited`; see Retry-After)",
+    },
+    path_params={"id": PathParam("The film's id", "uuid")},
+)
 async def start_playback(request: web.Request) -> web.Response:
     """POST /v1/playback/{movie_id} -> 201 {session_id, manifest_url, expires_at, ads}."""
     claims = await authenticate(request)
@@ -50,28 +82,39 @@ async def start_playback(request: web.Request) -> web.Response:
         ip_prefix=ip_prefix_of(ip) if settings.segment_ip_binding else None,
         user_agent=request.headers.get("User-Agent"),
     )
-    session = await start_session(request.app[playback_key], request.match_info["movie_id"], who)
+    session = await start_session(request.app[playback_key], request.match_info["id"], who)
     path = hls_root(session.movie_id) + "master.m3u8"
     token = session_signer(request.app[keystore_key].keys.segments, session).sign(path)
     return json_response(
-        {
-            "session_id": session.id,
-            "manifest_url": f"{base_url(request)}{path}?t={token}",
-            "expires_at": iso_utc(session.expires_at),
-            "ads": bool(session.ad_plan),
-            "start_offset": session.start_offset,
-            "renditions": list(session.renditions),
-        },
+        PlaybackStarted(
+            session_id=session.id,
+            manifest_url=f"{base_url(request)}{path}?t={token}",
+            expires_at=iso_utc(session.expires_at),
+            ads=bool(session.ad_plan),
+            start_offset=session.start_offset,
+            renditions=list(session.renditions),
+        ),
         status=201,
         headers={"Cache-Control": "no-store"},
     )
 
 
+@routes.delete(
+    "/v1/playback/{id}",
+    summary="Stop watching: ends the session and frees the stream slot",
+    replies={204: None},
+    auth=SIGNED_IN,
+    errors={
+        403: "A cookie without the CSRF header (`csrf_failed`)",
+        404: "No such session of yours (`session_not_found`)",
+    },
+    path_params={"id": PathParam("The `session_id` returned when playback started")},
+)
 async def end_playback(request: web.Request) -> web.Response:
     """DELETE /v1/playback/{session_id} -> 204; frees the stream slot."""
     claims = await authenticate(request)
     ended = await request.app[playback_key].sessions.end(
-        request.match_info["session_id"], reason="stopped", user_id=claims.sub
+        request.match_info["id"], reason="stopped", user_id=claims.sub
     )
     if not ended:
         raise SessionNotFound()

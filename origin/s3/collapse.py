@@ -1,9 +1,12 @@
 """Request collapsing: concurrent full GETs of one object share a single origin fetch.
 
 The first reader of a key starts a fetch task; later readers join it and stream the
-same chunks at their own pace. Objects larger than ``max_size`` are not held: the
-fetch publishes the answer (not shared) and each reader goes to the origin on its own.
-The last reader to leave stops a fetch nobody wants any more.
+same chunks at their own pace. A shared fetch holds its whole object until its last
+reader is done, so what all of them hold at once is bounded by a `FetchBudget`
+(``KUSH_SHARED_FETCH_BUFFER_BYTES``): an object the budget cannot cover, or one larger
+than ``max_size``, is not held — the fetch publishes the answer (not shared) and each
+reader streams from the origin on its own, with backpressure. The last reader to leave
+stops a fetch nobody wants any more and gives its bytes back to the budget.
 """
 
 from __future__ import annotations
@@ -17,9 +20,48 @@ from aiohttp import hdrs
 from origin.errors import ObjectNotFound, OriginError, OriginUnavailable
 from origin.s3.upstream import CHUNK_SIZE, Answer, StreamBroken, Upstream, read_answer
 
-__all__ = ["FetchCollapser", "SharedFetch"]
+__all__ = ["FetchBudget", "FetchCollapser", "SharedFetch"]
 
 log = logging.getLogger(__name__)
+
+
+class FetchBudget:
+    """The bytes the shared fetches of one store may hold between them.
+
+    A fetch takes its object's size when the origin answers and gives it back when its
+    last reader is done, however slowly that reader reads (a reader that stops reading
+    altogether is dropped by the server's write timeout). Once an object did not fit,
+    new requests do not start shared fetches until as much is free again, so a full
+    budget does not cost each request a wasted origin GET.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 0:
+            raise ValueError("capacity must not be negative")
+        self.capacity = capacity
+        self.used = 0
+        self._refused = 0  # the size of the last object that did not fit
+
+    @property
+    def free(self) -> int:
+        """Bytes not taken."""
+        return self.capacity - self.used
+
+    def may_fit(self) -> bool:
+        """Whether starting a shared fetch is worth it (room for the last refused size)."""
+        return self.free >= max(1, self._refused)
+
+    def take(self, size: int) -> bool:
+        """Take ``size`` bytes if they are free; False (and nothing taken) otherwise."""
+        if size > self.free:
+            self._refused = min(size, self.capacity)
+            return False
+        self.used += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        """Return bytes taken with :meth:`take`."""
+        self.used -= size
 
 
 @dataclass(eq=False, slots=True)
@@ -28,7 +70,7 @@ class SharedFetch:
 
     The fetch task appends chunks; each reader walks the chunk list at its own pace and
     waits for ``_changed`` when it has caught up. Nothing is kept once the fetch ends
-    and the last reader is done.
+    and the last reader is done; ``held`` is what the fetch took from the budget.
     """
 
     key: str
@@ -38,6 +80,7 @@ class SharedFetch:
     done: bool = False
     broken: bool = False
     readers: int = 0
+    held: int = 0
     task: asyncio.Task[None] | None = None
     head_ready: asyncio.Event = field(default_factory=asyncio.Event)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -98,9 +141,10 @@ def _like(error: OriginError) -> OriginError:
 class FetchCollapser:
     """The in-flight fetches of one store, by key."""
 
-    def __init__(self, upstream: Upstream, *, max_size: int) -> None:
+    def __init__(self, upstream: Upstream, *, max_size: int, budget: FetchBudget) -> None:
         self._upstream = upstream
-        self._max_size = max_size
+        self._max_size = min(max_size, budget.capacity)
+        self._budget = budget
         self._inflight: dict[str, SharedFetch] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # strong references
 
@@ -108,10 +152,21 @@ class FetchCollapser:
         """Whether a fetch of ``key`` is running (a reader joining it costs nothing)."""
         return key in self._inflight
 
-    def join(self, key: str) -> SharedFetch:
-        """Join the in-flight fetch of ``key``, or start one; pair with :meth:`leave`."""
+    @property
+    def buffered(self) -> int:
+        """Bytes the shared fetches hold now (at most the budget's capacity)."""
+        return self._budget.used
+
+    def join(self, key: str) -> SharedFetch | None:
+        """Join the in-flight fetch of ``key``, or start one; pair with :meth:`leave`.
+
+        None when the budget is spent: the caller streams the object on its own.
+        """
         fetch = self._inflight.get(key)
         if fetch is None:
+            if not self._budget.may_fit():
+                self._upstream.stats.unshared += 1
+                return None
             fetch = SharedFetch(key)
             self._inflight[key] = fetch
             fetch.task = asyncio.create_task(self._fetch(fetch), name=f"origin-fetch:{key}")
@@ -123,11 +178,23 @@ class FetchCollapser:
         return fetch
 
     def leave(self, fetch: SharedFetch) -> None:
-        """A reader is done; the last one out stops a fetch nobody wants any more."""
+        """A reader is done; the last one out stops a fetch nobody wants any more (or,
+        if it has ended, gives its bytes back)."""
         fetch.readers -= 1
-        if fetch.readers == 0 and fetch.task is not None and not fetch.task.done():
+        if fetch.readers > 0:
+            return
+        if fetch.task is not None and not fetch.task.done():
             self._forget(fetch)
-            fetch.task.cancel()
+            fetch.task.cancel()  # the task's end gives the bytes back
+        else:
+            self._release(fetch)
+
+    def _release(self, fetch: SharedFetch) -> None:
+        """Give a finished fetch's bytes back once no reader needs them."""
+        if fetch.readers == 0 and fetch.held:
+            self._budget.give_back(fetch.held)
+            fetch.held = 0
+            fetch.chunks.clear()
 
     def _forget(self, fetch: SharedFetch) -> None:
         if self._inflight.get(fetch.key) is fetch:
@@ -151,9 +218,15 @@ class FetchCollapser:
                     await upstream.raise_for_status(response, "get_object", key)
                 size = response.content_length
                 shared = size is not None and size <= self._max_size
+                if shared and size is not None:
+                    shared = self._budget.take(size)
+                    if shared:
+                        fetch.held = size
+                    else:
+                        upstream.stats.unshared += 1
                 fetch.publish(read_answer(key, response, shared=shared))
                 if not shared:
-                    return  # too big to hold in memory: each reader streams it directly
+                    return  # too big to hold in memory now: each reader streams it alone
                 try:
                     while chunk := await upstream.read_body(response, key, CHUNK_SIZE):
                         fetch.append(chunk)
@@ -170,6 +243,7 @@ class FetchCollapser:
         finally:
             fetch.finish()
             self._forget(fetch)
+            self._release(fetch)
 
     async def close(self) -> None:
         """Stop every in-flight fetch and wait for the tasks to end."""

@@ -24,6 +24,7 @@ from origin.errors import RangeNotSatisfiable
 from origin.ranges import parse_range, resolve_range, unsatisfied_range
 from origin.s3.collapse import FetchCollapser
 from origin.s3.upstream import CHUNK_SIZE, StreamBroken, Upstream, read_answer
+from runtime.web import CLIENT_CLOSED, UPSTREAM_ABORTED, mark_incomplete
 
 __all__ = ["ObjectStreamer"]
 
@@ -202,6 +203,8 @@ class ObjectStreamer:
         """Stream from the fetch shared by every concurrent full GET of ``key``."""
         collapser = self._collapser
         fetch = collapser.join(key)
+        if fetch is None:  # the shared-fetch buffer is full: stream it on its own
+            return await self._serve_direct(request, key, cache_control, _conditionals(request))
         try:
             answer = await collapser.wait_answer(fetch)
             if answer.shared:
@@ -238,18 +241,22 @@ class ObjectStreamer:
 
         Once the headers are out, an origin failure cannot become an error answer and
         must not be retried (the client has bytes already): cut the connection so the
-        client sees a truncated body rather than a short one that looks complete.
+        client sees a truncated body rather than a short one that looks complete, and
+        have the request logged as 502. A client that goes away (or is dropped for not
+        reading) is logged as 499: a response that did not complete is never a 200.
         """
         try:
             await out.prepare(request)
         except ConnectionError:
             log.debug("client went away before %s was sent", key)
+            mark_incomplete(request, CLIENT_CLOSED)
             return
         while True:
             try:
                 chunk = await next_chunk()
             except StreamBroken:
                 self._upstream.stats.aborted_streams += 1
+                mark_incomplete(request, UPSTREAM_ABORTED)
                 _abort_client(request)
                 return
             if not chunk:
@@ -258,11 +265,13 @@ class ObjectStreamer:
                 await out.write(chunk)  # waits while the client's buffer is full
             except ConnectionError:
                 log.debug("client went away while %s was sent", key)
+                mark_incomplete(request, CLIENT_CLOSED)
                 return
         try:
             await out.write_eof()
         except ConnectionError:
             log.debug("client went away at the end of %s", key)
+            mark_incomplete(request, CLIENT_CLOSED)
 
     async def _unsatisfied_size(self, response: aiohttp.ClientResponse, key: str) -> int:
         """The object size from a 416 (Content-Range, S3's error body, or a HEAD)."""

@@ -14,6 +14,7 @@ class OriginStats:
     origin_requests: int = 0  # HTTP requests sent to the origin, retries included
     origin_gets: int = 0  # of which GETs
     collapsed: int = 0  # reads that joined another request's in-flight fetch
+    unshared: int = 0  # full reads streamed alone because the shared-fetch buffer was full
     retries: int = 0  # second attempts after a timeout, connection error or 5xx
     failures: int = 0  # operations that failed after their retry (counted by the breaker)
     rejected: int = 0  # operations refused by the open circuit breaker

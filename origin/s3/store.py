@@ -27,7 +27,7 @@ from origin.base import ObjectInfo, content_type_for
 from origin.breaker import CircuitBreaker
 from origin.errors import ObjectNotFound, ObjectTooLarge, OriginError, OriginUnavailable
 from origin.keys import split_key, validate_prefix
-from origin.s3.collapse import FetchCollapser
+from origin.s3.collapse import FetchBudget, FetchCollapser
 from origin.s3.presign import PresignedUrls
 from origin.s3.serve import ObjectStreamer
 from origin.s3.stats import OriginStats
@@ -88,6 +88,7 @@ class S3Origin:
         breaker_cooldown: float = 10.0,
         max_connections: int = 100,
         collapse_max_size: int = 64 * 1024 * 1024,
+        shared_buffer_bytes: int = 64 * 1024 * 1024,
         presign_cache_size: int = 50_000,
         boto_session: boto3.session.Session | None = None,
     ) -> None:
@@ -127,13 +128,20 @@ class S3Origin:
             first_byte_timeout=first_byte_timeout,
             breaker=CircuitBreaker(threshold=breaker_threshold, cooldown=breaker_cooldown),
         )
-        self._collapser = FetchCollapser(self._upstream, max_size=collapse_max_size)
+        self._collapser = FetchCollapser(
+            self._upstream, max_size=collapse_max_size, budget=FetchBudget(shared_buffer_bytes)
+        )
         self._streamer = ObjectStreamer(self._upstream, self._collapser)
 
     @property
     def breaker(self) -> CircuitBreaker:
         """The circuit breaker guarding the origin (for metrics and tests)."""
         return self._upstream.breaker
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes held now by shared fetches (at most ``shared_buffer_bytes``)."""
+        return self._collapser.buffered
 
     # -- reads -----------------------------------------------------------------
 
@@ -155,6 +163,8 @@ class S3Origin:
         split_key(key)
         collapser = self._collapser
         fetch = collapser.join(key)
+        if fetch is None:  # the shared-fetch buffer is full
+            return await self._read_direct(key, max_size)
         try:
             answer = await collapser.wait_answer(fetch)
             if answer.shared:

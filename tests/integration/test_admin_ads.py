@@ -108,7 +108,10 @@ async def test_break_policy_and_report(gateway: TestClient, admin: TestClient) -
         json={"preroll": True, "midroll_every_s": 30},
         headers=auth,
     )
-    assert resp.status == 400  # mid-rolls more often than every minute are refused
+    assert resp.status == 422  # mid-rolls more often than every minute are refused
+    err = (await resp.json())["error"]
+    assert err["code"] == "invalid_request"
+    assert [f["path"] for f in err["fields"]] == ["midroll_every_s"]
     resp = await admin.put(
         "/admin/v1/break-policies/default",
         json={"preroll": True, "midroll_every_s": 60, "max_ads_per_pod": 1},
@@ -116,7 +119,8 @@ async def test_break_policy_and_report(gateway: TestClient, admin: TestClient) -
     )
     assert resp.status == 200
     resp = await admin.get("/admin/v1/reports/ads?from=2026-13-01", headers=auth)
-    assert resp.status == 400
+    assert resp.status == 422
+    assert [f["path"] for f in (await resp.json())["error"]["fields"]] == ["from"]
     resp = await admin.get("/admin/v1/reports/ads", headers=auth)
     assert resp.status == 200
     assert isinstance((await resp.json())["items"], list)

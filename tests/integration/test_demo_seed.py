@@ -32,7 +32,12 @@ async def test_demo_film_and_ad_seeded_once(settings: Settings, pg: asyncpg.Conn
     origin = LocalOrigin(settings.data_dir / "origin")
     work = settings.data_dir / "work"
     try:
-        movie_id = await seed_demo_film(pg, origin, duration_s=6, work_dir=work)
+        reported: list[float] = []
+        movie_id = await seed_demo_film(
+            pg, origin, duration_s=6, work_dir=work, on_progress=reported.append
+        )
+        assert reported == sorted(reported)
+        assert reported[-1] == 1.0
         row = await pg.fetchrow(
             "SELECT status, version, duration_s FROM movies WHERE slug = $1", DEMO_SLUG
         )

@@ -106,7 +106,11 @@ async def _wait_listening(port: int, proc: asyncio.subprocess.Process) -> None:
 async def run_edge(settings: Settings, aiohttp_server: Any, work: Path) -> AsyncIterator[Edge]:
     """The gateway (trusting loopback) in-process and nginx in front of it."""
     assert NGINX is not None
-    gw_settings = dataclasses.replace(settings, trusted_proxies=edge.LOOPBACK)
+    # its own Redis prefix: the registrations here must not use up the run's
+    # per-address register limit that other test files rely on
+    gw_settings = dataclasses.replace(
+        settings, trusted_proxies=edge.LOOPBACK, redis_prefix=settings.redis_prefix + "edge:"
+    )
     server = await aiohttp_server(create_app(gw_settings))
     cert, key = self_signed(work)
     edge_settings = dataclasses.replace(
@@ -599,7 +603,8 @@ async def test_body_over_the_limit_is_refused_by_the_edge(
 
 @pytest.fixture
 async def gateway(play_settings: Settings, aiohttp_client: Any) -> Any:
-    return await aiohttp_client(create_app(play_settings))
+    own = dataclasses.replace(play_settings, redis_prefix=play_settings.redis_prefix + "auth:")
+    return await aiohttp_client(create_app(own))
 
 
 async def _ask(client: Any, original: str | None) -> tuple[int, str | None]:
@@ -663,7 +668,7 @@ async def test_kush_up_with_the_edge(
         "DATABASE_URL": settings.database_url or "",
         "REDIS_URL": settings.redis_url or "",
         "KUSH_DB_SCHEMA": settings.db_schema,
-        "KUSH_REDIS_PREFIX": settings.redis_prefix,
+        "KUSH_REDIS_PREFIX": settings.redis_prefix + "up:",
         "KUSH_MASTER_KEY": settings.master_key or "",
         "KUSH_DEMO_PASSWORD": DEMO_PASSWORD,
         "KUSH_DATA_DIR": str(settings.data_dir / "up"),

@@ -69,6 +69,11 @@ async def test_ingest_publishes_a_ladder_no_taller_than_the_source(settings: Set
         out, err = await asyncio.wait_for(proc.communicate(), timeout=300)
         assert proc.returncode == 0, err.decode()[-2000:]
         movie_id = out.decode().strip().rsplit("published: ", 1)[1]
+        # stdout is a pipe: plain progress lines, no carriage returns
+        assert "\r" not in out.decode()
+        progress = [line for line in out.decode().splitlines() if line.startswith("transcoding")]
+        assert progress[-1] == "transcoding 100%"
+        assert 2 <= len(progress) <= 11
         conn = await db.connect(dataclasses.replace(settings, db_schema=schema))
         try:
             row = await conn.fetchrow(

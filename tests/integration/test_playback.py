@@ -295,7 +295,8 @@ async def test_progress_and_resume(client: TestClient, film: Film) -> None:
     resp = await client.put(
         f"/v1/me/progress/{film.resume_movie_id}", json={"position_s": "x"}, headers=bearer(token)
     )
-    assert resp.status == 400
+    assert resp.status == 422
+    assert [f["path"] for f in (await resp.json())["error"]["fields"]] == ["position_s"]
     hist = await (await client.get("/v1/me/history", headers=bearer(token))).json()
     assert hist["items"][0]["movie_id"] == film.resume_movie_id
     assert hist["items"][0]["position_s"] == 95.5

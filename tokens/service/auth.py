@@ -4,6 +4,14 @@ PostgreSQL holds users, refresh-token families and revocations (the truth); Redi
 the revocation fast path. If Redis loses its data (restart, flush), the first check that
 finds the ``rev:loaded`` marker missing rebuilds the fast path from PostgreSQL, so a
 revoked token is never resurrected.
+
+A revocation is one PostgreSQL transaction: the access token's ``jti``, its login's
+refresh family and that login's playback sessions (``ended_at``) commit together, before
+Redis is touched. If a Redis write then fails, nothing is lost: this process drops the
+``rev:loaded`` marker (or, when Redis is unreachable, remembers that its mirror is stale
+and rebuilds it on its next check), and ``kush worker`` copies every recent revocation
+and ended session into Redis within seconds (:func:`mirror_revocations`). While Redis is
+down, revocation checks ask PostgreSQL instead.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from typing import cast
 
 import asyncpg
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from runtime.errors import Conflict, Unauthorized, Unprocessable
 from runtime.redis import Keys
@@ -43,6 +52,7 @@ from tokens.passwords import (
     verify_password,
 )
 from tokens.service.keystore import JWT_LEEWAY_S, KeyStore
+from tokens.service.session_endings import end_family_sessions
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +69,33 @@ SELECT u.id, u.email, u.role, u.password_hash, u.disabled_at,
                   ORDER BY s.created_at DESC LIMIT 1), 'free') AS plan
   FROM users u
 """
+
+
+async def create_account(
+    conn: asyncpg.Connection | asyncpg.Pool, email: str, password: str, *, role: Role = "user"
+) -> str:
+    """Insert one account (registration, ``kush users create``); returns its id.
+
+    The email is normalised and the password checked against the policy and hashed
+    (argon2id, off the event loop). Raises :class:`Unprocessable` for a bad email or a
+    weak password and :class:`Conflict` when the email is taken.
+    """
+    try:
+        normal = normalize_email(email)
+        check_password_policy(password, normal)
+    except (InvalidEmail, WeakPassword) as err:
+        raise Unprocessable(str(err), code=err.code) from err
+    hashed = await asyncio.to_thread(hash_password, password)
+    try:
+        user_id = await conn.fetchval(
+            "INSERT INTO users (email, password_hash, role) VALUES ($1, $2, $3) RETURNING id",
+            normal,
+            hashed,
+            role,
+        )
+    except asyncpg.UniqueViolationError as err:
+        raise Conflict("An account with this email exists", code="email_taken") from err
+    return str(user_id)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,26 +119,16 @@ class AuthService:
     keystore: KeyStore
     clock: Callable[[], float] = time.time
     family_revoked_hooks: list[FamilyHook] = field(default_factory=list)
+    #: a revocation's Redis write failed: this process rebuilds the fast path from
+    #: PostgreSQL before trusting it again (other processes: the dropped marker, or the
+    #: worker's sync when Redis could not even take that)
+    mirror_stale: bool = field(default=False, init=False, repr=False)
 
     # ------------------------------------------------------------ accounts
 
     async def register(self, email: str, password: str) -> str:
         """Create a user on the free plan; returns the user id."""
-        try:
-            normal = normalize_email(email)
-            check_password_policy(password, normal)
-        except (InvalidEmail, WeakPassword) as err:
-            raise Unprocessable(str(err), code=err.code) from err
-        hashed = await asyncio.to_thread(hash_password, password)
-        try:
-            user_id = await self.pool.fetchval(
-                "INSERT INTO users (email, password_hash) VALUES ($1, $2) RETURNING id",
-                normal,
-                hashed,
-            )
-        except asyncpg.UniqueViolationError as err:
-            raise Conflict("An account with this email exists", code="email_taken") from err
-        return str(user_id)
+        return await create_account(self.pool, email, password)
 
     async def login(self, email: str, password: str, *, client: str = "api") -> IssuedTokens:
         """Check the password (same message and similar time whether or not the account
@@ -154,6 +181,7 @@ class AuthService:
                 raise TokenRevoked("refresh token revoked")
             if row["used_at"] is not None:
                 await self._revoke_family_row(conn, family_id, "refresh_reuse")
+                await end_family_sessions(conn, str(family_id), "refresh_reuse")
                 reused_family = str(family_id)
             elif row["expires_at"] <= self._now():
                 raise TokenInvalid("refresh token expired")
@@ -172,34 +200,41 @@ class AuthService:
         return self._issue(user, str(family_id), refresh)
 
     async def logout(self, claims: AccessClaims, refresh_token: str | None = None) -> None:
-        """Blacklist this access token until it expires and revoke its refresh family."""
-        ttl = max(1, claims.exp + JWT_LEEWAY_S - int(self.clock()))
-        await self.pool.execute(
-            """INSERT INTO revoked_tokens (jti, user_id, expires_at)
-               VALUES ($1, $2, to_timestamp($3)) ON CONFLICT (jti) DO NOTHING""",
-            claims.jti,
-            uuid.UUID(claims.sub),
-            claims.exp + JWT_LEEWAY_S,
-        )
-        await self.redis.set(self.keys("rev", "jti", claims.jti), b"1", ex=ttl)
+        """Blacklist this access token until it expires, revoke its refresh family and end
+        the family's playback sessions: one PostgreSQL transaction, then Redis."""
+        expires = claims.exp + JWT_LEEWAY_S
         families = {claims.sid} if claims.sid else set()
-        if refresh_token:
-            fam = await self.pool.fetchval(
-                """SELECT rt.family_id FROM refresh_tokens rt
-                     JOIN refresh_families f ON f.id = rt.family_id
-                    WHERE rt.token_hash = $1 AND f.user_id = $2""",
-                hash_refresh_token(refresh_token),
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """INSERT INTO revoked_tokens (jti, user_id, expires_at)
+                   VALUES ($1, $2, to_timestamp($3)) ON CONFLICT (jti) DO NOTHING""",
+                claims.jti,
                 uuid.UUID(claims.sub),
+                expires,
             )
-            if fam is not None:
-                families.add(str(fam))
+            if refresh_token:
+                fam = await conn.fetchval(
+                    """SELECT rt.family_id FROM refresh_tokens rt
+                         JOIN refresh_families f ON f.id = rt.family_id
+                        WHERE rt.token_hash = $1 AND f.user_id = $2""",
+                    hash_refresh_token(refresh_token),
+                    uuid.UUID(claims.sub),
+                )
+                if fam is not None:
+                    families.add(str(fam))
+            for family in families:
+                await self._revoke_family_row(conn, uuid.UUID(family), "logout")
+                await end_family_sessions(conn, family, "logout")
+        ttl = max(1, expires - int(self.clock()))
+        await self._mirror({self.keys("rev", "jti", claims.jti): ttl})
         for family in families:
-            await self.revoke_family(family, "logout")
+            await self._after_family_revoked(family)
 
     async def revoke_family(self, family_id: str, reason: str) -> None:
         """End one login: its refresh tokens, access tokens and playback sessions."""
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, conn.transaction():
             await self._revoke_family_row(conn, uuid.UUID(family_id), reason)
+            await end_family_sessions(conn, family_id, reason)
         await self._after_family_revoked(family_id)
 
     # ------------------------------------------------------------ authentication
@@ -215,45 +250,55 @@ class AuthService:
         return claims
 
     async def is_revoked(self, claims: AccessClaims) -> bool:
-        """One Redis round trip; rebuilds the fast path from PostgreSQL when it was lost."""
+        """One Redis round trip; rebuilds the fast path from PostgreSQL when it was lost
+        (or this process knows it missed a write), asks PostgreSQL while Redis is down."""
         jti_key = self.keys("rev", "jti", claims.jti)
         fam_key = self.keys("rev", "fam", claims.sid or "-")
         marker = self.keys("rev", "loaded")
-        for _ in range(2):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.exists(jti_key)
-                pipe.exists(fam_key)
-                pipe.exists(marker)
-                jti_hit, fam_hit, loaded = await pipe.execute()
-            if jti_hit or fam_hit:
-                return True
-            if loaded:
-                return False
-            await self.rebuild_revocations()
+        try:
+            if self.mirror_stale:
+                await self.rebuild_revocations()
+                self.mirror_stale = False
+            for _ in range(2):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.exists(jti_key)
+                    pipe.exists(fam_key)
+                    pipe.exists(marker)
+                    jti_hit, fam_hit, loaded = await pipe.execute()
+                if jti_hit or fam_hit:
+                    return True
+                if loaded:
+                    return False
+                await self.rebuild_revocations()
+        except RedisError as exc:
+            log.warning(
+                "revocation check from PostgreSQL: Redis unavailable (%s)", type(exc).__name__
+            )
+            return await self._revoked_in_postgres(claims)
         return False
+
+    async def _revoked_in_postgres(self, claims: AccessClaims) -> bool:
+        family = None
+        if claims.sid:
+            try:
+                family = uuid.UUID(claims.sid)
+            except ValueError:
+                family = None
+        return bool(
+            await self.pool.fetchval(
+                """SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = $1)
+                       OR EXISTS (SELECT 1 FROM refresh_families
+                                   WHERE id = $2 AND revoked_at IS NOT NULL)""",
+                claims.jti,
+                family,
+            )
+        )
 
     async def rebuild_revocations(self) -> int:
         """Copy every still-relevant revocation from PostgreSQL into Redis, then mark it."""
-        now = self._now()
-        jtis = await self.pool.fetch(
-            "SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > $1", now
-        )
-        fams = await self.pool.fetch(
-            "SELECT id, revoked_at FROM refresh_families WHERE revoked_at > $1",
-            now - timedelta(seconds=FAMILY_REVOCATION_TTL_S),
-        )
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for r in jtis:
-                ttl = max(1, int((r["expires_at"] - now).total_seconds()))
-                pipe.set(self.keys("rev", "jti", r["jti"]), b"1", ex=ttl)
-            for r in fams:
-                age = (now - r["revoked_at"]).total_seconds()
-                ttl = max(1, int(FAMILY_REVOCATION_TTL_S - age))
-                pipe.set(self.keys("rev", "fam", str(r["id"])), b"1", ex=ttl)
-            pipe.set(self.keys("rev", "loaded"), b"1")
-            await pipe.execute()
-        log.info("revocation fast path rebuilt: %d tokens, %d families", len(jtis), len(fams))
-        return len(jtis) + len(fams)
+        count = await mirror_revocations(self.pool, self.redis, self.keys, since=None)
+        log.info("revocation fast path rebuilt: %d revocations", count)
+        return count
 
     # ------------------------------------------------------------ internals
 
@@ -281,10 +326,30 @@ class AuthService:
             reason,
         )
 
+    async def _mirror(self, entries: dict[str, int]) -> None:
+        """Write revocation keys (key -> TTL) to Redis. PostgreSQL already has them: on
+        failure make sure nobody trusts the incomplete mirror, never fail the caller."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key, ttl in entries.items():
+                    pipe.set(key, b"1", ex=ttl)
+                await pipe.execute()
+        except RedisError as exc:
+            log.warning("revocation not mirrored to Redis (%s): rebuilding", type(exc).__name__)
+            self.mirror_stale = True
+            try:
+                await self.redis.delete(self.keys("rev", "loaded"))
+            except RedisError:
+                log.warning("revocation marker not dropped: the worker will mirror it")
+
     async def _after_family_revoked(self, family_id: str) -> None:
-        await self.redis.set(self.keys("rev", "fam", family_id), b"1", ex=FAMILY_REVOCATION_TTL_S)
+        await self._mirror({self.keys("rev", "fam", family_id): FAMILY_REVOCATION_TTL_S})
         for hook in self.family_revoked_hooks:
-            await hook(family_id)
+            try:
+                await hook(family_id)
+            except RedisError as exc:
+                # the sessions are ended in PostgreSQL; the worker removes them from Redis
+                log.warning("sessions of a revoked login not evicted (%s)", type(exc).__name__)
 
     def _issue(self, row: asyncpg.Record, family_id: str, refresh: str) -> IssuedTokens:
         keys = self.keystore.keys
@@ -306,9 +371,50 @@ class AuthService:
         )
 
 
+async def mirror_revocations(
+    pool: asyncpg.Pool, redis: Redis, keys: Keys, *, since: datetime | None
+) -> int:
+    """Copy revocations into Redis: every still-relevant one when ``since`` is None (and
+    then mark the fast path as loaded), else those made after ``since`` (what
+    ``kush worker`` does every few seconds, so a revocation whose Redis write failed
+    reaches every gateway process)."""
+    now = await pool.fetchval("SELECT now()")
+    low = now - timedelta(seconds=FAMILY_REVOCATION_TTL_S)
+    if since is not None:
+        low = max(low, since)
+    jtis = await pool.fetch(
+        """SELECT jti, expires_at FROM revoked_tokens
+            WHERE expires_at > $1 AND ($2::timestamptz IS NULL OR revoked_at > $2)""",
+        now,
+        since,
+    )
+    fams = await pool.fetch(
+        "SELECT id, revoked_at FROM refresh_families WHERE revoked_at > $1", low
+    )
+    async with redis.pipeline(transaction=False) as pipe:
+        for r in jtis:
+            ttl = max(1, int((r["expires_at"] - now).total_seconds()))
+            pipe.set(keys("rev", "jti", r["jti"]), b"1", ex=ttl)
+        for r in fams:
+            age = (now - r["revoked_at"]).total_seconds()
+            ttl = max(1, int(FAMILY_REVOCATION_TTL_S - age))
+            pipe.set(keys("rev", "fam", str(r["id"])), b"1", ex=ttl)
+        if since is None:
+            pipe.set(keys("rev", "loaded"), b"1")
+        await pipe.execute()
+    return len(jtis) + len(fams)
+
+
 def subject_key(email: str) -> str:
     """A short stable key for per-account rate limits (no raw email in Redis keys)."""
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:24]
 
 
-__all__ = ["AuthService", "IssuedTokens", "TokenError", "subject_key"]
+__all__ = [
+    "AuthService",
+    "IssuedTokens",
+    "TokenError",
+    "create_account",
+    "mirror_revocations",
+    "subject_key",
+]

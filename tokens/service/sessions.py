@@ -1,14 +1,51 @@
 """Playback sessions: who may fetch which film's URIs until when.
 
-A session lives in Redis with a TTL (``ps:<id>``) and is recorded in PostgreSQL for
-audit. Segment requests read it through a tiny per-process cache (``CACHE_TTL_S``), so a
-revocation reaches every gateway worker within a second with no database round trip.
+Where a session lives
+    Redis holds the live session (``ps:<id>``, TTL until it expires); every segment
+    request reads it through a tiny per-process cache (``CACHE_TTL_S``), so a revocation
+    reaches every gateway worker within a second with no database round trip.
+    PostgreSQL holds the truth: the ``playback_sessions`` row carries the session's
+    stored form (``state``) and, once it ended, ``ended_at`` and the reason. Ending a
+    session writes PostgreSQL first, then leaves a tombstone in Redis (``ps-end:<id>``,
+    holding the reason the player is told).
 
-Concurrent streams: ``streams:<user>`` is a sorted set of session ids scored by their
-last heartbeat; segment fetches refresh the score (at most every ``HEARTBEAT_EVERY_S``),
-and a session idle for ``IDLE_WINDOW_S`` no longer counts. Starting a stream beyond the
-plan's limit is refused (``stream_limit``) rather than ending the oldest: on a shared
-family phone, silently killing someone else's film is the worse surprise.
+Redis lost its data (restart without persistence, failover, FLUSHALL)
+    A miss in Redis is answered from PostgreSQL: a live row is put back into Redis
+    (unless a tombstone appeared meanwhile) and its next heartbeat re-enters the
+    stream set under the limit; an ended row stays ended (its tombstone is put back).
+    A revocation therefore never comes back to life.
+
+Redis is down
+    Segments of a session this process checked successfully within ``grace_s``
+    (``KUSH_SESSION_GRACE_S``, 30 s) keep playing; past that, PostgreSQL answers the
+    same question (is the row still live?). This is safe because every way a session
+    ends (stop, logout, refresh-token theft, sharing) writes ``ended_at`` to PostgreSQL
+    first, revocations in the same transaction as the revoked token or login, so a
+    session ended during the outage is refused at most ``grace_s`` after this process
+    last checked it, and ``kush worker`` removes it from Redis when Redis is back. The
+    grace is bounded, per process, and only extends a session that was live moments ago.
+    Starting a session needs Redis (the stream limit lives there): 503 + ``Retry-After``.
+    During the outage heartbeats are skipped: the stream limit and the network count
+    resume when Redis does.
+
+Concurrent streams
+    ``streams:<user>`` is a sorted set of session ids scored by their last heartbeat; a
+    session idle for ``idle_s`` (``KUSH_STREAM_IDLE_S``, 120 s) no longer counts.
+    Starting a stream beyond the plan's limit is refused (``stream_limit``) rather than
+    ending the oldest: on a shared family phone, silently killing someone else's film is
+    the worse surprise. A paused stream that resumes goes through the same atomic script
+    (prune idle, check the limit, add): beyond the limit its segments are refused with
+    ``stream_limit`` until a slot frees. Heartbeats are throttled per process to one per
+    ``min(HEARTBEAT_EVERY_S, idle_s / 4)`` per session and network: a session whose last
+    successful heartbeat from this process is younger than that cannot have been pruned
+    as idle, and a refused heartbeat is never remembered, so every later segment checks
+    again.
+
+Shared manifests
+    Each heartbeat also adds the client's network (/24 for IPv4, /48 for IPv6) to
+    ``ps-net:<id>``; a session seen from more than ``max_networks``
+    (``KUSH_MAX_NETWORKS_PER_SESSION``, 3: a phone moves between Wi-Fi and mobile data)
+    ends with the reason ``session_shared``, which its next segment reports.
 """
 
 from __future__ import annotations
@@ -17,16 +54,19 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from hls import ContentRendition
 from runtime.redis import Keys
+from tokens.service.playback_session import (
+    PlaybackSession,
+    SessionFormatError,
+)
+from tokens.service.session_endings import FILM_UNAVAILABLE, evict, eviction_rows
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +74,14 @@ CACHE_TTL_S = 0.5
 CACHE_MAX = 20_000
 HEARTBEAT_EVERY_S = 15.0
 IDLE_WINDOW_S = 120
+GRACE_S = 30.0
+MAX_NETWORKS = 3
 FAMILY_INDEX_TTL_S = 7 * 24 * 3600
+#: after a Redis error, session lookups skip Redis this long (no connect attempt per
+#: segment while it is down)
+REDIS_BACKOFF_S = 1.0
+PG_LOOKUP_TIMEOUT_S = 2.0
+SHARED = "session_shared"
 
 # Atomic "prune idle, check the limit, add": two viewers starting at once cannot both
 # take the last slot.
@@ -44,6 +91,43 @@ if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('SET', KEYS[2], ARGV[6], 'EX', ARGV[5])
+return 1
+"""
+
+# A heartbeat: count the client's network, then the same "prune idle, check, add" as a
+# start, so a session pruned while paused is admitted again only under the limit.
+# KEYS: streams:<user>, ps:<id>, ps-net:<id>
+# ARGV: idle cutoff, max streams, now, session id, ttl, network ('' = none), max networks
+# Returns 1 counted, 0 over the stream limit, -1 session gone, -2 too many networks.
+_BEAT_LUA = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+if ARGV[6] ~= '' then
+  redis.call('SADD', KEYS[3], ARGV[6])
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+  if redis.call('SCARD', KEYS[3]) > tonumber(ARGV[7]) then return -2 end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if not redis.call('ZSCORE', KEYS[1], ARGV[4]) then
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+# Put a session rebuilt from PostgreSQL back, unless it ended meanwhile (tombstone), and
+# count it again in its user's stream set if it fits the limit (if not, its next
+# heartbeat refuses it: the stream set was lost, first come first served).
+# KEYS: ps:<id>, ps-end:<id>, streams:<user>
+# ARGV: stored form, ttl, idle cutoff, max streams, now, session id
+_REPRIME_LUA = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[3])
+if redis.call('ZSCORE', KEYS[3], ARGV[6]) or redis.call('ZCARD', KEYS[3]) < tonumber(ARGV[4]) then
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
+  redis.call('EXPIRE', KEYS[3], ARGV[2])
+end
 return 1
 """
 
@@ -67,176 +151,39 @@ class StreamLimitReached(SessionRefused):
     message = "Your plan's concurrent-stream limit is reached; stop another stream first"
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedAd:
-    """One creative of a pod, and the campaign it is delivered for."""
+class SessionGone(SessionRefused):
+    """The session ended (stopped, revoked, expired); :attr:`reason` says why, when
+    known."""
 
-    ad_id: str
-    campaign_id: str
+    code = "session_revoked"
+    message = "This playback session has ended"
 
-
-@dataclass(frozen=True, slots=True)
-class PlannedPod:
-    """An ad break decided at session start: where it goes and what plays in it."""
-
-    index: int
-    at_s: float
-    ads: tuple[PlannedAd, ...]
+    def __init__(self, reason: str | None = None) -> None:
+        super().__init__()
+        self.reason = reason
 
 
-#: A session's ad decisions, made once at playback start (empty: no ads).
-AdPlan = tuple[PlannedPod, ...]
+class SessionShared(SessionGone):
+    """Ended because its URLs were played from too many networks at once."""
+
+    code = SHARED
+    message = "This playback was opened on too many networks; start it again on this device"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PlaybackSession:
-    """One viewer watching one film with one plan.
+class FilmWithdrawn(SessionGone):
+    """Ended because its film was unpublished or taken down."""
 
-    ``renditions`` are the rendition folders the plan allows; ``content_renditions`` the
-    media playlists the session's ad pods must line up across (ad sessions only);
-    ``version`` the film version whose playlist templates the session plays.
-    """
-
-    id: str
-    user_id: str
-    movie_id: str
-    plan: str
-    renditions: tuple[str, ...]
-    created_at: int
-    expires_at: int
-    version: int = 1
-    max_height: int = 0
-    content_renditions: tuple[ContentRendition, ...] = ()
-    family_id: str | None = None
-    ad_plan: AdPlan = ()
-    client_ip: str | None = None
-    ip_prefix: str | None = None
-    user_agent: str | None = None
-    country: str | None = None
-    region: str | None = None
-    start_offset: float | None = None
-
-    def ad_ids(self) -> frozenset[str]:
-        """Every creative planned in this session's pods."""
-        return frozenset(ad.ad_id for pod in self.ad_plan for ad in pod.ads)
-
-    def to_bytes(self) -> bytes:
-        """The Redis form: a format version byte, then JSON."""
-        return SESSION_FORMAT + orjson.dumps(_session_dict(self))
-
-    @classmethod
-    def from_bytes(cls, raw: bytes | str) -> PlaybackSession:
-        """Read a stored session; :class:`SessionFormatError` for anything unreadable,
-        so an entry written by another release is refused cleanly, never a crash."""
-        data = raw.encode() if isinstance(raw, str) else raw
-        try:
-            if data[:1] == SESSION_FORMAT:
-                return _session_from(orjson.loads(data[1:]))
-            if data[:1] == b"{":  # written before the format byte existed
-                return _session_from_legacy(orjson.loads(data))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            raise SessionFormatError(f"unreadable playback session: {err}") from err
-        raise SessionFormatError(f"unknown playback session format {data[:1]!r}")
-
-    def ad_plan_json(self) -> dict[str, Any] | None:
-        """The ad plan as stored in PostgreSQL (``playback_sessions.ad_plan``)."""
-        return _ad_plan_dict(self.ad_plan) if self.ad_plan else None
+    code = "film_unavailable"
+    message = "This film is no longer available"
 
 
-class SessionFormatError(ValueError):
-    """A stored session this release cannot read."""
-
-
-#: Version byte of the Redis encoding; bump it when a field changes meaning.
-SESSION_FORMAT = b"\x01"
-
-
-def _ad_plan_dict(plan: AdPlan) -> dict[str, Any]:
-    return {
-        "pods": [
-            {
-                "index": pod.index,
-                "at_s": pod.at_s,
-                "ads": [{"ad_id": a.ad_id, "campaign_id": a.campaign_id} for a in pod.ads],
-            }
-            for pod in plan
-        ]
-    }
-
-
-def ad_plan_from_json(data: Any) -> AdPlan:
-    """The typed plan from its JSON form (``{"pods": [{index, at_s, ads: [...]}]}``)."""
-    if not data:
-        return ()
-    return tuple(
-        PlannedPod(
-            index=int(p["index"]),
-            at_s=float(p["at_s"]),
-            ads=tuple(PlannedAd(str(a["ad_id"]), str(a["campaign_id"])) for a in p["ads"]),
-        )
-        for p in data["pods"]
-    )
-
-
-def _session_dict(s: PlaybackSession) -> dict[str, Any]:
-    return {
-        "id": s.id,
-        "user_id": s.user_id,
-        "movie_id": s.movie_id,
-        "plan": s.plan,
-        "renditions": list(s.renditions),
-        "created_at": s.created_at,
-        "expires_at": s.expires_at,
-        "version": s.version,
-        "max_height": s.max_height,
-        "content_renditions": [list(r) for r in s.content_renditions],
-        "family_id": s.family_id,
-        "ad_plan": _ad_plan_dict(s.ad_plan) if s.ad_plan else None,
-        "client_ip": s.client_ip,
-        "ip_prefix": s.ip_prefix,
-        "user_agent": s.user_agent,
-        "country": s.country,
-        "region": s.region,
-        "start_offset": s.start_offset,
-    }
-
-
-def _opt_str(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _session_from(d: dict[str, Any]) -> PlaybackSession:
-    offset = d.get("start_offset")
-    return PlaybackSession(
-        id=str(d["id"]),
-        user_id=str(d["user_id"]),
-        movie_id=str(d["movie_id"]),
-        plan=str(d["plan"]),
-        renditions=tuple(str(r) for r in d["renditions"]),
-        created_at=int(d["created_at"]),
-        expires_at=int(d["expires_at"]),
-        version=int(d.get("version", 1)),
-        max_height=int(d.get("max_height", 0)),
-        content_renditions=tuple(
-            ContentRendition(str(r[0]), None if r[1] is None else int(r[1]), str(r[2]))
-            for r in d.get("content_renditions") or ()
-        ),
-        family_id=_opt_str(d.get("family_id")),
-        ad_plan=ad_plan_from_json(d.get("ad_plan")),
-        client_ip=_opt_str(d.get("client_ip")),
-        ip_prefix=_opt_str(d.get("ip_prefix")),
-        user_agent=_opt_str(d.get("user_agent")),
-        country=_opt_str(d.get("country")),
-        region=_opt_str(d.get("region")),
-        start_offset=None if offset is None else float(offset),
-    )
-
-
-def _session_from_legacy(d: dict[str, Any]) -> PlaybackSession:
-    """The first release kept version, height and renditions in an ``extra`` dict."""
-    extra = d.pop("extra", None) or {}
-    d.update({k: extra[k] for k in ("version", "max_height", "content_renditions") if k in extra})
-    return _session_from(d)
+def gone(reason: str | None) -> SessionGone:
+    """The error a request for a session that ended for ``reason`` gets."""
+    if reason == SHARED:
+        return SessionShared(reason)
+    if reason == FILM_UNAVAILABLE:
+        return FilmWithdrawn(reason)
+    return SessionGone(reason)
 
 
 def _read_session(raw: bytes | str) -> PlaybackSession | None:
@@ -247,8 +194,28 @@ def _read_session(raw: bytes | str) -> PlaybackSession | None:
         return None
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _uuid(value: str | None) -> uuid.UUID | None:
+    if not value:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+#: (checked at, monotonic; the session, or None; why it ended, when known)
+_Seen = tuple[float, PlaybackSession | None, str | None]
+
+_ROW_SQL = """SELECT user_id, state, expires_at, ended_at, ended_reason
+                FROM playback_sessions WHERE id = $1"""
+
+
 class SessionStore:
-    """Create, read (cached), heartbeat and revoke playback sessions."""
+    """Create, read (cached, rebuilt from PostgreSQL), heartbeat and end sessions."""
 
     def __init__(
         self,
@@ -256,114 +223,325 @@ class SessionStore:
         redis: Redis,
         keys: Keys,
         *,
+        idle_s: float = IDLE_WINDOW_S,
+        max_networks: int = MAX_NETWORKS,
+        grace_s: float = GRACE_S,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pool = pool
         self.redis = redis
         self.keys = keys
+        self.idle_s = idle_s
+        self.max_networks = max_networks
+        self.grace_s = grace_s
+        self.beat_every_s = min(HEARTBEAT_EVERY_S, idle_s / 4)
         self.clock = clock
         self.monotonic = monotonic
-        self._cache: dict[str, tuple[float, PlaybackSession | None]] = {}
-        self._beats: dict[str, float] = {}
+        self._cache: dict[str, _Seen] = {}
+        # session id -> network -> when this process last counted it (monotonic)
+        self._beats: dict[str, dict[str, float]] = {}
+        self._redis_down_until = 0.0
         self._create = redis.register_script(_CREATE_LUA)
+        self._beat = redis.register_script(_BEAT_LUA)
+        self._reprime = redis.register_script(_REPRIME_LUA)
 
-    async def create(self, session: PlaybackSession, *, max_streams: int) -> None:
-        """Store a new session, refusing it when the stream limit is reached."""
+    # ------------------------------------------------------------ start
+
+    async def create(self, session: PlaybackSession) -> None:
+        """Store a new session, refusing it when the plan's stream limit is reached."""
         now = self.clock()
         ttl = max(1, session.expires_at - int(now))
         ok = await self._create(
             keys=[self.keys("streams", session.user_id), self.keys("ps", session.id)],
-            args=[now - IDLE_WINDOW_S, max_streams, now, session.id, ttl, session.to_bytes()],
+            args=[now - self.idle_s, session.max_streams, now, session.id, ttl, session.to_bytes()],
+            client=self.redis,
         )
         if not ok:
             raise StreamLimitReached()
-        if session.family_id:
-            fam_key = self.keys("fam-sessions", session.family_id)
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.sadd(fam_key, session.id)
-                pipe.expire(fam_key, FAMILY_INDEX_TTL_S)
-                await pipe.execute()
-        await self.pool.execute(
-            """INSERT INTO playback_sessions (id, user_id, movie_id, plan_id, renditions,
-                   ad_plan, client_ip, user_agent, country, expires_at, region)
-               VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11)""",
-            session.id,
-            uuid.UUID(session.user_id),
-            uuid.UUID(session.movie_id),
-            session.plan,
-            list(session.renditions),
-            orjson.dumps(session.ad_plan_json()).decode() if session.ad_plan else None,
-            session.client_ip,
-            (session.user_agent or "")[:256] or None,
-            session.country,
-            datetime.fromtimestamp(session.expires_at, tz=UTC),
-            (session.region or "")[:64] or None,
-        )
+        try:
+            if session.family_id:
+                # read by releases that end a login's sessions from Redis alone
+                fam_key = self.keys("fam-sessions", session.family_id)
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.sadd(fam_key, session.id)
+                    pipe.expire(fam_key, FAMILY_INDEX_TTL_S)
+                    await pipe.execute()
+            await self.pool.execute(
+                """INSERT INTO playback_sessions (id, user_id, movie_id, plan_id, renditions,
+                       ad_plan, client_ip, user_agent, country, expires_at, region, state,
+                       family_id)
+                   VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13)""",
+                session.id,
+                uuid.UUID(session.user_id),
+                uuid.UUID(session.movie_id),
+                session.plan,
+                list(session.renditions),
+                orjson.dumps(session.ad_plan_json()).decode() if session.ad_plan else None,
+                session.client_ip,
+                (session.user_agent or "")[:256] or None,
+                session.country,
+                datetime.fromtimestamp(session.expires_at, tz=UTC),
+                (session.region or "")[:64] or None,
+                session.to_bytes(),
+                _uuid(session.family_id),
+            )
+        except Exception:
+            # not recorded in PostgreSQL: never handed out, so it must not hold a slot
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.delete(self.keys("ps", session.id))
+                    pipe.zrem(self.keys("streams", session.user_id), session.id)
+                    await pipe.execute()
+            except RedisError:
+                log.warning("could not take back a half-started playback session")
+            raise
+
+    # ------------------------------------------------------------ read
+
+    async def live(self, session_id: str) -> PlaybackSession:
+        """The live session; :class:`SessionGone` (with the reason) when it ended.
+
+        Cached ``CACHE_TTL_S``; a Redis miss is answered from PostgreSQL; while Redis is
+        down, see the module docstring (grace, then PostgreSQL)."""
+        now = self.monotonic()
+        seen = self._cache.get(session_id)
+        if seen is not None and now - seen[0] < CACHE_TTL_S:
+            return _alive(seen)
+        if now >= self._redis_down_until:
+            try:
+                session, reason = await self._lookup(session_id)
+            except RedisError as exc:
+                self._redis_down_until = now + REDIS_BACKOFF_S
+                log.warning("playback sessions: Redis unavailable (%s)", type(exc).__name__)
+            else:
+                return _alive(self._remember(session_id, now, session, reason))
+        if seen is not None and seen[1] is not None and now - seen[0] < self.grace_s:
+            return seen[1]  # checked moments ago: keep playing through the outage
+        session, reason = self._from_row(await self._row(session_id))
+        return _alive(self._remember(session_id, now, session, reason))
 
     async def get(self, session_id: str) -> PlaybackSession | None:
-        """The live session, or None when expired or revoked (cached ``CACHE_TTL_S``)."""
-        now = self.monotonic()
-        hit = self._cache.get(session_id)
-        if hit is not None and now - hit[0] < CACHE_TTL_S:
-            return hit[1]
-        raw = await self.redis.get(self.keys("ps", session_id))
-        session = _read_session(raw) if raw else None
+        """The live session, or None when it ended or expired."""
+        try:
+            return await self.live(session_id)
+        except SessionGone:
+            return None
+
+    def _remember(
+        self, session_id: str, now: float, session: PlaybackSession | None, reason: str | None
+    ) -> _Seen:
         if len(self._cache) >= CACHE_MAX:
             self._cache.clear()
-        self._cache[session_id] = (now, session)
-        return session
+        seen = (now, session, reason)
+        self._cache[session_id] = seen
+        return seen
 
-    async def heartbeat(self, session: PlaybackSession) -> bool:
-        """Mark the session as streaming (throttled); True when a write happened."""
-        now = self.monotonic()
-        last = self._beats.get(session.id)
-        if last is not None and now - last < HEARTBEAT_EVERY_S:
-            return False
-        if len(self._beats) >= CACHE_MAX:
-            self._beats.clear()
-        self._beats[session.id] = now
-        await self.redis.zadd(
-            self.keys("streams", session.user_id), {session.id: self.clock()}, xx=True
+    async def _lookup(self, session_id: str) -> tuple[PlaybackSession | None, str | None]:
+        raw, ended = await self.redis.mget(
+            self.keys("ps", session_id), self.keys("ps-end", session_id)
         )
+        if ended is not None:
+            return None, _text(ended)
+        if raw is not None:
+            session = _read_session(raw)
+            return (session, None) if session is not None else (None, "unreadable")
+        return await self._rebuild(session_id)
+
+    async def _row(self, session_id: str) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(_ROW_SQL, session_id, timeout=PG_LOOKUP_TIMEOUT_S)
+
+    def _from_row(self, row: asyncpg.Record | None) -> tuple[PlaybackSession | None, str | None]:
+        """What a PostgreSQL row says: the live session, or why it is not."""
+        if row is None:
+            return None, None
+        if row["ended_at"] is not None:
+            return None, row["ended_reason"] or "ended"
+        if row["expires_at"].timestamp() <= self.clock() or row["state"] is None:
+            return None, None
+        return _read_session(bytes(row["state"])), None
+
+    async def _rebuild(self, session_id: str) -> tuple[PlaybackSession | None, str | None]:
+        """Redis does not know the session: PostgreSQL decides, and Redis learns it."""
+        row = await self._row(session_id)
+        session, reason = self._from_row(row)
+        if row is None or (session is None and reason is None):
+            return None, None
+        ttl = int(row["expires_at"].timestamp() - self.clock())
+        if ttl <= 0:
+            return None, reason
+        if session is None:
+            await self.redis.set(self.keys("ps-end", session_id), reason or "ended", ex=ttl)
+            return None, reason
+        wall = self.clock()
+        primed = await self._reprime(
+            keys=[
+                self.keys("ps", session_id),
+                self.keys("ps-end", session_id),
+                self.keys("streams", session.user_id),
+            ],
+            args=[
+                session.to_bytes(),
+                ttl,
+                wall - self.idle_s,
+                session.max_streams,
+                wall,
+                session_id,
+            ],
+            client=self.redis,
+        )
+        if not primed:  # ended while we were reading
+            ended = await self.redis.get(self.keys("ps-end", session_id))
+            return None, _text(ended) if ended is not None else "ended"
+        # its next heartbeat from this process goes through the limit check again
+        self._beats.pop(session_id, None)
+        log.info("playback session restored from PostgreSQL")
+        return session, None
+
+    # ------------------------------------------------------------ heartbeat
+
+    async def heartbeat(self, session: PlaybackSession, network: str | None = None) -> bool:
+        """Count the session as streaming from ``network`` (throttled per process);
+        True when a write happened.
+
+        Raises :class:`StreamLimitReached` when a resumed stream does not fit the plan's
+        limit, :class:`SessionShared` (after ending the session) when it was played
+        from too many networks. Skipped while Redis is down."""
+        now = self.monotonic()
+        beats = self._beats.get(session.id)
+        last = beats.get(network or "") if beats is not None else None
+        if last is not None and now - last < self.beat_every_s:
+            return False
+        if now < self._redis_down_until:
+            return False
+        wall = self.clock()
+        try:
+            result = await self._beat(
+                keys=[
+                    self.keys("streams", session.user_id),
+                    self.keys("ps", session.id),
+                    self.keys("ps-net", session.id),
+                ],
+                args=[
+                    wall - self.idle_s,
+                    session.max_streams,
+                    wall,
+                    session.id,
+                    max(1, session.expires_at - int(wall)),
+                    network or "",
+                    self.max_networks,
+                ],
+                client=self.redis,
+            )
+        except RedisError as exc:
+            self._redis_down_until = now + REDIS_BACKOFF_S
+            log.warning("heartbeat skipped: Redis unavailable (%s)", type(exc).__name__)
+            return False
+        if result == 0:
+            raise StreamLimitReached()
+        if result == -2:
+            await self._end_shared(session)
+            raise SessionShared(SHARED)
+        if result == -1:  # ended (or lost) since it was read: the next read decides
+            self._cache.pop(session.id, None)
+            return False
+        if beats is None:
+            if len(self._beats) >= CACHE_MAX:
+                self._beats.clear()
+            beats = self._beats[session.id] = {}
+        beats[network or ""] = now
         return True
 
+    async def _end_shared(self, session: PlaybackSession) -> None:
+        log.warning("playback session played from too many networks: ended")
+        try:
+            await self.end(session.id, reason=SHARED)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            # PostgreSQL is unreachable: stop it in Redis now; the next heartbeat after
+            # a rebuild finds the same networks and tries again
+            await evict(
+                self.redis,
+                self.keys,
+                [(session.id, session.user_id, session.expires_at, SHARED)],
+                self.clock(),
+            )
+            self._cache.pop(session.id, None)
+
+    # ------------------------------------------------------------ end
+
     async def end(self, session_id: str, *, reason: str, user_id: str | None = None) -> bool:
-        """End a session now (its stream slot frees immediately); False if unknown."""
-        raw = await self.redis.get(self.keys("ps", session_id))
-        if raw is None:
-            return False
-        session = _read_session(raw)
-        if session is None:
-            await self.redis.delete(self.keys("ps", session_id))
-            return False
-        if user_id is not None and session.user_id != user_id:
-            return False
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.delete(self.keys("ps", session_id))
-            pipe.zrem(self.keys("streams", session.user_id), session_id)
-            await pipe.execute()
-        self._cache.pop(session_id, None)
-        await self.pool.execute(
+        """End a session now (its stream slot frees immediately); False if unknown,
+        already ended or someone else's. PostgreSQL first (the truth), then Redis; if
+        Redis fails, ``kush worker`` removes it there."""
+        try:
+            raw = await self.redis.get(self.keys("ps", session_id))
+        except RedisError:
+            raw = None
+        if raw is not None:
+            session = _read_session(raw)
+            if session is None:
+                await self.redis.delete(self.keys("ps", session_id))
+                return False
+            if user_id is not None and session.user_id != user_id:
+                return False
+        row = await self.pool.fetchrow(
             """UPDATE playback_sessions SET ended_at = now(), ended_reason = $2
-                WHERE id = $1 AND ended_at IS NULL""",
+                WHERE id = $1 AND ended_at IS NULL AND expires_at > now()
+                  AND ($3::uuid IS NULL OR user_id = $3)
+            RETURNING user_id, expires_at""",
             session_id,
             reason,
+            _uuid(user_id),
         )
+        if row is None:
+            return False
+        self._cache.pop(session_id, None)
+        self._beats.pop(session_id, None)
+        expires = int(row["expires_at"].timestamp())
+        try:
+            await evict(
+                self.redis,
+                self.keys,
+                [(session_id, str(row["user_id"]), expires, reason)],
+                self.clock(),
+            )
+        except RedisError as exc:
+            log.warning(
+                "session ended; Redis not updated (%s): the worker will", type(exc).__name__
+            )
         return True
 
     async def end_family(self, family_id: str) -> None:
-        """End every session started under one login (logout, refresh-token theft)."""
-        ids = await self.redis.smembers(self.keys("fam-sessions", family_id))
-        for raw_id in ids:
-            sid = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-            await self.end(sid, reason="logout")
-        await self.redis.delete(self.keys("fam-sessions", family_id))
+        """Take every session of one login (logout, refresh-token theft) out of Redis.
+
+        The revocation ended them in PostgreSQL in its own transaction
+        (:func:`end_family_sessions`); sessions an older release indexed only in Redis
+        are ended here."""
+        fam = _uuid(family_id)
+        if fam is not None:
+            rows = await self.pool.fetch(
+                """SELECT id, user_id, expires_at, ended_reason FROM playback_sessions
+                    WHERE family_id = $1 AND ended_at IS NOT NULL AND expires_at > now()""",
+                fam,
+            )
+            await evict(self.redis, self.keys, eviction_rows(rows), self.clock())
+            for r in rows:
+                self._cache.pop(r["id"], None)
+        fam_key = self.keys("fam-sessions", family_id)
+        for raw_id in await self.redis.smembers(fam_key):
+            await self.end(_text(raw_id), reason="logout")
+        await self.redis.delete(fam_key)
 
     async def active_count(self, user_id: str) -> int:
         """Sessions of the user that are not idle."""
         return int(
             await self.redis.zcount(
-                self.keys("streams", user_id), self.clock() - IDLE_WINDOW_S, "+inf"
+                self.keys("streams", user_id), self.clock() - self.idle_s, "+inf"
             )
         )
+
+
+def _alive(seen: _Seen) -> PlaybackSession:
+    if seen[1] is None:
+        raise gone(seen[2])
+    return seen[1]

@@ -12,18 +12,28 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
+from pydantic import ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from runtime import ratelimit
-from runtime.errors import BadRequest, Forbidden, Unauthorized
+from runtime.api import (
+    BodyModel,
+    ReplyModel,
+    Routes,
+    UuidStr,
+    omitted_when_none,
+    parse_body,
+)
+from runtime.errors import Forbidden, Unauthorized
 from runtime.net import client_ip
 from runtime.settings import Settings
-from runtime.web import json_response, pg_key, read_json, redis_key, rkeys_key, settings_key
+from runtime.web import json_response, pg_key, redis_key, rkeys_key, settings_key
 from tokens.errors import TokenError
-from tokens.jwt import ACCESS_TOKEN_TTL_S, AccessClaims
+from tokens.jwt import ACCESS_TOKEN_TTL_S, AccessClaims, Plan, Role
 from tokens.keys import parse_master_key
 from tokens.passwords import dummy_verify
 from tokens.service.auth import REFRESH_TTL_S, AuthService, IssuedTokens, subject_key
@@ -40,6 +50,121 @@ CSRF_COOKIE = "kush_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 REFRESH_COOKIE_PATH = "/v1/auth"
+
+#: How callers authenticate, as OpenAPI security schemes (``runtime.api``).
+SECURITY_SCHEMES: Mapping[str, Mapping[str, Any]] = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "An access token from login or refresh: `Authorization: Bearer <token>`",
+    },
+    "access_cookie": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": ACCESS_COOKIE,
+        "description": f"The httpOnly access cookie set by login (browsers). POST, PUT, "
+        f"PATCH and DELETE also need the `{CSRF_HEADER}` header equal to the "
+        f"`{CSRF_COOKIE}` cookie.",
+    },
+    "refresh_cookie": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": REFRESH_COOKIE,
+        "description": f"The httpOnly refresh cookie (path `{REFRESH_COOKIE_PATH}`), with "
+        f"the `{CSRF_HEADER}` header equal to the `{CSRF_COOKIE}` cookie.",
+    },
+}
+#: A signed-in caller: a bearer token or the access cookie.
+SIGNED_IN = ("bearer", "access_cookie")
+
+routes = Routes(tags=("auth",))
+
+# ------------------------------------------------------------------ models
+
+Password = Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class Registration(BodyModel):
+    """A new account."""
+
+    email: Annotated[str, Field(min_length=1, max_length=1024)] = Field(
+        description="Normalised (trimmed, lower-cased) and checked"
+    )
+    password: Password = Field(description="At least 10 characters, not the email")
+
+
+class Credentials(BodyModel):
+    """Email and password, and which kind of client logs in."""
+
+    email: Annotated[str, Field(min_length=1, max_length=320)]
+    password: Password
+    client: str = Field(
+        default="api",
+        description="`web` for a browser page: the refresh token is then only in its "
+        "httpOnly cookie, never in the JSON",
+    )
+
+
+class RefreshRequest(BodyModel):
+    """The refresh token, unless the refresh cookie is sent instead."""
+
+    refresh_token: str | None = Field(default=None, description="From login or refresh")
+    client: str | None = Field(default=None, description="`web`: no refresh token in the JSON")
+
+
+class LogoutRequest(BodyModel):
+    """Optionally the refresh token of the login to end (else the refresh cookie's)."""
+
+    refresh_token: str | None = None
+
+
+class Registered(ReplyModel):
+    """The new account."""
+
+    id: UuidStr
+
+
+class User(ReplyModel):
+    """Who the token says you are."""
+
+    id: UuidStr
+    email: str
+    role: Role
+    plan: Plan
+
+
+class Tokens(ReplyModel):
+    """A fresh access token (and refresh token) for the user; cookies are set too."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=False)
+
+    access_token: str = Field(description="A JWT (EdDSA); send as `Authorization: Bearer`")
+    expires_in: int = Field(description="Seconds the access token is valid")
+    token_type: Literal["Bearer"]
+    user: User
+    refresh_token: str | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Single use, rotated by refresh; absent for web clients",
+        json_schema_extra=omitted_when_none,
+    )
+
+
+class Jwk(ReplyModel):
+    """One Ed25519 verification key (RFC 8037)."""
+
+    kty: Literal["OKP"]
+    crv: Literal["Ed25519"]
+    x: str
+    kid: str
+    alg: Literal["EdDSA"]
+    use: Literal["sig"]
+
+
+class JwkSet(ReplyModel):
+    """The public keys that verify access tokens."""
+
+    keys: list[Jwk]
 
 
 async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -62,15 +187,6 @@ async def require_role(request: web.Request, roles: frozenset[str]) -> AccessCla
     if claims.role not in roles:
         raise Forbidden("Your role may not do this", code="forbidden_role")
     return claims
-
-
-def _string_field(body: dict[str, Any], name: str, *, max_len: int = 1024) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value:
-        raise BadRequest(f"'{name}' is required and must be a string", code="invalid_request")
-    if len(value) > max_len:
-        raise BadRequest(f"'{name}' is too long", code="invalid_request")
-    return value
 
 
 async def authenticate(request: web.Request) -> AccessClaims:
@@ -124,20 +240,16 @@ def _token_response(
     request: web.Request, issued: IssuedTokens, *, web_client: bool, status: int = 200
 ) -> web.Response:
     settings: Settings = request.app[settings_key]
-    body: dict[str, Any] = {
-        "access_token": issued.access_token,
-        "expires_in": issued.expires_in,
-        "token_type": "Bearer",
-        "user": {
-            "id": issued.claims.sub,
-            "email": issued.claims.email,
-            "role": issued.claims.role,
-            "plan": issued.claims.plan,
-        },
-    }
-    if not web_client:
-        body["refresh_token"] = issued.refresh_token
-    resp = json_response(body, status=status, headers={"Cache-Control": "no-store"})
+    body = Tokens(
+        access_token=issued.access_token,
+        expires_in=issued.expires_in,
+        token_type="Bearer",  # noqa: S106 (a token type, not a password)
+        user=_user(issued.claims),
+        refresh_token=None if web_client else issued.refresh_token,
+    )
+    resp = json_response(
+        body.model_dump(exclude_none=True), status=status, headers={"Cache-Control": "no-store"}
+    )
     secure = settings.cookie_secure
     resp.set_cookie(
         ACCESS_COOKIE,
@@ -164,6 +276,17 @@ def _token_response(
     return resp
 
 
+def _user(claims: AccessClaims) -> User:
+    return User(id=claims.sub, email=claims.email, role=claims.role, plan=claims.plan)
+
+
+@routes.post(
+    "/v1/auth/register",
+    summary="Create an account",
+    body=Registration,
+    replies={201: Registered},
+    errors={409: "The email is taken (`email_taken`)", 429: "Too many sign-ups from here"},
+)
 async def register(request: web.Request) -> web.Response:
     """POST /v1/auth/register {email, password} -> 201."""
     app = request.app
@@ -176,23 +299,23 @@ async def register(request: web.Request) -> web.Response:
         limit=settings.register_limit_per_hour,
         window_s=3600,
     )
-    body = await read_json(request)
-    user_id = await app[auth_key].register(
-        _string_field(body, "email"), _string_field(body, "password")
-    )
-    return json_response({"id": user_id}, status=201)
+    body = await parse_body(request, Registration)
+    user_id = await app[auth_key].register(body.email, body.password)
+    return json_response(Registered(id=user_id), status=201)
 
 
+@routes.post(
+    "/v1/auth/login",
+    summary="Sign in: tokens in the JSON and in httpOnly cookies",
+    body=Credentials,
+    replies={200: Tokens},
+    errors={401: "Wrong email or password", 429: "Too many attempts; see Retry-After"},
+)
 async def login(request: web.Request) -> web.Response:
     """POST /v1/auth/login {email, password, client?} -> tokens + cookies."""
     app = request.app
     settings = app[settings_key]
-    body = await read_json(request)
-    email = _string_field(body, "email", max_len=320)
-    password = _string_field(body, "password")
-    client = body.get("client", "api")
-    if not isinstance(client, str):
-        raise BadRequest("'client' must be a string", code="invalid_request")
+    body = await parse_body(request, Credentials)
     guard = LoginGuard(
         app[redis_key],
         app[rkeys_key],
@@ -202,30 +325,40 @@ async def login(request: web.Request) -> web.Response:
             address_failures_per_minute=settings.login_ip_failures_per_minute,
         ),
     )
-    account, address = subject_key(email), _rate_subject(request)
+    account, address = subject_key(body.email), _rate_subject(request)
     await guard.check(account, address)
     try:
-        issued = await app[auth_key].login(email, password, client=client)
+        issued = await app[auth_key].login(body.email, body.password, client=body.client)
     except Unauthorized:
         await guard.failed(account, address)
         raise
     await guard.succeeded(account, address)
-    return _token_response(request, issued, web_client=client == "web")
+    return _token_response(request, issued, web_client=body.client == "web")
 
 
+@routes.post(
+    "/v1/auth/refresh",
+    summary="Rotate the refresh token: new access and refresh tokens",
+    description="Send the refresh token in the body, or (browsers) the refresh cookie "
+    f"with the `{CSRF_HEADER}` header. A refresh token used twice revokes its whole login.",
+    body=RefreshRequest,
+    body_optional=True,
+    replies={200: Tokens},
+    auth=("refresh_cookie",),
+    auth_optional=True,
+    errors={403: "Cookie without the CSRF header (`csrf_failed`)"},
+)
 async def refresh(request: web.Request) -> web.Response:
     """POST /v1/auth/refresh {refresh_token} (or the refresh cookie) -> rotated tokens."""
-    body: dict[str, Any] = {}
-    if request.can_read_body:
-        body = await read_json(request)
-    token = body.get("refresh_token")
-    web_client = body.get("client") == "web"
+    body = await parse_body(request, RefreshRequest, optional=True)
+    token = body.refresh_token
+    web_client = body.client == "web"
     if token is None:
         token = request.cookies.get(REFRESH_COOKIE)
         if token is not None:
             check_csrf(request)
             web_client = True
-    if not isinstance(token, str) or not token:
+    if not token:
         raise Unauthorized("A refresh token is required", code="invalid_token")
     try:
         issued = await request.app[auth_key].refresh(token)
@@ -235,15 +368,20 @@ async def refresh(request: web.Request) -> web.Response:
     return _token_response(request, issued, web_client=web_client)
 
 
+@routes.post(
+    "/v1/auth/logout",
+    summary="Sign out: the access token and its login are revoked, cookies cleared",
+    body=LogoutRequest,
+    body_optional=True,
+    replies={204: None},
+    auth=SIGNED_IN,
+    errors={403: "Cookie without the CSRF header (`csrf_failed`)"},
+)
 async def logout(request: web.Request) -> web.Response:
     """POST /v1/auth/logout -> 204; the access token and its login are revoked."""
     claims = await authenticate(request)
-    refresh_token = request.cookies.get(REFRESH_COOKIE)
-    if request.can_read_body:
-        body = await read_json(request)
-        given = body.get("refresh_token")
-        if isinstance(given, str):
-            refresh_token = given
+    body = await parse_body(request, LogoutRequest, optional=True)
+    refresh_token = body.refresh_token or request.cookies.get(REFRESH_COOKIE)
     await request.app[auth_key].logout(claims, refresh_token)
     resp = web.Response(status=204)
     for name, path in (
@@ -255,15 +393,11 @@ async def logout(request: web.Request) -> web.Response:
     return resp
 
 
-async def me(request: web.Request) -> web.Response:
-    """GET /v1/me -> who the token says you are."""
-    claims = await authenticate(request)
-    return json_response(
-        {"id": claims.sub, "email": claims.email, "role": claims.role, "plan": claims.plan},
-        headers={"Cache-Control": "no-store"},
-    )
-
-
+@routes.get(
+    "/.well-known/jwks.json",
+    summary="The public keys that verify access tokens (JWK Set)",
+    replies={200: JwkSet},
+)
 async def jwks_view(request: web.Request) -> web.Response:
     """GET /.well-known/jwks.json -> the public keys that verify access tokens."""
     return json_response(
@@ -273,9 +407,4 @@ async def jwks_view(request: web.Request) -> web.Response:
 
 def setup_routes(app: web.Application) -> None:
     """Mount the auth endpoints."""
-    app.router.add_post("/v1/auth/register", register)
-    app.router.add_post("/v1/auth/login", login)
-    app.router.add_post("/v1/auth/refresh", refresh)
-    app.router.add_post("/v1/auth/logout", logout)
-    app.router.add_get("/v1/me", me)
-    app.router.add_get("/.well-known/jwks.json", jwks_view)
+    routes.mount(app)

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from hls import ContentRendition
-from tokens.service.sessions import (
+from tokens.service.playback_session import (
     SESSION_FORMAT,
     PlannedAd,
     PlannedPod,
@@ -114,3 +114,16 @@ def test_entry_of_the_first_release_is_read() -> None:
 def test_unreadable_entries_are_refused_cleanly(raw: bytes) -> None:
     with pytest.raises(SessionFormatError):
         PlaybackSession.from_bytes(raw)
+
+
+def test_the_plans_stream_limit_travels_with_the_session() -> None:
+    session = _session(max_streams=3)
+    assert PlaybackSession.from_bytes(session.to_bytes()).max_streams == 3
+
+
+def test_entries_without_a_stream_limit_read_as_one_stream() -> None:
+    """Written before the session carried its plan's limit: the smallest plan's limit,
+    so a legacy entry can never be re-admitted beyond what any plan allows."""
+    stored = orjson.loads(_session().to_bytes()[1:])
+    del stored["max_streams"]
+    assert PlaybackSession.from_bytes(SESSION_FORMAT + orjson.dumps(stored)).max_streams == 1

@@ -1,0 +1,126 @@
+"""Ending playback sessions outside a request: a film withdrawn, an account erased or
+disabled, a login revoked, and the worker's sweep that applies to Redis what PostgreSQL
+recorded. PostgreSQL is written first (the record), then Redis (the fast path)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+
+import asyncpg
+from redis.asyncio import Redis
+
+from runtime.redis import Keys
+
+#: The reason a film's sessions end when it is unpublished or taken down; their next
+#: request is refused with this code, which the player can show.
+FILM_UNAVAILABLE = "film_unavailable"
+
+
+def _uuid(value: str | None) -> uuid.UUID | None:
+    if not value:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+#: (session id, user id, expires at in unix seconds, reason)
+Eviction = tuple[str, str, int, str]
+
+
+def eviction_rows(rows: Iterable[asyncpg.Record]) -> list[Eviction]:
+    return [
+        (
+            r["id"],
+            str(r["user_id"]),
+            int(r["expires_at"].timestamp()),
+            r["ended_reason"] or "ended",
+        )
+        for r in rows
+    ]
+
+
+async def evict(redis: Redis, keys: Keys, ended: Iterable[Eviction], now: float) -> int:
+    """Remove ended sessions from Redis: the tombstone (with the reason) first, so a
+    reader never finds neither, then the session, its stream slot and network set.
+    Returns how many."""
+    count = 0
+    async with redis.pipeline(transaction=False) as pipe:
+        for session_id, user_id, expires_at, reason in ended:
+            ttl = int(expires_at - now)
+            if ttl <= 0:
+                continue
+            pipe.set(keys("ps-end", session_id), reason, ex=ttl)
+            pipe.delete(keys("ps", session_id), keys("ps-net", session_id))
+            pipe.zrem(keys("streams", user_id), session_id)
+            count += 1
+        if count:
+            await pipe.execute()
+    return count
+
+
+async def end_family_sessions(conn: asyncpg.Connection, family_id: str, reason: str) -> None:
+    """Record in PostgreSQL that every live session of one login ended; call it inside
+    the transaction that revokes the login, so the two can never part."""
+    fam = _uuid(family_id)
+    if fam is None:
+        return
+    await conn.execute(
+        """UPDATE playback_sessions SET ended_at = now(), ended_reason = $2
+            WHERE family_id = $1 AND ended_at IS NULL""",
+        fam,
+        reason,
+    )
+
+
+async def sweep_ended_sessions(
+    pool: asyncpg.Pool, redis: Redis, keys: Keys, *, since: datetime | None, now: float
+) -> int:
+    """Remove from Redis every unexpired session PostgreSQL says ended after ``since``
+    (all of them when None): the ``kush worker`` half of ending a session whose Redis
+    write failed."""
+    rows = await pool.fetch(
+        """SELECT id, user_id, expires_at, ended_reason FROM playback_sessions
+            WHERE ended_at IS NOT NULL AND ($1::timestamptz IS NULL OR ended_at > $1)
+              AND expires_at > now()""",
+        since,
+    )
+    return await evict(redis, keys, eviction_rows(rows), now)
+
+
+# ------------------------------------------------------------------ ending by film or account
+
+_ENDED_BY = {"movie": "movie_id", "user": "user_id"}
+
+
+async def end_sessions_of(
+    pool: asyncpg.Pool, redis: Redis, keys: Keys, *, owner: str, owner_id: str, reason: str
+) -> int:
+    """End every live session of one film (``owner="movie"``: unpublished, taken down)
+    or one account (``owner="user"``: erased, disabled); returns how many.
+
+    PostgreSQL first (the record), then Redis: the session key goes, its stream slot
+    frees, and a tombstone ``ps-end:<id>`` keeps ``reason`` until the session would have
+    expired, so the next request of the session is told why (:func:`gone`).
+    Gateways see it within their session cache's ``CACHE_TTL_S``. A session started while
+    this runs cannot play: its master playlist needs the film published (or the account
+    enabled) at that moment."""
+    column = _ENDED_BY[owner]
+    rows = await pool.fetch(
+        f"""UPDATE playback_sessions SET ended_at = now(), ended_reason = $2
+             WHERE {column} = $1 AND ended_at IS NULL AND expires_at > now()
+         RETURNING id, user_id, expires_at""",  # noqa: S608 (a fixed column name)
+        uuid.UUID(owner_id),
+        reason,
+    )
+    await evict(
+        redis,
+        keys,
+        [(r["id"], str(r["user_id"]), int(r["expires_at"].timestamp()), reason) for r in rows],
+        time.time(),
+    )
+    return len(rows)
