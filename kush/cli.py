@@ -249,6 +249,16 @@ def cmd_edge(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_loadtest(settings: Settings, args: argparse.Namespace) -> int:
     """Locust headless against the gateway (or the edge), or load-test accounts in bulk."""
+    from runtime.embedded import EmbeddedUnavailable
+
+    try:
+        return _loadtest(settings, args)
+    except EmbeddedUnavailable as err:
+        print(f"kush loadtest: {err}", file=sys.stderr)
+        return 2
+
+
+def _loadtest(settings: Settings, args: argparse.Namespace) -> int:
     from kush import edge, loadtest
 
     if args.create_users is not None:

@@ -77,6 +77,14 @@ def _metric(user: FastHttpUser, name: str, ms: float, length: int = 0) -> None:
     )
 
 
+def _error_code(resp: Any) -> str:
+    """The JSON error's code (stable, so failures group in the report), else the text."""
+    try:
+        return str(resp.json()["error"]["code"])
+    except Exception:
+        return (resp.text or "")[:80]
+
+
 def _lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
@@ -158,7 +166,7 @@ class Viewer(FastHttpUser):
             catch_response=True,
         ) as resp:
             if resp.status_code != 200:
-                resp.failure(f"login {email}: {resp.status_code}")
+                resp.failure(f"login: {resp.status_code} {_error_code(resp)}")
                 raise StopUser()
             self.auth = {"Authorization": f"Bearer {resp.json()['access_token']}"}
         self.movies: list[str] = list(opts.kush_movie)
@@ -188,7 +196,7 @@ class Viewer(FastHttpUser):
             catch_response=True,
         ) as resp:
             if resp.status_code != 201:
-                resp.failure(f"playback start: {resp.status_code} {resp.text[:200]}")
+                resp.failure(f"playback start: {resp.status_code} {_error_code(resp)}")
                 return
             body = resp.json()
         self.session_id = body["session_id"]
@@ -292,7 +300,7 @@ class Admin(FastHttpUser):
             catch_response=True,
         ) as resp:
             if resp.status_code != 200:
-                resp.failure(f"admin login: {resp.status_code}")
+                resp.failure(f"admin login: {resp.status_code} {_error_code(resp)}")
                 raise StopUser()
             self.auth = {"Authorization": f"Bearer {resp.json()['access_token']}"}
 
