@@ -16,8 +16,10 @@ import orjson
 from aiohttp import web
 from pydantic import AwareDatetime, Field, StringConstraints
 
+from admin.jobs import create_job
+from admin.keys import admin_origin_key, background_key, encode_slots_key
 from admin.publish import build_ad, record_ad_package
-from origin import OriginStore
+from admin.uploads import ready_upload
 from runtime.api import (
     BodyModel,
     DateStr,
@@ -46,9 +48,6 @@ from tokens.service.views import SIGNED_IN, require_role
 
 log = logging.getLogger(__name__)
 
-admin_origin_key = web.AppKey("admin_origin", OriginStore)
-background_key = web.AppKey("background", set[asyncio.Task[None]])
-encode_slots_key = web.AppKey("encode_slots", asyncio.Semaphore)
 
 ADMIN = frozenset({"admin"})
 READERS = frozenset({"admin", "moderator"})
@@ -89,6 +88,11 @@ class NewAd(BodyModel):
         default=None,
         description="Generate a video ad this long with ffmpeg, in the film ladder, in the "
         "background (status `processing`, then `ready`)",
+    )
+    upload_id: uuid.UUID | None = Field(
+        default=None,
+        description="A real creative: an upload (`POST /admin/v1/uploads`) that goes through "
+        "the film ingest pipeline and ladder, audio-only included, as a job (`job_id`)",
     )
 
 
@@ -153,6 +157,9 @@ class Ad(ReplyModel):
     duration_s: float
     click_url: str | None
     created_at: DateTimeStr
+    job_id: UuidStr | None = Field(
+        default=None, description="The ingest job of a creative made from an upload"
+    )
 
 
 class AdList(ReplyModel):
@@ -252,8 +259,9 @@ async def _changed(
     )
 
 
-def _ad(r: Any) -> Ad:
+def _ad(r: Any, job_id: uuid.UUID | None = None) -> Ad:
     return Ad(
+        job_id=str(job_id) if job_id else None,
         id=str(r["id"]),
         name=r["name"],
         advertiser=r["advertiser"],
@@ -266,39 +274,68 @@ def _ad(r: Any) -> Ad:
 
 @routes.post(
     "/admin/v1/ads",
-    summary="Create an ad creative; generate_seconds makes a synthetic one (admin)",
+    summary="Create an ad creative: from an upload (upload_id, ingested as a job) or a "
+    "synthetic one (generate_seconds) (admin)",
     body=NewAd,
     replies={201: Ad},
     auth=SIGNED_IN,
-    errors=ROLE_ERRORS,
+    errors={
+        **ROLE_ERRORS,
+        404: "No such upload (`upload_not_found`)",
+        409: "The upload's bytes have not arrived (`upload_incomplete`)",
+    },
 )
 async def create_ad(request: web.Request) -> web.Response:
-    """POST /admin/v1/ads {name, advertiser?, click_url?, generate_seconds?} -> 201.
+    """POST /admin/v1/ads {name, advertiser?, click_url?, generate_seconds? | upload_id?}
+    -> 201.
 
-    With ``generate_seconds`` (5-60) a synthetic video ad is generated with ffmpeg in the
-    film ladder in the background (status ``processing`` then ``ready``); uploads of real
-    creatives go through the ingest pipeline.
+    With ``upload_id`` the creative goes through the film ingest pipeline (the same
+    ladder, audio-only included) as a job of ``kush worker``; with ``generate_seconds``
+    (5-60) a synthetic video ad is generated with ffmpeg in the background. Either way
+    the status is ``processing``, then ``ready``.
     """
     claims = await require_role(request, ADMIN)
     new = await parse_body(request, NewAd)
     seconds = new.generate_seconds
+    if seconds and new.upload_id:
+        message = "Give either 'generate_seconds' or 'upload_id'"
+        raise InvalidRequest(
+            message, details={"fields": [{"path": "upload_id", "message": message}]}
+        )
     pool = request.app[pg_key]
-    row = await pool.fetchrow(
-        """INSERT INTO ads (name, advertiser, click_url, status)
-           VALUES ($1, $2, $3, $4) RETURNING *""",
-        new.name,
-        new.advertiser or "",
-        new.click_url,
-        "processing" if seconds else "draft",
-    )
+    upload = None
+    if new.upload_id is not None:
+        upload = await ready_upload(pool, request.app[admin_origin_key], new.upload_id)
+    job_id: uuid.UUID | None = None
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            """INSERT INTO ads (name, advertiser, click_url, status)
+               VALUES ($1, $2, $3, $4) RETURNING *""",
+            new.name,
+            new.advertiser or "",
+            new.click_url,
+            "processing" if seconds or upload else "draft",
+        )
+        if upload is not None:
+            job_id = await create_job(
+                conn,
+                kind="ingest_ad",
+                ad_id=row["id"],
+                upload_id=upload.id,
+                max_attempts=request.app[settings_key].job_max_attempts,
+                created_by=uuid.UUID(claims.sub),
+            )
     ad_id = str(row["id"])
     if seconds:
         task = asyncio.create_task(_generate(request.app, ad_id, float(seconds)))
         tasks = request.app[background_key]
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-    await _changed(request, "ad.create", "ad", ad_id, claims.sub, {"name": new.name})
-    return json_response(_ad(row), status=201)
+    details: dict[str, Any] = {"name": new.name}
+    if job_id is not None:
+        details["job_id"] = str(job_id)
+    await _changed(request, "ad.create", "ad", ad_id, claims.sub, details)
+    return json_response(_ad(row, job_id), status=201)
 
 
 async def _generate(app: web.Application, ad_id: str, seconds: float) -> None:

@@ -1,4 +1,5 @@
-"""The viewer's web pages: catalogue at ``/``, player at ``/watch/{movie_id}``, ``/upgrade``.
+"""The viewer's web pages: catalogue at ``/``, player at ``/watch/{movie_id}``, plans and
+Stripe Checkout at ``/upgrade``.
 
 Plain HTML shells filled in by the page scripts from the ``/v1`` API (no build step);
 their scripts and styles are served from ``/static/`` (``gateway/static``). hls.js is a
@@ -45,7 +46,13 @@ _STATIC_TYPES: Mapping[str, str] = {
     "css": "text/css; charset=utf-8",
     "svg": "image/svg+xml",
 }
-_TEMPLATES = ("shell", "catalogue", "watch", "notice")
+_TEMPLATES = ("shell", "catalogue", "watch", "notice", "upgrade")
+NOT_CONFIGURED = (
+    "Paid plans (Basic and Premium) cannot be bought on this site yet: billing is not "
+    "configured. Nothing has been charged and your plan has not changed. To configure it, "
+    "an operator sets STRIPE_SECRET_KEY, STRIPE_PRICE_BASIC and STRIPE_PRICE_PREMIUM "
+    "(see the README's Billing section) and restarts the service."
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,13 +174,19 @@ async def watch_page(request: web.Request) -> web.Response:
 
 
 async def upgrade_page(request: web.Request) -> web.Response:
-    """GET /upgrade -> says plainly that paid plans cannot be bought here yet."""
-    return _notice(
-        request.app[pages_key],
-        "Upgrade",
-        "Paid plans (Basic and Premium) cannot be bought on this site yet: billing is not "
-        "configured. Nothing has been charged and your plan has not changed.",
+    """GET /upgrade -> the plans, the viewer's subscription and Stripe Checkout; without
+    ``STRIPE_SECRET_KEY`` it says plainly that nothing can be bought yet, and how to
+    configure it."""
+    pages = request.app[pages_key]
+    configured = request.app[settings_key].billing_configured
+    body = pages.fragment(
+        "upgrade",
+        configured="true" if configured else "false",
+        notice="" if configured else NOT_CONFIGURED,
+        notice_hidden=" hidden" if configured else "",
     )
+    text = pages.render(title="Upgrade", page="upgrade", script="upgrade.js", body=body)
+    return _html(pages, text)
 
 
 def _notice(pages: PageShell, title: str, message: str, *, status: int = 200) -> web.Response:

@@ -26,6 +26,7 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from billing.store import grace_of
 from gateway import repository
 from gateway.ads.inventory import Inventory
 from gateway.ads.service import Stitcher, confirm_after_content, plan_ads, track_ad_segment
@@ -281,7 +282,7 @@ async def start_session(pb: Playback, movie_id: str, who: Viewing) -> PlaybackSe
     """Check the film, the plan and the rules, decide the ad plan once, and store a new
     session (refused beyond the plan's stream limit)."""
     movie = await repository.load_movie(pb.pool, movie_id)
-    viewer = await repository.load_viewer(pb.pool, who.user_id)
+    viewer = await repository.load_viewer(pb.pool, who.user_id, grace=grace_of(pb.settings))
     check_rules(movie, viewer, who.country, year=now_year())
     await settle_progress(pb, viewer.id)
     master = await pb.playlists.master(

@@ -9,11 +9,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
+from billing.store import load_user_plan
 from gateway.errors import AccountDisabled, BirthYearLocked, MovieNotFound
 
 
@@ -76,27 +77,24 @@ async def load_movie(pool: asyncpg.Pool, movie_id: str) -> Movie:
     )
 
 
-async def load_viewer(pool: asyncpg.Pool, user_id: str) -> Viewer:
-    """The account and its plan's limits, read fresh (a JWT's plan may lag a payment)."""
+async def load_viewer(pool: asyncpg.Pool, user_id: str, *, grace: timedelta) -> Viewer:
+    """The account and its effective plan's limits, read fresh (a JWT's plan may lag a
+    payment): the plan comes from :func:`billing.plans.effective_plan`, the one rule
+    both services share (``grace``: how long ``past_due`` keeps the plan)."""
+    key = uuid.UUID(user_id)
     row = await pool.fetchrow(
-        """SELECT u.id, u.birth_year, p.id AS plan, p.max_height, p.max_streams, p.ads
-             FROM users u
-             JOIN plans p ON p.id = coalesce(
-                 (SELECT s.plan_id FROM subscriptions s
-                   WHERE s.user_id = u.id AND s.status IN ('active', 'trialing', 'past_due')
-                   ORDER BY s.created_at DESC LIMIT 1), 'free')
-            WHERE u.id = $1 AND u.disabled_at IS NULL""",
-        uuid.UUID(user_id),
+        "SELECT id, birth_year FROM users WHERE id = $1 AND disabled_at IS NULL", key
     )
     if row is None:
         raise AccountDisabled()
+    limits = (await load_user_plan(pool, key, grace=grace)).limits
     return Viewer(
         id=str(row["id"]),
         birth_year=row["birth_year"],
-        plan=row["plan"],
-        max_height=row["max_height"],
-        max_streams=row["max_streams"],
-        ads=row["ads"],
+        plan=limits.id,
+        max_height=limits.max_height,
+        max_streams=limits.max_streams,
+        ads=limits.ads,
     )
 
 

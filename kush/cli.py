@@ -122,6 +122,8 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
                     work_dir=settings.data_dir / "work",
                     publish=not args.draft,
                     on_progress=progress,
+                    max_source_seconds=settings.max_source_seconds,
+                    preset=settings.ingest_preset,
                 )
         except IngestError as err:
             print(f"kush ingest: {err}", file=sys.stderr)

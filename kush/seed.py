@@ -74,7 +74,8 @@ async def seed_demo_accounts(conn: asyncpg.Connection, password: str) -> int:
                        SELECT $1, $2, 'active', 'demo'
                        WHERE NOT EXISTS (
                            SELECT 1 FROM subscriptions WHERE user_id = $1
-                             AND status IN ('active', 'trialing', 'past_due'))""",
+                             AND status IN ('active', 'trialing', 'past_due'))
+                       ON CONFLICT (user_id, provider) DO NOTHING""",
                     user_id,
                     account.plan,
                 )

@@ -81,7 +81,10 @@ async def _grant_plan(conn: asyncpg.Connection, user_id: str, plan: str) -> str:
     if plan != "free":
         await conn.execute(
             """INSERT INTO subscriptions (user_id, plan_id, status, provider)
-               VALUES ($1::uuid, $2, 'active', 'admin')""",
+               VALUES ($1::uuid, $2, 'active', 'admin')
+               ON CONFLICT (user_id, provider) DO UPDATE
+                  SET plan_id = EXCLUDED.plan_id, status = 'active', ends_at = NULL,
+                      updated_at = now()""",
             user_id,
             plan,
         )

@@ -1,4 +1,8 @@
-"""``kush worker``: runs every background job in :data:`JOBS` until SIGINT/SIGTERM."""
+"""``kush worker``: runs every background job in :data:`JOBS` until SIGINT/SIGTERM.
+
+One of them serves the ingest queue (`admin.jobs.serve_queue`): several workers, on
+several machines, share it.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,9 @@ from datetime import datetime, timedelta
 import asyncpg
 from redis.exceptions import RedisError
 
+from admin.billing.jobs import billing_followups_job
+from admin.jobs import serve_queue
+from billing.mail import mail_outbox_job
 from gateway.ads.writer import ad_events_job
 from runtime import db
 from runtime.jobs import Job, WorkerContext
@@ -67,8 +74,21 @@ async def revocation_sync(ctx: WorkerContext, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=SYNC_EVERY_S)
 
 
+async def ingest_queue(ctx: WorkerContext, stop: asyncio.Event) -> None:
+    """Run ingest jobs (films and ad creatives) from the PostgreSQL queue."""
+    await serve_queue(ctx.settings, ctx.pool, ctx.redis, stop)
+
+
 #: Every job the worker runs, written out (one process runs them all).
-JOBS: tuple[Job, ...] = (housekeeping, ad_events_job, revocation_sync)
+JOBS: tuple[Job, ...] = (
+    housekeeping,
+    ad_events_job,
+    revocation_sync,
+    ingest_queue,
+    # billing: the mail outbox, and webhook follow-ups with the plan-expiry sweep
+    mail_outbox_job,
+    billing_followups_job,
+)
 
 
 async def run_worker(settings: Settings) -> int:
@@ -84,7 +104,7 @@ async def run_worker(settings: Settings) -> int:
     try:
         tasks = [asyncio.create_task(job(ctx, stop)) for job in JOBS]
         await stop.wait()
-        done, pending = await asyncio.wait(tasks, timeout=5.0)
+        done, pending = await asyncio.wait(tasks, timeout=10.0)
         for task in pending:
             task.cancel()
         for task in done:

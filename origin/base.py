@@ -97,6 +97,11 @@ class OriginStore(Protocol):
         """Store the file at ``path`` under ``key`` without loading it into memory."""
         ...
 
+    async def get_file(self, key: str, dest: Path) -> int:
+        """Copy the object to the file ``dest`` without loading it into memory; returns
+        its size (``ObjectNotFound`` if there is none)."""
+        ...
+
     async def exists(self, key: str) -> bool:
         """Whether an object is stored under ``key``."""
         ...

@@ -248,6 +248,20 @@ class LocalOrigin:
             tmp.unlink(missing_ok=True)
             raise
 
+    def writable_path(self, key: str) -> Path:
+        """The file an object is stored in, its folder created (blocking: run in a
+        thread); for writers that stream into it themselves (the admin's uploads)."""
+        return self._writable_parent(key)
+
+    def _copy_out(self, key: str, dest: Path) -> int:
+        real, st = self._open_regular(key)
+        shutil.copyfile(real, dest)
+        return st.st_size
+
+    async def get_file(self, key: str, dest: Path) -> int:
+        """Copy the file under ``key`` to ``dest``."""
+        return await asyncio.to_thread(self._copy_out, key, dest)
+
     async def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None) -> None:
         """Write ``data`` atomically (temporary file, then rename).
 

@@ -27,6 +27,7 @@ OriginKind = Literal["local", "s3"]
 DEMO_WEBHOOK_SECRET = "whsec_demo"  # noqa: S105 - documented demo-mode default (DESIGN.md)
 DEMO_PASSWORD = "kush-demo"  # noqa: S105 - documented demo-mode default (DESIGN.md)
 DEFAULT_HLSJS_URL = "/static/vendor/hls.min.js"  # fetched by scripts/vendor.sh
+DEFAULT_MAIL_FROM = "Kush Films <no-reply@kushfilms.example>"
 
 _SECRET_FIELDS = frozenset(
     {
@@ -37,7 +38,19 @@ _SECRET_FIELDS = frozenset(
         "demo_password",
         "database_url",
         "redis_url",
+        "smtp_url",
     }
+)
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
 )
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9:_.-]{1,64}$")
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -166,6 +179,25 @@ class Settings:
     stream_idle_s: int = field(default=120, metadata=_var("KUSH_STREAM_IDLE_S"))
     max_networks_per_session: int = field(default=3, metadata=_var("KUSH_MAX_NETWORKS_PER_SESSION"))
     session_grace_s: int = field(default=30, metadata=_var("KUSH_SESSION_GRACE_S"))
+    # -- uploads and ingest jobs (admin/uploads.py, admin/jobs.py, kush worker)
+    max_upload_bytes: int = field(default=20 * 1024**3, metadata=_var("KUSH_MAX_UPLOAD_BYTES"))
+    upload_url_seconds: int = field(default=3600, metadata=_var("KUSH_UPLOAD_URL_SECONDS"))
+    max_source_seconds: int = field(default=4 * 3600, metadata=_var("KUSH_MAX_SOURCE_SECONDS"))
+    ingest_concurrency: int = field(default=1, metadata=_var("KUSH_INGEST_CONCURRENCY"))
+    job_lease_seconds: int = field(default=60, metadata=_var("KUSH_JOB_LEASE_SECONDS"))
+    job_max_attempts: int = field(default=3, metadata=_var("KUSH_JOB_MAX_ATTEMPTS"))
+    ingest_cpu_factor: int = field(default=20, metadata=_var("KUSH_INGEST_CPU_FACTOR"))
+    ingest_preset: str = field(default="veryfast", metadata=_var("KUSH_INGEST_PRESET"))
+    # -------- billing (Stripe) and mail
+    stripe_price_basic: str | None = field(default=None, metadata=_var("STRIPE_PRICE_BASIC"))
+    stripe_price_premium: str | None = field(default=None, metadata=_var("STRIPE_PRICE_PREMIUM"))
+    stripe_api_base: str | None = field(default=None, metadata=_var("STRIPE_API_BASE"))
+    stripe_timeout_s: float = field(default=10.0, metadata=_var("KUSH_STRIPE_TIMEOUT_S"))
+    billing_success_url: str | None = field(default=None, metadata=_var("KUSH_BILLING_SUCCESS_URL"))
+    billing_cancel_url: str | None = field(default=None, metadata=_var("KUSH_BILLING_CANCEL_URL"))
+    billing_grace_hours: int = field(default=72, metadata=_var("KUSH_BILLING_GRACE_HOURS"))
+    smtp_url: str | None = field(default=None, metadata=_var("KUSH_SMTP_URL"))
+    mail_from: str = field(default=DEFAULT_MAIL_FROM, metadata=_var("KUSH_MAIL_FROM"))
     # the nginx edge (nginx/, `kush edge`; `kush up` starts it when KUSH_EDGE is on)
     edge: bool = field(default=False, metadata=_var("KUSH_EDGE"))
     edge_port: int = field(default=8088, metadata=_var("KUSH_EDGE_PORT"))
@@ -194,6 +226,39 @@ class Settings:
         if self.stripe_webhook_secret:
             return self.stripe_webhook_secret
         return DEMO_WEBHOOK_SECRET if self.is_demo else None
+
+    @property
+    def webhook_secrets(self) -> tuple[str, ...]:
+        """Every accepted webhook signing secret: ``STRIPE_WEBHOOK_SECRET`` may list
+        several, comma-separated, while one is rotated out (each endpoint signs with its
+        own)."""
+        raw = self.webhook_secret or ""
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+    @property
+    def billing_configured(self) -> bool:
+        """Whether Checkout and the Customer Portal can be used (a Stripe secret key)."""
+        return bool(self.stripe_secret_key)
+
+    def stripe_price(self, plan: str) -> str | None:
+        """The Stripe price id of a paid plan (``STRIPE_PRICE_BASIC``/``_PREMIUM``)."""
+        return {"basic": self.stripe_price_basic, "premium": self.stripe_price_premium}.get(plan)
+
+    def plan_of_price(self, price_id: str) -> str | None:
+        """The plan a Stripe price id stands for, if it is one of ours."""
+        for plan in ("basic", "premium"):
+            if price_id and self.stripe_price(plan) == price_id:
+                return plan
+        return None
+
+    def billing_return_url(self, outcome: str) -> str:
+        """Where Stripe sends the viewer back: ``success``, ``cancel`` or ``portal``."""
+        if outcome == "success" and self.billing_success_url:
+            return self.billing_success_url
+        if outcome == "cancel" and self.billing_cancel_url:
+            return self.billing_cancel_url
+        query = "" if outcome == "portal" else f"?checkout={outcome}"
+        return f"{self.gateway_url().rstrip('/')}/upgrade{query}"
 
     def gateway_url(self) -> str:
         """Base URL players use to reach the gateway."""
@@ -458,6 +523,23 @@ class _Parser:
             stream_idle_s=self.integer("KUSH_STREAM_IDLE_S", 120, 1, 86400),
             max_networks_per_session=self.integer("KUSH_MAX_NETWORKS_PER_SESSION", 3, 1, 1000),
             session_grace_s=self.integer("KUSH_SESSION_GRACE_S", 30, 0, 600),
+            max_upload_bytes=self.integer("KUSH_MAX_UPLOAD_BYTES", 20 * 1024**3, 1024, 1024**4),
+            upload_url_seconds=self.integer("KUSH_UPLOAD_URL_SECONDS", 3600, 60, 7 * 24 * 3600),
+            max_source_seconds=self.integer("KUSH_MAX_SOURCE_SECONDS", 4 * 3600, 1, 24 * 3600),
+            ingest_concurrency=self.integer("KUSH_INGEST_CONCURRENCY", 1, 1, 32),
+            job_lease_seconds=self.integer("KUSH_JOB_LEASE_SECONDS", 60, 2, 3600),
+            job_max_attempts=self.integer("KUSH_JOB_MAX_ATTEMPTS", 3, 1, 20),
+            ingest_cpu_factor=self.integer("KUSH_INGEST_CPU_FACTOR", 20, 1, 1000),
+            ingest_preset=self.choice("KUSH_INGEST_PRESET", X264_PRESETS, "veryfast"),
+            stripe_price_basic=self.text("STRIPE_PRICE_BASIC"),
+            stripe_price_premium=self.text("STRIPE_PRICE_PREMIUM"),
+            stripe_api_base=self.url("STRIPE_API_BASE", ("http", "https")),
+            stripe_timeout_s=float(self.integer("KUSH_STRIPE_TIMEOUT_S", 10, 1, 60)),
+            billing_success_url=self.url("KUSH_BILLING_SUCCESS_URL", ("http", "https")),
+            billing_cancel_url=self.url("KUSH_BILLING_CANCEL_URL", ("http", "https")),
+            billing_grace_hours=self.integer("KUSH_BILLING_GRACE_HOURS", 72, 0, 24 * 60),
+            smtp_url=self.url("KUSH_SMTP_URL", ("smtp", "smtps")),
+            mail_from=self.text("KUSH_MAIL_FROM") or DEFAULT_MAIL_FROM,
             **self.edge(),
         )
         # Cross-field rules only judge values that were read cleanly: a typo in one

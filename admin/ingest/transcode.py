@@ -1,5 +1,10 @@
 """Transcode a source into an HLS VOD ladder, checked and written with the ``hls`` core.
 
+One concern, kept in one module on purpose (about 700 lines): planning the rungs, the one
+ffmpeg invocation that encodes them and the checks that validate its output all share
+the same timing invariants (segment boundaries, first timestamps, audio cut points), and
+splitting them would scatter those invariants across files.
+
 Package layout written into ``out_dir`` (later uploaded as ``videos/{id}/...``)::
 
     master.m3u8                  written here, not by ffmpeg
@@ -14,6 +19,26 @@ moved into place only when it validates, so an origin never serves half a film.
 ffmpeg's media playlists are read with `hls.parse_media_playlist` and the master
 playlist is written with `hls.write_master_playlist`. The synthetic demo film is made
 in `admin.ingest.demo`.
+
+Timestamps: every rendition's first segment starts at the same instant, audio and
+video together, so the timeline a player builds from the first fragment starts at 0
+with no hole (hls.js reported ``bufferSeekOverHole`` when the video started 0.1-0.2 s
+after the audio). Two things made them differ: the AAC encoder's priming frame (1024
+samples; the audio is now shifted by as much, so its first packet sits where the first
+picture does) and x264's B-frame reorder delay, which shifts a video rendition's
+timestamps by two frames but not an audio-only one (which now gets the same
+``output_ts_offset``). `transcode_to_hls` checks the result with `first_timestamps` on
+every first segment. The MPEG-TS muxer's own offset (1.4 s, `TS_MUX_OFFSET_S`, the same
+in every rendition) stays: ``muxdelay 0`` would remove it but also put every 21 ms AAC
+frame in a PES packet of its own, +74 % bytes for the audio-only rendition.
+
+An audio-only rendition is cut on AAC frames (1024 samples, 21.3 ms at 48 kHz), so its
+cuts land up to a frame after the video's: 6 s is 281.25 frames, no sample rate a
+player takes makes it whole. Its segments hold the same audio as the video renditions'
+segments of the same index, so its playlist states the video's durations (after
+checking every cut is within two AAC frames of the video's and never drifts): all
+renditions of a film, and of an ad creative, then have identical EXTINF values, which
+is what the ad stitcher's 1 ms alignment rule (`hls.ads.align_pods`) compares.
 """
 
 from __future__ import annotations
@@ -24,7 +49,7 @@ import math
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -32,7 +57,17 @@ from typing import Any, Final
 
 import ffmpeg
 
-from admin.ingest.ffmpeg import FfmpegError, MediaInfo, encode_timeout, probe, run_ffmpeg
+from admin.ingest.ffmpeg import (
+    ALLOWED_CONTAINERS,
+    FfmpegError,
+    Limits,
+    MediaInfo,
+    encode_timeout,
+    file_url,
+    first_timestamps,
+    probe,
+    run_ffmpeg,
+)
 from admin.ingest.ladder import (
     DEFAULT_LADDER,
     Rung,
@@ -71,6 +106,19 @@ POSTER_WIDTH: Final = 640
 #: RFC 6381 codec string of AAC-LC (object type 2), the only audio codec we encode.
 AAC_LC_CODECS: Final = "mp4a.40.2"
 AUDIO_SAMPLE_RATE: Final = 48_000
+#: Samples of the AAC encoder's priming frame (ffmpeg's native encoder).
+AAC_PRIMING_SAMPLES: Final = 1024
+AAC_FRAME_S: Final = 1024 / AUDIO_SAMPLE_RATE
+#: x264 B-frames: three, with a B-pyramid, whatever the preset (ultrafast has none):
+#: the reorder delay is then two frames for every video rung.
+X264_BFRAMES: Final = 3
+X264_REORDER_FRAMES: Final = 2
+#: How far an audio-only cut may land from the video's (two AAC frames).
+AUDIO_CUT_TOLERANCE_S: Final = 2 * AAC_FRAME_S
+#: The MPEG-TS muxer's offset of every timestamp (twice its default 0.7 s ``muxdelay``).
+TS_MUX_OFFSET_S: Final = 1.4
+#: Largest difference between the first timestamps of two streams or renditions.
+START_TOLERANCE_S: Final = 0.001
 
 #: EXT-X-VERSION of the master playlist: 3, as ffmpeg writes in the media playlists
 #: (decimal EXTINF durations, RFC 8216 §7); nothing in the master needs more.
@@ -225,9 +273,19 @@ def build_hls_args(
         has_audio=has_audio,
     )
     video_plans = [plan for plan in plans if plan.level_idc is not None]
-    source = ffmpeg.input(str(src))
+    source = ffmpeg.input(
+        file_url(src),
+        protocol_whitelist="file,pipe",
+        format_whitelist=",".join(ALLOWED_CONTAINERS),
+    )
     frames = source["v:0"].filter("fps", fps=_fps_arg(rate)).filter("format", "yuv420p")
     branches = frames.split() if len(video_plans) > 1 else None
+    # The priming frame is put where the first picture is (see the module docstring).
+    audio_users = sum(1 for plan in plans if has_audio or plan.level_idc is None)
+    audio = source["a:0"].filter("asetpts", f"PTS+{AAC_PRIMING_SAMPLES}/{AUDIO_SAMPLE_RATE}/TB")
+    audio_branches = audio.asplit() if audio_users > 1 else None
+    audio_index = 0
+    reorder_delay = Fraction(X264_REORDER_FRAMES) / rate if video_plans else Fraction(0)
     gop = math.ceil(rate * segment_seconds)
     outputs: list[Any] = []
     branch_index = 0
@@ -251,9 +309,18 @@ def build_hls_args(
         }
         streams: list[Any] = []
         options = dict(hls_options)
+
+        def next_audio() -> Any:
+            nonlocal audio_index
+            stream = audio if audio_branches is None else audio_branches[audio_index]
+            audio_index += 1
+            return stream
+
         if plan.level_idc is None:
-            streams.append(source["a:0"])
+            streams.append(next_audio())
             options.update(audio_options)
+            if reorder_delay:
+                options["output_ts_offset"] = f"{float(reorder_delay):.6f}"
         else:
             branch = frames if branches is None else branches[branch_index]
             branch_index += 1
@@ -276,10 +343,12 @@ def build_hls_args(
                     "keyint_min": gop,
                     "sc_threshold": 0,
                     "flags": "+cgop",
+                    "bf": X264_BFRAMES,
+                    "x264-params": "b-pyramid=normal",
                 }
             )
             if has_audio:
-                streams.append(source["a:0"])
+                streams.append(next_audio())
                 options.update(audio_options)
         outputs.append(ffmpeg.output(*streams, str(out / plan.name / MEDIA_PLAYLIST), **options))
     args: list[str] = ffmpeg.merge_outputs(*outputs).get_args()
@@ -396,14 +465,53 @@ def _fold_trailing_fragment(directory: Path, expected_segments: int) -> None:
     (directory / MEDIA_PLAYLIST).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def _restate_audio_durations(
+    directory: Path, name: str, reference: Sequence[float], reference_name: str
+) -> None:
+    """Give an audio-only rendition the video's segment durations (module docstring).
+
+    Refused (`FfmpegError`) unless it has as many segments and every cut, counted from
+    the start, is within `AUDIO_CUT_TOLERANCE_S` of the video's: the segments then hold
+    the audio of the same stretch of the film, only cut on AAC frames.
+    """
+    playlist_path = directory / MEDIA_PLAYLIST
+    durations = [s.duration for s in _read_media_playlist(playlist_path).segments]
+    if len(durations) != len(reference):
+        raise FfmpegError(
+            f"renditions are not aligned: {name} has {len(durations)} segments, "
+            f"{reference_name} has {len(reference)}"
+        )
+    ours = theirs = 0.0
+    for index, (duration, expected) in enumerate(zip(durations, reference, strict=True)):
+        ours += duration
+        theirs += expected
+        if abs(ours - theirs) > AUDIO_CUT_TOLERANCE_S + 1e-6:
+            raise FfmpegError(
+                f"renditions are not aligned: {name} segment {index} ends at {ours:.3f} s, "
+                f"{reference_name}'s at {theirs:.3f} s"
+            )
+    lines = playlist_path.read_text(encoding="utf-8").splitlines()
+    extinf = iter(reference)
+    for index, line in enumerate(lines):
+        if line.startswith(f"{EXTINF}:"):
+            lines[index] = f"{EXTINF}:{next(extinf):.6f},"
+    playlist_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def _finish_package(
     staging: Path, plans: Sequence[RenditionPlan], fps: Fraction
 ) -> tuple[list[Rendition], float]:
     """Validate alignment across renditions and write our own master playlist."""
-    expected = len(_read_media_playlist(staging / plans[0].name / MEDIA_PLAYLIST).segments)
+    reference_plan = next(plan for plan in plans if plan.level_idc is not None)
+    reference_playlist = _read_media_playlist(staging / reference_plan.name / MEDIA_PLAYLIST)
+    expected = len(reference_playlist.segments)
+    video_durations = [segment.duration for segment in reference_playlist.segments]
     for plan in plans:
         if plan.level_idc is None:
             _fold_trailing_fragment(staging / plan.name, expected)
+            _restate_audio_durations(
+                staging / plan.name, plan.name, video_durations, reference_plan.name
+            )
     measured = [_measure(plan, staging / plan.name, fps) for plan in plans]
     reference_name = measured[0][0].name
     reference = measured[0][1]
@@ -422,6 +530,24 @@ def _finish_package(
     renditions = [rendition for rendition, _ in measured]
     (staging / MASTER_PLAYLIST).write_text(render_master_playlist(renditions), encoding="utf-8")
     return renditions, sum(reference)
+
+
+async def check_start_times(package_dir: Path, names: Sequence[str]) -> float:
+    """Every stream of every rendition's first segment starts at the same instant;
+    returns it (`FfmpegError` otherwise)."""
+    starts: dict[str, float] = {}
+    for name in names:
+        first_segment = package_dir / name / (SEGMENT_PATTERN % 0)
+        found = await first_timestamps(first_segment)
+        for kind, start in found.items():
+            starts[f"{name} {kind}"] = start
+    if not starts:
+        raise FfmpegError("the first segments hold no audio or video")
+    low, high = min(starts.values()), max(starts.values())
+    if high - low > START_TOLERANCE_S:
+        described = ", ".join(f"{k} {v:.3f} s" for k, v in sorted(starts.items()))
+        raise FfmpegError(f"renditions do not start together: {described}")
+    return low
 
 
 def _prepare_staging(out_dir: Path, names: Sequence[str]) -> Path:
@@ -444,7 +570,12 @@ def _publish(staging: Path, out_dir: Path) -> None:
 async def _extract_poster(src: Path, dest: Path, at_s: float) -> None:
     """Write one frame at ``at_s`` as a JPEG ``POSTER_WIDTH`` pixels wide."""
     args = (
-        ffmpeg.input(str(src), ss=f"{at_s:.3f}")
+        ffmpeg.input(
+            file_url(src),
+            ss=f"{at_s:.3f}",
+            protocol_whitelist="file,pipe",
+            format_whitelist=",".join(ALLOWED_CONTAINERS),
+        )
         .video.filter("scale", POSTER_WIDTH, -2)
         .filter("setsar", "1")
         .output(str(dest), vframes=1, update=1, **{"q:v": 3})
@@ -453,6 +584,42 @@ async def _extract_poster(src: Path, dest: Path, at_s: float) -> None:
     await run_ffmpeg(args, timeout_s=_POSTER_TIMEOUT_S)
     if not await asyncio.to_thread(dest.is_file):
         raise FfmpegError(f"no frame at {at_s:.1f} s for the poster")
+
+
+def output_budget(plans: Sequence[RenditionPlan], duration_s: float) -> int:
+    """The most bytes a package may take: twice every rung's peak rate over the film,
+    plus room for playlists, the poster and short films' overheads."""
+    bits_per_s = sum(plan.rung.maxrate + plan.rung.audio_bitrate for plan in plans)
+    return int(bits_per_s / 8 * max(duration_s, 1.0) * 2) + 64 * 1024 * 1024
+
+
+def _tree_size(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+async def _guard_output(staging: Path, max_bytes: int, every_s: float = 1.0) -> None:
+    """Raise `FfmpegError` as soon as the package grows over ``max_bytes``."""
+    while True:
+        await asyncio.sleep(every_s)
+        size = await asyncio.to_thread(_tree_size, staging)
+        if size > max_bytes:
+            raise FfmpegError(f"the output grew over its limit of {max_bytes} bytes")
+
+
+async def _run_guarded(encode: Awaitable[None], staging: Path, max_bytes: int) -> None:
+    """Run the encode while watching the output size; whichever fails first wins."""
+    tasks = [
+        asyncio.ensure_future(encode),
+        asyncio.ensure_future(_guard_output(staging, max_bytes)),
+    ]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def transcode_to_hls(
@@ -464,6 +631,9 @@ async def transcode_to_hls(
     timeout_s: float | None = None,
     segment_seconds: int = 6,
     preset: str = "veryfast",
+    info: MediaInfo | None = None,
+    limits: Limits | None = None,
+    max_output_bytes: int | None = None,
 ) -> HlsPackage:
     """Transcode ``src`` into a validated HLS package in ``out_dir``.
 
@@ -472,9 +642,11 @@ async def transcode_to_hls(
     must not exist or be empty; it appears only once the package is complete.
     Progress is reported as a fraction in [0, 1]. Raises `FfmpegError` when ffmpeg
     fails or times out (``timeout_s`` defaults to ten times the duration plus ten
-    minutes) or when the renditions come out misaligned.
+    minutes), passes ``limits`` or ``max_output_bytes`` (default `output_budget`), or
+    when the renditions come out misaligned. ``info`` is the source's probe, if known.
     """
-    info = await probe(src)
+    if info is None:
+        info = await probe(src)
     if not info.has_video or info.width is None or info.height is None:
         raise FfmpegError(f"{src.name} has no video stream to transcode")
     # Explicit rungs get the same rule as the default ladder: none above the source.
@@ -487,6 +659,7 @@ async def transcode_to_hls(
         fps=fps,
         has_audio=info.has_audio,
     )
+    budget = max_output_bytes or output_budget(plans, info.duration_s or 3600.0)
     staging = await asyncio.to_thread(_prepare_staging, out_dir, [plan.name for plan in plans])
     try:
         args = build_hls_args(
@@ -501,13 +674,21 @@ async def transcode_to_hls(
             preset=preset,
         )
         encode_share = 0.97
-        await run_ffmpeg(
-            args,
-            on_progress=None if on_progress is None else (lambda f: on_progress(f * encode_share)),
-            duration_s=info.duration_s,
-            timeout_s=timeout_s if timeout_s is not None else encode_timeout(info.duration_s),
+        await _run_guarded(
+            run_ffmpeg(
+                args,
+                on_progress=None
+                if on_progress is None
+                else (lambda f: on_progress(f * encode_share)),
+                duration_s=info.duration_s,
+                timeout_s=timeout_s if timeout_s is not None else encode_timeout(info.duration_s),
+                limits=limits,
+            ),
+            staging,
+            budget,
         )
         renditions, duration = await asyncio.to_thread(_finish_package, staging, plans, fps)
+        await check_start_times(staging, [plan.name for plan in plans])
         await _extract_poster(src, staging / POSTER, at_s=duration * 0.1)
         await asyncio.to_thread(_publish, staging, out_dir)
     except BaseException:

@@ -1,4 +1,4 @@
-// Notice pages (upgrade, not found): only the account bar.
+// Notice pages (film not found): only the account bar.
 
 import { startShell } from './shell.js';
 

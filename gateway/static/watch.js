@@ -302,9 +302,7 @@ class WatchPage {
     if (data.type === Hls.ErrorTypes.NETWORK_ERROR) {
       if (status === 401 || status === 403) {
         this.stopHls();
-        this.fail('session_ended', 'Playback stopped',
-          'This playback session has ended (you signed out, or another screen took over).',
-          { label: 'Start again', run: () => location.reload() });
+        this.sessionStopped(data);
         return;
       }
       if (this.networkRetries < NETWORK_RETRIES) {
@@ -325,6 +323,34 @@ class WatchPage {
 
   stopHls() {
     if (this.hls) this.hls.stopLoad();
+  }
+
+  /** A playlist or segment was refused mid-film: ask the gateway why (hls.js keeps only
+   * the status), so a plan change reads as one rather than as a lost session. */
+  async sessionStopped(data) {
+    const url = (data.frag && data.frag.url) || (data.context && data.context.url) || data.url;
+    let code = '';
+    let message = '';
+    if (url) {
+      try {
+        const body = await (await fetch(url, { credentials: 'omit' })).json();
+        code = (body && body.error && body.error.code) || '';
+        message = (body && body.error && body.error.message) || '';
+      } catch {
+        // offline or not JSON: the generic message below
+      }
+    }
+    this.state.error = { code: code || 'session_ended', message };
+    if (code === 'plan_changed') {
+      this.fail('plan_changed', 'Your plan changed', message
+        || 'Your plan no longer includes this quality. Start the film again to continue.',
+        { label: 'Start again', run: () => location.reload() },
+        { label: 'See plans', href: '/upgrade' });
+      return;
+    }
+    this.fail('session_ended', 'Playback stopped',
+      'This playback session has ended (you signed out, or another screen took over).',
+      { label: 'Start again', run: () => location.reload() });
   }
 
   // ------------------------------------------------------------ quality and data saver

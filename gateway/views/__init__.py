@@ -1,12 +1,12 @@
 """The gateway's HTTP views, one module per resource: catalogue, the viewer's account,
-playback sessions, HLS (master, media playlist, segment, ad files), progress, and the
-nginx edge's ``auth_request`` check."""
+playback sessions, HLS (master, media playlist, segment, ad files), progress, billing,
+and the nginx edge's ``auth_request`` check."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.views import catalogue, edge, hls, me, playback, progress
+from gateway.views import billing, catalogue, edge, hls, me, playback, progress
 
 
 def setup_routes(app: web.Application) -> None:
@@ -16,3 +16,4 @@ def setup_routes(app: web.Application) -> None:
     tables = (catalogue.routes, me.routes, playback.routes, progress.routes, hls.routes)
     for table in (*tables, edge.routes):
         table.mount(app)
+    billing.setup_routes(app)

@@ -249,6 +249,30 @@ class S3Origin:
             ),
         )
 
+    async def get_file(self, key: str, dest: Path) -> int:
+        """Download the object to ``dest`` (multipart, never whole in memory)."""
+        split_key(key)
+        await self._boto(key, lambda: self._client.download_file(self._bucket, key, str(dest)))
+        return (await asyncio.to_thread(dest.stat)).st_size
+
+    def presign_put(
+        self, key: str, *, content_type: str, content_length: int, expires_in: int
+    ) -> str:
+        """A presigned PutObject URL for ``key``: the client sends the bytes straight to
+        the bucket with these ``Content-Type`` and ``Content-Length`` (both signed). The
+        URL is a credential: never log it."""
+        split_key(key)
+        return self._client.generate_presigned_url(
+            "put_object",
+            Params={
+                "Bucket": self._bucket,
+                "Key": key,
+                "ContentType": content_type,
+                "ContentLength": content_length,
+            },
+            ExpiresIn=expires_in,
+        )
+
     def _delete_all(self, prefix: str) -> int:
         deleted = 0
         paginator = self._client.get_paginator("list_objects_v2")

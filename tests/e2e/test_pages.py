@@ -65,6 +65,8 @@ async def test_upgrade_page_is_honest_about_billing(client: TestClient) -> None:
     text = await (await client.get("/upgrade")).text()
     assert "billing is not configured" in text
     assert "Nothing has been charged" in text
+    assert "STRIPE_SECRET_KEY" in text  # and how to configure it
+    assert 'data-configured="false"' in text
 
 
 @pytest.fixture

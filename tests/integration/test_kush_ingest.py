@@ -88,11 +88,12 @@ async def test_ingest_publishes_a_ladder_no_taller_than_the_source(settings: Set
                     "SELECT name FROM renditions WHERE movie_id = $1", uuid.UUID(movie_id)
                 )
             }
-            assert "480p" in names
-            assert not names & {"1080p", "720p"}  # never above the source
+            # rendition folders are named after the film's version (re-ingest is atomic)
+            assert "v2-480p" in names
+            assert not names & {"v2-1080p", "v2-720p"}  # never above the source
         finally:
             await conn.close()
-        assert (origin / "videos" / movie_id / "master.m3u8").is_file()
+        assert (origin / "videos" / movie_id / "v2" / "master.m3u8").is_file()
         assert (origin / "videos" / movie_id / "poster.jpg").is_file()
     finally:
         conn2 = await asyncpg.connect(settings.database_url)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import grimp
 
-PACKAGES = ("kush", "runtime", "hls", "gateway", "admin", "tokens", "origin", "loadtest")
+PACKAGES = ("kush", "runtime", "hls", "gateway", "admin", "tokens", "origin", "billing", "loadtest")
 
 
 def _cycles(adjacency: dict[str, list[str]]) -> list[list[str]]:

@@ -180,9 +180,20 @@ def test_build_hls_args_one_output_per_rung_with_aligned_keyframes() -> None:
         source_width=1280,
         source_height=720,
     )
-    assert args[:2] == ["-i", "/in/film.mov"]
+    # an untrusted upload: a file: URL, local files only, plain containers only
+    assert args[:6] == [
+        "-format_whitelist",
+        "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,flv,mpeg,asf,ogg",
+        "-protocol_whitelist",
+        "file,pipe",
+        "-i",
+        "file:/in/film.mov",
+    ]
     graph = args[args.index("-filter_complex") + 1]
     assert "split=3" in graph
+    # the AAC priming frame is moved onto the first picture, for all four audio users
+    assert "asetpts=PTS+1024/48000/TB" in graph
+    assert "asplit=4" in graph
     assert graph.count("scale=") == 3
     assert "fps=fps=24" in graph
 
@@ -206,7 +217,12 @@ def test_build_hls_args_one_output_per_rung_with_aligned_keyframes() -> None:
         if name == "audio":
             assert "-c:v" not in options
             assert options.count("-map") == 1
+            # the video rungs' B-frame reorder delay: two frames at 24 fps
+            assert _option(options, "-output_ts_offset") == "0.083333"
             continue
+        assert "-output_ts_offset" not in options
+        assert _option(options, "-bf") == "3"
+        assert _option(options, "-x264-params") == "b-pyramid=normal"
         assert _option(options, "-c:v") == "libx264"
         assert _option(options, "-profile:v") == "high"
         assert _option(options, "-pix_fmt") == "yuv420p"

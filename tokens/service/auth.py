@@ -30,6 +30,8 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from billing.plans import DEFAULT_GRACE
+from billing.store import load_user_plan
 from runtime.errors import Conflict, Unauthorized, Unprocessable
 from runtime.redis import Keys
 from tokens.errors import InvalidEmail, TokenError, TokenInvalid, TokenRevoked, WeakPassword
@@ -62,11 +64,9 @@ BAD_CREDENTIALS = "Wrong email or password"
 
 FamilyHook = Callable[[str], Awaitable[None]]
 
+# The plan claim is the effective plan (billing.plans.effective_plan), read at issue time.
 _USER_SQL = """
-SELECT u.id, u.email, u.role, u.password_hash, u.disabled_at,
-       coalesce((SELECT s.plan_id FROM subscriptions s
-                  WHERE s.user_id = u.id AND s.status IN ('active', 'trialing', 'past_due')
-                  ORDER BY s.created_at DESC LIMIT 1), 'free') AS plan
+SELECT u.id, u.email, u.role, u.password_hash, u.disabled_at
   FROM users u
 """
 
@@ -123,6 +123,8 @@ class AuthService:
     #: PostgreSQL before trusting it again (other processes: the dropped marker, or the
     #: worker's sync when Redis could not even take that)
     mirror_stale: bool = field(default=False, init=False, repr=False)
+    #: how long ``past_due`` keeps a plan (``KUSH_BILLING_GRACE_HOURS``), for the claim
+    grace: timedelta = DEFAULT_GRACE
 
     # ------------------------------------------------------------ accounts
 
@@ -157,7 +159,8 @@ class AuthService:
                 client[:32],
             )
             refresh = await self._insert_refresh(conn, family_id)
-        return self._issue(row, str(family_id), refresh)
+        plan = await self._plan(self.pool, row["id"])
+        return self._issue(row, plan, str(family_id), refresh)
 
     async def refresh(self, refresh_token: str) -> IssuedTokens:
         """Rotate a refresh token. Presenting one that was already used revokes its whole
@@ -191,13 +194,14 @@ class AuthService:
                 )
                 refresh = await self._insert_refresh(conn, family_id)
                 user = await conn.fetchrow(_USER_SQL + " WHERE u.id = $1", row["user_id"])
+                plan = await self._plan(conn, row["user_id"])
         if reused_family is not None:
             log.warning("refresh token reuse: family revoked")
             await self._after_family_revoked(reused_family)
             raise TokenRevoked("refresh token already used; all sessions of this login ended")
         if user is None or user["disabled_at"] is not None:
             raise TokenRevoked("account disabled")
-        return self._issue(user, str(family_id), refresh)
+        return self._issue(user, plan, str(family_id), refresh)
 
     async def logout(self, claims: AccessClaims, refresh_token: str | None = None) -> None:
         """Blacklist this access token until it expires, revoke its refresh family and end
@@ -351,13 +355,18 @@ class AuthService:
                 # the sessions are ended in PostgreSQL; the worker removes them from Redis
                 log.warning("sessions of a revoked login not evicted (%s)", type(exc).__name__)
 
-    def _issue(self, row: asyncpg.Record, family_id: str, refresh: str) -> IssuedTokens:
+    async def _plan(self, conn: asyncpg.Connection | asyncpg.Pool, user_id: uuid.UUID) -> Plan:
+        """The effective plan, for the token's (informational) ``plan`` claim."""
+        current = await load_user_plan(conn, user_id, grace=self.grace, now=self._now())
+        return cast(Plan, current.plan)
+
+    def _issue(self, row: asyncpg.Record, plan: Plan, family_id: str, refresh: str) -> IssuedTokens:
         keys = self.keystore.keys
         claims = new_access_claims(
             sub=str(row["id"]),
             email=row["email"],
             role=cast(Role, row["role"]),
-            plan=cast(Plan, row["plan"]),
+            plan=plan,
             now=int(self.clock()),
             sid=family_id,
         )

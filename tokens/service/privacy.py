@@ -315,8 +315,8 @@ async def erase_user(auth: AuthService, redis: Redis, keys: Keys, user_id: str) 
 
     In one transaction the account is disabled and anonymised, its progress deleted and
     its sessions' addresses cleared, so no login or refresh can succeed from that moment;
-    then every login is revoked (its access tokens refused at once) and every live
-    playback session ended."""
+    then every live playback session is ended and every login revoked (its access tokens
+    refused at once)."""
     uid = parse_user_id(user_id)
     pool = auth.pool
     async with pool.acquire() as conn, conn.transaction():
@@ -347,11 +347,13 @@ async def erase_user(auth: AuthService, redis: Redis, keys: Keys, user_id: str) 
         families = await conn.fetch(
             "SELECT id FROM refresh_families WHERE user_id = $1 AND revoked_at IS NULL", uid
         )
-    for fam in families:
-        await auth.revoke_family(str(fam["id"]), ERASED_REASON)
+    # sessions first, so they end with the erasure as their reason (revoking a login
+    # also ends its sessions, as a logout)
     ended = await end_sessions_of(
         pool, redis, keys, owner="user", owner_id=str(uid), reason=ERASED_REASON
     )
+    for fam in families:
+        await auth.revoke_family(str(fam["id"]), ERASED_REASON)
     return Erasure(
         user_id=str(uid),
         already_erased=already,

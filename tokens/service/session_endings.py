@@ -17,6 +17,9 @@ from runtime.redis import Keys
 #: The reason a film's sessions end when it is unpublished or taken down; their next
 #: request is refused with this code, which the player can show.
 FILM_UNAVAILABLE = "film_unavailable"
+#: Why a session ends when its viewer's plan no longer covers it (a downgrade, a failed
+#: payment past its grace): the code its next request is refused with.
+PLAN_CHANGED = "plan_changed"
 
 
 def _uuid(value: str | None) -> uuid.UUID | None:

@@ -66,7 +66,7 @@ from tokens.service.playback_session import (
     PlaybackSession,
     SessionFormatError,
 )
-from tokens.service.session_endings import FILM_UNAVAILABLE, evict, eviction_rows
+from tokens.service.session_endings import FILM_UNAVAILABLE, PLAN_CHANGED, evict, eviction_rows
 
 log = logging.getLogger(__name__)
 
@@ -177,12 +177,21 @@ class FilmWithdrawn(SessionGone):
     message = "This film is no longer available"
 
 
+class PlanNoLongerCovers(SessionGone):
+    """Ended because the viewer's plan changed and no longer covers the session."""
+
+    code = "plan_changed"
+    message = "Your plan changed and no longer includes this quality; start the film again"
+
+
 def gone(reason: str | None) -> SessionGone:
     """The error a request for a session that ended for ``reason`` gets."""
     if reason == SHARED:
         return SessionShared(reason)
     if reason == FILM_UNAVAILABLE:
         return FilmWithdrawn(reason)
+    if reason == PLAN_CHANGED:
+        return PlanNoLongerCovers(reason)
     return SessionGone(reason)
 
 
@@ -545,3 +554,35 @@ def _alive(seen: _Seen) -> PlaybackSession:
     if seen[1] is None:
         raise gone(seen[2])
     return seen[1]
+
+
+# ------------------------------------------------------------------ plan changes
+
+
+async def end_sessions_beyond_plan(
+    store: SessionStore, user_id: str, *, allowed_plans: frozenset[str]
+) -> list[str]:
+    """End every live session of ``user_id`` started under a plan not in ``allowed_plans``
+    (a downgrade: premium sessions when the plan falls to basic or free), their next
+    request is refused with ``plan_changed`` (the session's tombstone keeps the reason).
+
+    Live sessions are found in the ``streams:<user>`` set and, for sessions idle long
+    enough to have left it (paused), in ``playback_sessions``. Returns the ended ids.
+    """
+    members = await store.redis.zrange(store.keys("streams", user_id), 0, -1)
+    ids = {m.decode() if isinstance(m, bytes) else str(m) for m in members}
+    rows = await store.pool.fetch(
+        """SELECT id FROM playback_sessions
+            WHERE user_id = $1 AND ended_at IS NULL AND expires_at > now()""",
+        uuid.UUID(user_id),
+    )
+    ids.update(r["id"] for r in rows)
+    ended: list[str] = []
+    for session_id in sorted(ids):
+        raw = await store.redis.get(store.keys("ps", session_id))
+        session = _read_session(raw) if raw else None
+        if session is None or session.user_id != user_id or session.plan in allowed_plans:
+            continue
+        if await store.end(session_id, reason=PLAN_CHANGED, user_id=user_id):
+            ended.append(session_id)
+    return ended

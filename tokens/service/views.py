@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import AsyncIterator, Mapping
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
@@ -175,7 +176,11 @@ async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
     dummy_verify("")  # build the dummy hash now, not during someone's login
     app[keystore_key] = store
     app[auth_key] = AuthService(
-        pool=app[pg_key], redis=app[redis_key], keys=app[rkeys_key], keystore=store
+        pool=app[pg_key],
+        redis=app[redis_key],
+        keys=app[rkeys_key],
+        keystore=store,
+        grace=timedelta(hours=settings.billing_grace_hours),
     )
     yield
     await store.stop()

@@ -1,0 +1,114 @@
+"""Reading a user's plan from PostgreSQL: their subscription rows and the plan limits,
+in one query, through :func:`billing.plans.effective_plan`."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from billing.plans import EffectivePlan, SubscriptionRow, effective_plan
+from runtime.settings import Settings
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanLimits:
+    """What a plan allows (the plans table)."""
+
+    id: str
+    name: str
+    rank: int
+    max_height: int
+    max_streams: int
+    ads: bool
+    amount_minor: int
+    currency: str
+    interval: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserPlan:
+    """A user's effective plan and its limits."""
+
+    effective: EffectivePlan
+    limits: PlanLimits
+    plans: dict[str, PlanLimits]
+
+    @property
+    def plan(self) -> str:
+        return self.effective.plan
+
+
+# Every plan, each with the user's subscription rows on it (if any): one round trip gives
+# both the rows and the limits of whichever plan turns out to be in force.
+_PLAN_SQL = """
+SELECT p.id AS plan_id, p.name AS plan_name, p.rank, p.max_height, p.max_streams, p.ads,
+       p.amount_minor, p.currency, p.billing_interval,
+       s.id AS sub_id, s.provider, s.status, s.current_period_end, s.cancel_at_period_end,
+       s.past_due_since, s.ends_at, s.updated_at
+  FROM plans p
+  LEFT JOIN subscriptions s ON s.plan_id = p.id AND s.user_id = $1
+ ORDER BY p.rank
+"""
+
+
+def grace_of(settings: Settings) -> timedelta:
+    """The grace period of a failed payment (``KUSH_BILLING_GRACE_HOURS``)."""
+    return timedelta(hours=settings.billing_grace_hours)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _limits(r: Any) -> PlanLimits:
+    return PlanLimits(
+        id=r["plan_id"],
+        name=r["plan_name"],
+        rank=r["rank"],
+        max_height=r["max_height"],
+        max_streams=r["max_streams"],
+        ads=r["ads"],
+        amount_minor=r["amount_minor"],
+        currency=r["currency"],
+        interval=r["billing_interval"],
+    )
+
+
+def subscription_row(r: Any) -> SubscriptionRow:
+    """A :class:`SubscriptionRow` from a query row with the columns of ``_PLAN_SQL``."""
+    return SubscriptionRow(
+        id=str(r["sub_id"]),
+        provider=r["provider"],
+        plan=r["plan_id"],
+        rank=r["rank"],
+        status=r["status"],
+        current_period_end=r["current_period_end"],
+        cancel_at_period_end=r["cancel_at_period_end"],
+        past_due_since=r["past_due_since"],
+        ends_at=r["ends_at"],
+        updated_at=r["updated_at"],
+    )
+
+
+async def load_user_plan(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    user_id: str | uuid.UUID,
+    *,
+    grace: timedelta,
+    now: datetime | None = None,
+) -> UserPlan:
+    """The user's effective plan, computed fresh from their subscription rows."""
+    key = user_id if isinstance(user_id, uuid.UUID) else uuid.UUID(user_id)
+    records = await conn.fetch(_PLAN_SQL, key)
+    plans: dict[str, PlanLimits] = {}
+    rows: list[SubscriptionRow] = []
+    for r in records:
+        plans.setdefault(r["plan_id"], _limits(r))
+        if r["sub_id"] is not None:
+            rows.append(subscription_row(r))
+    effective = effective_plan(rows, now=now or utcnow(), grace=grace)
+    return UserPlan(effective=effective, limits=plans[effective.plan], plans=plans)
