@@ -98,8 +98,8 @@ async def create_accounts(conn: asyncpg.Connection, count: int, password: str) -
         await conn.executemany(
             """INSERT INTO subscriptions (user_id, plan_id, status, provider)
                VALUES ($1, $2, 'active', 'loadtest')
-               ON CONFLICT (user_id) WHERE status IN ('active', 'trialing', 'past_due')
-               DO NOTHING""",
+               ON CONFLICT (user_id, provider)
+               DO UPDATE SET plan_id = EXCLUDED.plan_id, status = 'active', updated_at = now()""",
             paid,
         )
     return await count_accounts(conn)
