@@ -6,8 +6,8 @@
 master, picks a rendition by a simulated bandwidth (mostly 360p/480p, as on Ugandan
 mobile networks), fetches the media playlist, then the segments at playback pace after a
 short start-up buffer; now and then it seeks, switches rendition or stops early.
-``Browser``: the catalogue, search, a film's page and poster. ``Admin``: light reads of
-the admin API (creatives, campaigns, the ad report).
+``Browser``: the catalogue, search, trending, categories, a film's page and poster.
+``Admin``: light reads of the admin API (creatives, campaigns, the ad report).
 
 Besides Locust's per-request statistics (segment requests are named
 ``/hls/[movie]/[rendition]/[segment]``, ad segments ``/hls/ads/[ad]/[rendition]/[segment]``)
@@ -272,6 +272,15 @@ class Browser(FastHttpUser):
     def search(self) -> None:
         term = random.choice(SEARCH_TERMS)
         self.client.get(f"/v1/movies?q={term}&limit=20", name="/v1/movies?q=[term]")
+
+    @task(2)
+    def trending(self) -> None:
+        window = random.choice(("24h", "7d"))
+        self.client.get(f"/v1/movies/trending?window={window}", name="/v1/movies/trending")
+
+    @task(1)
+    def categories(self) -> None:
+        self.client.get("/v1/categories", name="/v1/categories")
 
     @task(2)
     def film_page(self) -> None:
