@@ -11,7 +11,7 @@ PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check -c $(LOCK)
 STAMP_UP  := $(VENV)/.installed-demo
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: up test lint unit audit lock bench bench-tokens bench-hls bench-edge clean
+.PHONY: up edge loadtest test lint unit audit lock bench bench-tokens bench-hls bench-edge clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,17 @@ $(STAMP_DEV): pyproject.toml $(LOCK) | $(VENV)/bin/python
 
 up: $(STAMP_UP)
 	$(BIN)/kush up
+
+# everything of `make up` with the nginx edge in front (nginx/; needs nginx installed)
+edge: $(STAMP_UP)
+	@test -x /usr/sbin/nginx || command -v nginx >/dev/null || \
+		(echo "make edge: nginx is not installed (apt-get install nginx)" >&2; exit 2)
+	KUSH_EDGE=1 $(BIN)/kush up
+
+# Locust, headless, for about a minute against the running `make up` (or `make edge`):
+# report in var/loadtest/ (report.html, kush_stats.csv)
+loadtest: $(STAMP_DEV)
+	$(BIN)/kush loadtest --users 50 --spawn-rate 10 --run-time 50s --report var/loadtest
 
 test: lint audit
 	$(BIN)/pytest

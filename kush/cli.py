@@ -213,6 +213,108 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
     return run_async(run_worker(settings))
 
 
+def cmd_edge(settings: Settings, args: argparse.Namespace) -> int:
+    """Render nginx/ for these settings and run nginx in the foreground (or only test it)."""
+    from kush import edge
+
+    nginx = edge.find_nginx()
+    if nginx is None:
+        print("kush edge: nginx is not installed (apt-get install nginx)", file=sys.stderr)
+        return 2
+    try:
+        config = edge.render(settings, access_log=args.access_log)
+    except edge.EdgeConfigError as err:
+        print(f"kush edge: {err}", file=sys.stderr)
+        return 2
+    ok, said = edge.check(nginx, config)
+    if args.check or not ok:
+        print(said or f"nginx -t: {config.conf} is valid", file=sys.stdout if ok else sys.stderr)
+        return 0 if ok else 1
+    if not edge.gateway_trusts_edge(settings):
+        log.warning(
+            "the gateway's KUSH_TRUSTED_PROXIES does not list 127.0.0.1: it will take the "
+            "edge for the client (addresses, countries); start it with "
+            "KUSH_TRUSTED_PROXIES=127.0.0.1/32,::1/128, as `KUSH_EDGE=1 kush up` does"
+        )
+    log.info(
+        "edge listening on %s in front of the gateway on port %d (config %s)",
+        edge.edge_url(settings),
+        settings.gateway_port,
+        config.conf,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    cmd = edge.nginx_command(nginx, config)
+    os.execv(cmd[0], cmd)  # noqa: S606 - nginx replaces this process: signals reach it
+    return 127  # not reached
+
+
+def cmd_loadtest(settings: Settings, args: argparse.Namespace) -> int:
+    """Locust headless against the gateway (or the edge), or load-test accounts in bulk."""
+    from runtime.embedded import EmbeddedUnavailable
+
+    try:
+        return _loadtest(settings, args)
+    except EmbeddedUnavailable as err:
+        print(f"kush loadtest: {err}", file=sys.stderr)
+        return 2
+
+
+def _loadtest(settings: Settings, args: argparse.Namespace) -> int:
+    from kush import edge, loadtest
+
+    if args.create_users is not None:
+        total = run_async(loadtest.ensure_accounts(settings, args.create_users))
+        print(
+            f"load-test accounts: {total} (password in {settings.data_dir / 'loadtest.password'})"
+        )
+        return 0
+    try:
+        timeout_s = loadtest.duration_s(args.run_time) + 120
+    except ValueError as err:
+        print(f"kush loadtest: {err}", file=sys.stderr)
+        return 2
+    host = args.host or (edge.edge_url(settings) if args.through_edge else settings.gateway_url())
+    if not loadtest.gateway_answers(host):
+        hint = "make edge" if args.through_edge else "make up"
+        print(
+            f"kush loadtest: nothing answers at {host}/readyz (start it: {hint})", file=sys.stderr
+        )
+        return 2
+    if settings.is_demo:
+        total = run_async(loadtest.ensure_accounts(settings, args.users))
+    else:
+        total = run_async(loadtest.ensure_accounts(settings, 0))
+    if total < args.users:
+        print(
+            f"kush loadtest: {total} load-test accounts for {args.users} users; "
+            f"make them first: kush loadtest --create-users {args.users}",
+            file=sys.stderr,
+        )
+        return 2
+    admin = settings.admin_url() if settings.is_demo and not args.no_admin else None
+    if admin and not loadtest.gateway_answers(admin):
+        admin = None
+    run = loadtest.LoadRun(
+        host=host,
+        users=args.users,
+        spawn_rate=args.spawn_rate,
+        run_time=args.run_time,
+        report=Path(args.report),
+        admin_host=admin,
+        admin_email="admin@demo.kush" if admin else None,
+        admin_password=settings.demo_password if admin else None,
+        movies=tuple(args.movie or ()),
+        pace=args.pace,
+        reset_stats=args.reset_stats,
+    )
+    print(f"locust: {args.users} users against {host} for {args.run_time}", flush=True)
+    code = loadtest.run_locust(run, loadtest.load_password(settings), timeout_s=timeout_s)
+    print("\n".join(loadtest.summary(run.report)))
+    print(f"report: {run.report / 'report.html'}  statistics: {run.report}/kush_stats.csv")
+    return code
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     """Everything on one machine: embedded services when unconfigured, demo data, URLs."""
     from kush.seed import prepare
@@ -232,6 +334,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
             return 2
         if settings.is_demo and not settings.master_key:
             env["KUSH_MASTER_KEY"] = settings.resolve_master_key()
+        with_edge = _edge_env(settings, env)
         effective = Settings.from_env(env)
 
         async def prepare_all() -> int:
@@ -244,13 +347,31 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         sup.spawn("gateway", ["gateway", "--workers", str(count)])
         sup.spawn("admin", ["admin"])
         sup.spawn("worker", ["worker"])
-        _print_banner(effective)
+        if with_edge:
+            sup.spawn("edge", ["edge"])
+        _print_banner(effective, with_edge=with_edge)
         return sup.wait()
     finally:
         embedded.stop()
 
 
-def _print_banner(settings: Settings) -> None:
+def _edge_env(settings: Settings, env: dict[str, str]) -> bool:
+    """With ``KUSH_EDGE`` on and nginx installed: the gateway trusts loopback (the edge's
+    address) for ``X-Forwarded-For``; True when the edge should run. Without nginx the
+    rest runs anyway (the edge is optional)."""
+    from kush import edge
+
+    if not settings.edge:
+        return False
+    if edge.find_nginx() is None:
+        log.warning("KUSH_EDGE is on but nginx is not installed; running without the edge")
+        return False
+    env["KUSH_TRUSTED_PROXIES"] = ",".join(edge.with_loopback_trusted(settings.trusted_proxies))
+    return True
+
+
+def _print_banner(settings: Settings, *, with_edge: bool = False) -> None:
+    from kush import edge
     from kush.seed import DEMO_ACCOUNTS
 
     lines = [
@@ -260,6 +381,8 @@ def _print_banner(settings: Settings) -> None:
         f"  admin    {settings.admin_url()}/admin/v1/  (catalogue, ads, billing)",
         f"  health   {settings.gateway_url()}/readyz  {settings.admin_url()}/readyz",
     ]
+    if with_edge:
+        lines.append(f"  edge     {edge.edge_url(settings)}/        (nginx: segments cached)")
     if settings.is_demo:
         lines.append(f"Demo accounts (password: {settings.demo_password}):")
         for account in DEMO_ACCOUNTS:
@@ -314,6 +437,45 @@ def _keys_args(parser: argparse.ArgumentParser) -> None:
     keys_sub.add_parser("rotate", help="make new current keys; old ones verify until expiry")
 
 
+def _edge_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--check", action="store_true", help="render the configuration and run nginx -t only"
+    )
+    parser.add_argument(
+        "--access-log",
+        default=None,
+        help="JSON access log file (default: $KUSH_DATA_DIR/edge/logs/access.log; "
+        "/dev/stdout in a container)",
+    )
+
+
+def _loadtest_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--users", type=int, default=50, help="simulated users (default 50)")
+    parser.add_argument("--spawn-rate", type=float, default=10, help="users started per second")
+    parser.add_argument("--run-time", default="60s", help="how long (60s, 2m, 1h30m)")
+    parser.add_argument("--host", help="base URL (default: the gateway, or the edge)")
+    parser.add_argument(
+        "--through-edge", action="store_true", help="through the nginx edge (KUSH_EDGE_PORT)"
+    )
+    parser.add_argument(
+        "--report", default="var/loadtest", help="directory for report.html and the CSV files"
+    )
+    parser.add_argument("--movie", action="append", help="play only this film (repeatable)")
+    parser.add_argument("--pace", type=float, default=1.0, help="playback speed (1 = real time)")
+    parser.add_argument("--no-admin", action="store_true", help="leave out the Admin users")
+    parser.add_argument(
+        "--reset-stats",
+        action="store_true",
+        help="steady state only: statistics restart once every user has started",
+    )
+    parser.add_argument(
+        "--create-users",
+        type=int,
+        metavar="N",
+        help="only create (or refresh) N load-test accounts, then exit",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     """One ``kush`` subcommand."""
@@ -335,6 +497,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("users", "user accounts", _users_args, cmd_users),
     Command("keys", "signing keys", _keys_args, cmd_keys),
     Command("ingest", "transcode a video file into the HLS ladder", _ingest_args, cmd_ingest),
+    Command("edge", "run the nginx edge in front of the gateway", _edge_args, cmd_edge),
+    Command("loadtest", "run the Locust load test headless", _loadtest_args, cmd_loadtest),
 )
 
 

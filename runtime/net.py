@@ -72,6 +72,16 @@ def client_ip(request: web.Request, trusted: tuple[str, ...]) -> str:
     return client
 
 
+def client_scheme(request: web.Request, trusted: tuple[str, ...]) -> str:
+    """The scheme the client used: a trusted proxy's ``X-Forwarded-Proto`` (the TLS
+    edge in front says ``https``), else the socket's own."""
+    if peer_is_trusted(request, trusted):
+        proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+        if proto in {"http", "https"}:
+            return proto
+    return request.scheme
+
+
 def trusted_header(request: web.Request, trusted: tuple[str, ...], name: str) -> str | None:
     """A header set by the CDN or edge (country, region), or None from untrusted peers."""
     if not peer_is_trusted(request, trusted):

@@ -54,6 +54,7 @@ X264_PRESETS = (
 )
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9:_.-]{1,64}$")
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_ADDRESS_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$")
 
 
 class SettingsError(ValueError):
@@ -197,6 +198,17 @@ class Settings:
     billing_grace_hours: int = field(default=72, metadata=_var("KUSH_BILLING_GRACE_HOURS"))
     smtp_url: str | None = field(default=None, metadata=_var("KUSH_SMTP_URL"))
     mail_from: str = field(default=DEFAULT_MAIL_FROM, metadata=_var("KUSH_MAIL_FROM"))
+    # the nginx edge (nginx/, `kush edge`; `kush up` starts it when KUSH_EDGE is on)
+    edge: bool = field(default=False, metadata=_var("KUSH_EDGE"))
+    edge_port: int = field(default=8088, metadata=_var("KUSH_EDGE_PORT"))
+    edge_cache_max_mb: int = field(default=10240, metadata=_var("KUSH_EDGE_CACHE_MAX_MB"))
+    edge_auth_rate: int = field(default=30, metadata=_var("KUSH_EDGE_AUTH_RATE"))
+    edge_start_rate: int = field(default=30, metadata=_var("KUSH_EDGE_START_RATE"))
+    edge_tls_port: int = field(default=8443, metadata=_var("KUSH_EDGE_TLS_PORT"))
+    edge_tls_cert: Path | None = field(default=None, metadata=_var("KUSH_EDGE_TLS_CERT"))
+    edge_tls_key: Path | None = field(default=None, metadata=_var("KUSH_EDGE_TLS_KEY"))
+    edge_upstream: tuple[str, ...] = field(default=(), metadata=_var("KUSH_EDGE_UPSTREAM"))
+    edge_templates: Path | None = field(default=None, metadata=_var("KUSH_EDGE_TEMPLATES"))
 
     @property
     def is_demo(self) -> bool:
@@ -406,6 +418,34 @@ class _Parser:
             return raw
         return self.url(name, ("http", "https")) or default
 
+    def path(self, name: str) -> Path | None:
+        raw = self.text(name)
+        return Path(raw) if raw else None
+
+    def addresses(self, name: str) -> tuple[str, ...]:
+        """A comma-separated list of ``host:port`` (``gateway:8080, [::1]:8080``)."""
+        items = self.listing(name, ())
+        bad = [item for item in items if not _ADDRESS_RE.match(item)]
+        if bad:
+            self.problem(name, f"not a host:port address: {bad[0]!r}")
+            return ()
+        return items
+
+    def edge(self) -> dict[str, Any]:
+        """The nginx edge's settings (``KUSH_EDGE*``)."""
+        return {
+            "edge": self.boolean("KUSH_EDGE", False),
+            "edge_port": self.integer("KUSH_EDGE_PORT", 8088, 1, 65535),
+            "edge_cache_max_mb": self.integer("KUSH_EDGE_CACHE_MAX_MB", 10240, 16, 10**8),
+            "edge_auth_rate": self.integer("KUSH_EDGE_AUTH_RATE", 30, 1, 100000),
+            "edge_start_rate": self.integer("KUSH_EDGE_START_RATE", 30, 1, 100000),
+            "edge_tls_port": self.integer("KUSH_EDGE_TLS_PORT", 8443, 1, 65535),
+            "edge_tls_cert": self.path("KUSH_EDGE_TLS_CERT"),
+            "edge_tls_key": self.path("KUSH_EDGE_TLS_KEY"),
+            "edge_upstream": self.addresses("KUSH_EDGE_UPSTREAM"),
+            "edge_templates": self.path("KUSH_EDGE_TEMPLATES"),
+        }
+
     def build(self) -> Settings:
         mode = self.choice("KUSH_MODE", ("demo", "production"), "demo")
         demo = mode == "demo"
@@ -500,6 +540,7 @@ class _Parser:
             billing_grace_hours=self.integer("KUSH_BILLING_GRACE_HOURS", 72, 0, 24 * 60),
             smtp_url=self.url("KUSH_SMTP_URL", ("smtp", "smtps")),
             mail_from=self.text("KUSH_MAIL_FROM") or DEFAULT_MAIL_FROM,
+            **self.edge(),
         )
         # Cross-field rules only judge values that were read cleanly: a typo in one
         # variable is not also reported as a clash with another (nor, with a bad
@@ -527,6 +568,10 @@ def check(settings: Settings) -> list[str]:
                 problems.append(f"{name}: required when KUSH_ORIGIN=s3")
     if settings.gateway_port == settings.admin_port:
         problems.append("KUSH_ADMIN_PORT: must differ from KUSH_GATEWAY_PORT")
+    if settings.edge_port in (settings.gateway_port, settings.admin_port):
+        problems.append("KUSH_EDGE_PORT: must differ from the gateway and admin ports")
+    if (settings.edge_tls_cert is None) != (settings.edge_tls_key is None):
+        problems.append("KUSH_EDGE_TLS_CERT: set both KUSH_EDGE_TLS_CERT and KUSH_EDGE_TLS_KEY")
     if settings.is_demo:
         problems.extend(demo_problems(settings))
         return problems

@@ -31,7 +31,13 @@ from tokens.service.playback_session import PlaybackSession
 from tokens.service.views import keystore_key
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
-SEGMENT_CACHE_CONTROL = "public, max-age=2592000, immutable"
+# Segment bytes are the same for every viewer, but the token that admits them travels in
+# the query string: a shared cache keyed on the path would hand premium bytes to anyone,
+# one keyed on the full URL would cache nothing. So the gateway's own answers are
+# ``private`` (the viewer's browser may keep them); the nginx edge caches them for itself
+# after checking every request's token (nginx/, ``proxy_ignore_headers``), and a
+# third-party CDN in front must validate tokens itself or key on the full URL (README).
+SEGMENT_CACHE_CONTROL = "private, max-age=2592000, immutable"
 PLAYLIST_CACHE_CONTROL = "private, no-store"
 PLAYLIST_SUFFIX = ".m3u8"
 

@@ -12,7 +12,7 @@ from gateway.playback import Viewing, iso_utc, session_signer, start_session
 from gateway.playlists import hls_root
 from runtime import ratelimit
 from runtime.api import DateTimeStr, PathParam, ReplyModel, Routes
-from runtime.net import client_ip, trusted_header
+from runtime.net import client_ip, client_scheme, trusted_header
 from runtime.web import json_response, redis_key, rkeys_key, settings_key
 from tokens import ip_prefix_of
 from tokens.service.views import SIGNED_IN, authenticate, keystore_key
@@ -32,11 +32,12 @@ class PlaybackStarted(ReplyModel):
 
 
 def base_url(request: web.Request) -> str:
-    """Where players reach this gateway: ``KUSH_PUBLIC_URL`` or the request's host."""
+    """Where players reach this gateway: ``KUSH_PUBLIC_URL`` or the request's host (the
+    edge's, through the edge), with the scheme a trusted proxy reports."""
     settings = request.app[settings_key]
     if settings.public_url:
         return settings.public_url.rstrip("/")
-    return f"{request.scheme}://{request.host}"
+    return f"{client_scheme(request, settings.trusted_proxies)}://{request.host}"
 
 
 # One parameter name for both routes: OpenAPI treats /v1/playback/{movie_id} and

@@ -82,7 +82,7 @@ async def follow(client: TestClient, manifest_url: str) -> dict[str, int]:
             seen[seg.split("?")[0]] = r.status
             assert r.status == 200
             assert len(body) > 0
-            assert r.headers["Cache-Control"] == "public, max-age=2592000, immutable"
+            assert r.headers["Cache-Control"] == "private, max-age=2592000, immutable"
             assert r.headers["Content-Type"] == "video/mp2t"
     return seen
 
