@@ -2,8 +2,9 @@
 
 A whole session runs against the real gateway and admin apps, served the way
 `kush` serves them (aiohttp's own access log off, ``access_log=None``): register,
-a failed and two real logins, refresh, playback start, the master and a media
-playlist and a segment, bad tokens, an admin route, logout. Every record any logger
+a wrong password, API and web logins, refresh (and a refresh-token reuse), playback
+start, the master and a media playlist and a segment, forged tokens, an admin route,
+playback end, logout. Every record any logger
 emits is captured at DEBUG (pytest's ``caplog``, which includes the ``kush.access``
 JSON access log) and rendered the ways production does (the JSON formatter and the
 text format) plus the raw record; no rendering may contain the password, an access
