@@ -5,7 +5,7 @@ documents and sends them to the real services running on loopback; no answer may
 The services run as ``kush gateway`` / ``kush admin`` subprocesses against this run's
 schema and Redis prefix, signed in as the demo admin, so authenticated routes are
 exercised past their 401. Examples per operation: ``KUSH_API_FUZZ_EXAMPLES`` (default
-8; ``make fuzz`` raises it).
+8).
 """
 
 from __future__ import annotations
