@@ -38,7 +38,7 @@ from gateway.errors import (
     PlaybackTokenRejected,
     TokenRequired,
 )
-from gateway.metrics import note_active
+from gateway.metrics import forget_active, note_active
 from gateway.playlists import PlaylistCache, hls_root
 from gateway.repository import Movie, Viewer
 from hls import ContentRendition, MasterTemplate, PlaylistError
@@ -371,6 +371,18 @@ async def start_session(pb: Playback, movie_id: str, who: Viewing) -> PlaybackSe
     await pb.sessions.create(session)
     await _seen_playing(pb, session.id)
     return session
+
+
+async def stop_session(pb: Playback, session_id: str, user_id: str) -> bool:
+    """The viewer stopped: end the session (False if it is not theirs or already ended)
+    and stop counting it as active."""
+    ended = await pb.sessions.end(session_id, reason="stopped", user_id=user_id)
+    if ended:
+        try:
+            await forget_active(pb.redis, pb.keys, session_id)
+        except RedisError as exc:
+            log.debug("active session not forgotten: Redis unavailable (%s)", type(exc).__name__)
+    return ended
 
 
 async def _seen_playing(pb: Playback, session_id: str) -> None:

@@ -105,7 +105,8 @@ class Supervisor:
             if child.proc is None or child.proc.poll() is None:
                 continue
             proc = child.proc
-            self._exited(proc.pid)
+            if self.on_exit is not None:
+                self.on_exit(proc.pid)
             ran_for = now - child.started_at
             child.backoff = next_backoff(child.backoff, ran_for)
             child.restart_at = now + child.backoff
@@ -117,10 +118,6 @@ class Supervisor:
                 ran_for,
                 child.backoff,
             )
-
-    def _exited(self, pid: int) -> None:
-        if self.on_exit is not None:
-            self.on_exit(pid)
 
     def stop(self) -> int:
         """SIGTERM every running child, SIGKILL those still up after the grace period."""
@@ -140,10 +137,8 @@ class Supervisor:
                 log.warning("%s did not stop in time; killing it", child.name)
                 proc.kill()
                 proc.wait()
-                self._exited(proc.pid)
                 code = 1
                 continue
-            self._exited(proc.pid)
             if proc.returncode not in (0, -signal.SIGTERM, -signal.SIGINT):
                 log.warning("%s %s while stopping", child.name, describe_exit(proc.returncode))
                 code = 1

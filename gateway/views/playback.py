@@ -8,7 +8,7 @@ from pydantic import Field
 
 from gateway.errors import GatewayError, SessionNotFound
 from gateway.keys import playback_key
-from gateway.playback import Viewing, iso_utc, session_signer, start_session
+from gateway.playback import Viewing, iso_utc, session_signer, start_session, stop_session
 from gateway.playlists import hls_root
 from runtime import ratelimit
 from runtime.api import DateTimeStr, PathParam, ReplyModel, Routes
@@ -128,9 +128,7 @@ async def start_playback(request: web.Request) -> web.Response:
 async def end_playback(request: web.Request) -> web.Response:
     """DELETE /v1/playback/{session_id} -> 204; frees the stream slot."""
     claims = await authenticate(request)
-    ended = await request.app[playback_key].sessions.end(
-        request.match_info["id"], reason="stopped", user_id=claims.sub
-    )
+    ended = await stop_session(request.app[playback_key], request.match_info["id"], claims.sub)
     if not ended:
         raise SessionNotFound()
     return web.Response(status=204)

@@ -153,14 +153,22 @@ def test_one_scrape_adds_up_both_workers(gateway: Gateway, film: Film) -> None:
 
     # playback starts up to the plan's stream limit and beyond, and a missing film
     outcomes: Counter[str] = Counter()
+    sessions: list[str] = []
     for movie in [film.movie_id] * 8 + [str(uuid.uuid4())]:
         status, body = gateway.call(
             "POST", f"/v1/playback/{movie}", "/v1/playback/{id}", headers=auth
         )
         outcomes["started" if status == 201 else body["error"]["code"]] += 1
+        if status == 201:
+            sessions.append(body["session_id"])
     assert outcomes["started"] >= 1
     assert outcomes["stream_limit"] >= 1
     assert outcomes["movie_not_found"] == 1
+    # one viewer stops: no longer active
+    status, _ = gateway.call(
+        "DELETE", f"/v1/playback/{sessions[0]}", "/v1/playback/{id}", headers=auth
+    )
+    assert status == 204
 
     # playback tokens: forged, and missing; an access token that does not verify
     master = f"/hls/{film.movie_id}/master.m3u8"
@@ -192,7 +200,7 @@ def test_one_scrape_adds_up_both_workers(gateway: Gateway, film: Film) -> None:
     assert total(samples, "kush_token_rejects_total", kind="playback", reason="invalid_token") == 7
     assert total(samples, "kush_token_rejects_total", kind="playback", reason="token_required") == 5
     assert total(samples, "kush_token_rejects_total", kind="access", reason="invalid_token") == 4
-    assert total(samples, "kush_playback_sessions_active") == outcomes["started"]
+    assert total(samples, "kush_playback_sessions_active") == outcomes["started"] - 1
     # process metrics: one series per live worker
     assert pids_of(samples, "process_resident_memory_bytes") == workers
     assert total(samples, "process_cpu_seconds_total") > 0

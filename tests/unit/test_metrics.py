@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.metrics import ORIGIN_COUNTERS, OriginExporter
+from kush.supervisor import Child, Supervisor
 from origin import OriginStats, S3Origin
 from runtime import metrics as runtime_metrics
 from runtime.metrics import (
@@ -141,3 +144,17 @@ def test_the_multiprocess_directory_bookkeeping(tmp_path: Path) -> None:
     (shared / "histogram_7.db").write_bytes(b"")
     clear_multiproc_dir(shared)
     assert [p.name for p in shared.iterdir()] == ["x.txt"]
+
+
+def test_the_supervisor_reports_each_exited_worker() -> None:
+    """So that `kush gateway` can drop the exited worker's live gauges."""
+    exited: list[int] = []
+    sup = Supervisor({}, on_exit=exited.append)
+    child = Child("crashy", [sys.executable, "-c", "raise SystemExit(3)"])
+    sup._start(child)
+    sup.children.append(child)
+    assert child.proc is not None
+    child.proc.wait(timeout=30)
+    sup.check(time.monotonic())
+    sup.check(time.monotonic())  # restart not due yet: reported once
+    assert exited == [child.proc.pid]
