@@ -21,12 +21,16 @@ from gateway.downloads.service import (
 from gateway.errors import TokenRequired
 from gateway.keys import playback_key
 from gateway.views.playback import base_url
+from runtime import ratelimit
 from runtime.api import Content, DateTimeStr, Param, PathParam, ReplyModel, Routes, UuidStr
 from runtime.net import trusted_header
-from runtime.web import json_response, pg_key, settings_key
+from runtime.web import json_response, pg_key, redis_key, rkeys_key, settings_key
 from tokens.service.views import SIGNED_IN, authenticate, keystore_key
 
 routes = Routes(tags=("downloads",))
+#: Download URLs one account may ask for per hour: an app refreshes a few films' URLs,
+#: not hundreds (each presigned URL counts the whole file as data use).
+DOWNLOADS_PER_HOUR = 60
 NO_STORE = {"Cache-Control": "no-store"}
 #: The file is one viewer's, fetched with a short-lived token: nobody keeps it.
 FILE_CACHE_CONTROL = "private, no-store"
@@ -103,6 +107,7 @@ def _status(d: Download, now: datetime) -> DownloadStatus:
         "(`geo_blocked`, `age_restricted`, `account_disabled`, `csrf_failed`)",
         404: "No such published film (`movie_not_found`)",
         409: "The film has no offline copy yet (`download_unavailable`)",
+        429: f"More than {DOWNLOADS_PER_HOUR} download URLs an hour (`rate_limited`)",
     },
     path_params={"movie_id": PathParam("The film's id", "uuid")},
 )
@@ -112,6 +117,14 @@ async def create_download(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     app = request.app
     settings = app[settings_key]
+    await ratelimit.hit(
+        app[redis_key],
+        app[rkeys_key],
+        "download",
+        claims.sub,
+        limit=DOWNLOADS_PER_HOUR,
+        window_s=3600,
+    )
     issued = await issue_download(
         settings=settings,
         pool=app[pg_key],
