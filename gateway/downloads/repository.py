@@ -170,6 +170,17 @@ async def list_downloads(pool: asyncpg.Pool, user_id: str, *, limit: int) -> lis
     return [_download(r) for r in rows]
 
 
+async def extend_live(pool: asyncpg.Pool, user_id: str, expires_at: datetime) -> None:
+    """Move the offline expiry of the viewer's live downloads to ``expires_at`` (the
+    subscription's period end as it is now: a renewal moved it on)."""
+    await pool.execute(
+        """UPDATE downloads SET expires_at = $2
+            WHERE user_id = $1 AND revoked_at IS NULL AND expires_at <> $2""",
+        uuid.UUID(user_id),
+        expires_at,
+    )
+
+
 async def record_delivery(pool: asyncpg.Pool, download: Download, size: int) -> None:
     """Count bytes the gateway's file route sent for a download."""
     async with pool.acquire() as conn, conn.transaction():

@@ -122,10 +122,15 @@ async def issue_download(
 
 
 async def list_downloads(*, settings: Settings, pool: asyncpg.Pool, user_id: str) -> list[Download]:
-    """The viewer's downloads, newest first. A plan that no longer includes downloads
-    revokes the live ones first (should its enforcement not have run yet)."""
-    plan = await load_user_plan(pool, user_id, grace=grace_of(settings))
-    if not plan.limits.downloads:
+    """The viewer's downloads, newest first, their offline expiry following the
+    subscription: a renewal moves it to the new period end (the app reads its new
+    expiry here). A plan that no longer includes downloads revokes the live ones first
+    (should its enforcement not have run yet)."""
+    now = datetime.now(UTC)
+    plan = await load_user_plan(pool, user_id, grace=grace_of(settings), now=now)
+    if plan.limits.downloads:
+        await store.extend_live(pool, user_id, offline_until(plan.effective, now=now))
+    else:
         await revoke_downloads(pool, user_id, reason=PLAN_CHANGED)
     return await store.list_downloads(pool, user_id, limit=LIST_LIMIT)
 

@@ -176,7 +176,10 @@ async def test_premium_downloads_the_mp4_through_the_gateway(
     assert item["title"] == "Test film test-film"
     assert item["status"] == "active"
     assert item["bytes"] == len(expected)
-    assert item["expires_at"] == again["offline_expires_at"]
+    # a grant with no end (the demo's): 30 days from the last time the app asked
+    offline = datetime.fromisoformat(item["expires_at"])
+    assert abs(offline - datetime.fromisoformat(again["offline_expires_at"])) < timedelta(seconds=5)
+    assert abs(offline - datetime.now(UTC) - timedelta(days=30)) < timedelta(seconds=5)
     # counted as data use: what the file route sent
     assert item["bytes_delivered"] == before + len(expected) + 1024
     delivered = await pg.fetchval(
@@ -255,7 +258,9 @@ async def test_offline_expiry_is_the_subscription_period_end(
     gateway: TestClient, film: Film, pg: asyncpg.Connection
 ) -> None:
     period_end = (datetime.now(UTC) + timedelta(days=17)).replace(microsecond=0)
-    _, token = await viewer(gateway, pg, plan="premium", provider="stripe", period_end=period_end)
+    user_id, token = await viewer(
+        gateway, pg, plan="premium", provider="stripe", period_end=period_end
+    )
     resp = await issue(gateway, token, film.movie_id)
     assert resp.status == 201, await resp.text()
     body = await resp.json()
@@ -264,6 +269,15 @@ async def test_offline_expiry_is_the_subscription_period_end(
     assert [(i["download_id"], i["expires_at"], i["status"]) for i in listed["items"]] == [
         (body["download_id"], iso(period_end), "active")
     ]
+    # the subscription renews: the offline copy follows the new period end
+    renewed = period_end + timedelta(days=30)
+    await pg.execute(
+        "UPDATE subscriptions SET current_period_end = $2 WHERE user_id = $1::uuid",
+        user_id,
+        renewed,
+    )
+    listed = await (await gateway.get("/v1/me/downloads", headers=bearer(token))).json()
+    assert [(i["expires_at"], i["status"]) for i in listed["items"]] == [(iso(renewed), "active")]
 
 
 async def test_a_downgrade_revokes_download_links(
