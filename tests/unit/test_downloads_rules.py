@@ -31,7 +31,7 @@ def _rendition(name: str, height: int, bandwidth: int = 1) -> Rendition:
     )
 
 
-def _names(*heights: int) -> list[Rendition]:
+def _ladder(*heights: int) -> list[Rendition]:
     return [_rendition(f"{h}p" if h else "audio", h) for h in heights]
 
 
@@ -47,7 +47,7 @@ def _names(*heights: int) -> list[Rendition]:
     ],
 )
 def test_download_rendition(heights: tuple[int, ...], chosen: str | None) -> None:
-    found = choose_download_rendition(_names(*heights))
+    found = choose_download_rendition(_ladder(*heights))
     assert (found.name if found else None) == chosen
 
 
