@@ -27,6 +27,8 @@ class PlanLimits:
     amount_minor: int
     currency: str
     interval: str
+    #: the plan includes offline downloads (premium)
+    downloads: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,7 +48,7 @@ class UserPlan:
 # both the rows and the limits of whichever plan turns out to be in force.
 _PLAN_SQL = """
 SELECT p.id AS plan_id, p.name AS plan_name, p.rank, p.max_height, p.max_streams, p.ads,
-       p.amount_minor, p.currency, p.billing_interval,
+       p.amount_minor, p.currency, p.billing_interval, p.downloads,
        s.id AS sub_id, s.provider, s.status, s.current_period_end, s.cancel_at_period_end,
        s.past_due_since, s.ends_at, s.updated_at
   FROM plans p
@@ -75,6 +77,7 @@ def _limits(r: Any) -> PlanLimits:
         amount_minor=r["amount_minor"],
         currency=r["currency"],
         interval=r["billing_interval"],
+        downloads=r["downloads"],
     )
 
 

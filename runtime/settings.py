@@ -192,6 +192,8 @@ class Settings:
     job_max_attempts: int = field(default=3, metadata=_var("KUSH_JOB_MAX_ATTEMPTS"))
     ingest_cpu_factor: int = field(default=20, metadata=_var("KUSH_INGEST_CPU_FACTOR"))
     ingest_preset: str = field(default="veryfast", metadata=_var("KUSH_INGEST_PRESET"))
+    # -- offline downloads (README "Offline downloads")
+    download_url_ttl_s: int = field(default=600, metadata=_var("KUSH_DOWNLOAD_URL_TTL_S"))
     # -------- billing (Stripe) and mail
     stripe_price_basic: str | None = field(default=None, metadata=_var("STRIPE_PRICE_BASIC"))
     stripe_price_premium: str | None = field(default=None, metadata=_var("STRIPE_PRICE_PREMIUM"))
@@ -543,6 +545,7 @@ class _Parser:
             job_max_attempts=self.integer("KUSH_JOB_MAX_ATTEMPTS", 3, 1, 20),
             ingest_cpu_factor=self.integer("KUSH_INGEST_CPU_FACTOR", 20, 1, 1000),
             ingest_preset=self.choice("KUSH_INGEST_PRESET", X264_PRESETS, "veryfast"),
+            download_url_ttl_s=self.integer("KUSH_DOWNLOAD_URL_TTL_S", 600, 60, 24 * 3600),
             stripe_price_basic=self.text("STRIPE_PRICE_BASIC"),
             stripe_price_premium=self.text("STRIPE_PRICE_PREMIUM"),
             stripe_api_base=self.url("STRIPE_API_BASE", ("http", "https")),
