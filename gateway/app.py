@@ -13,8 +13,15 @@ from gateway.catalogue import Trending
 from gateway.cors import add_cors_headers, cors_preflight
 from gateway.errors import Conflicting, GatewayError, Missing, Refused, TokenRequired
 from gateway.keys import playback_key, trending_key
+from gateway.metering import UsageMeter
 from gateway.pages import setup_routes as setup_page_routes
-from gateway.playback import PROGRESS_QUEUE_MAX, Playback, ProgressQueue, progress_writer
+from gateway.playback import (
+    PROGRESS_QUEUE_MAX,
+    Playback,
+    ProgressQueue,
+    progress_writer,
+    usage_writer,
+)
 from gateway.playlists import PlaylistCache
 from gateway.views import setup_routes as setup_playback_routes
 from hls import ForeignUriError, PlaylistError
@@ -113,7 +120,8 @@ def _fallback_counter(app: web.Application) -> FallbackCounter:
 
 async def _playback_ctx(app: web.Application) -> AsyncIterator[None]:
     """The origin store, the playlist template cache, sessions, ads and the background
-    progress writer: the playback domain's dependencies, built once per process."""
+    progress and usage writers: the playback domain's dependencies, built once per
+    process."""
     settings = app[settings_key]
     origin = create_origin(settings)
     sessions = SessionStore(
@@ -129,6 +137,11 @@ async def _playback_ctx(app: web.Application) -> AsyncIterator[None]:
         "Viewer positions dropped because the progress queue was full",
         registry=app[metrics_key].registry,
     )
+    usage_dropped = Counter(
+        "kush_usage_dropped_bytes",
+        "Delivered bytes not metered: the usage table was full or PostgreSQL was down at shutdown",
+        registry=app[metrics_key].registry,
+    )
     pb = app[playback_key] = Playback(
         settings=app[settings_key],
         pool=app[pg_key],
@@ -140,9 +153,10 @@ async def _playback_ctx(app: web.Application) -> AsyncIterator[None]:
         inventory=Inventory(app[pg_key], app[redis_key], app[rkeys_key]),
         stitcher=Stitcher(AdLibrary(origin), on_fallback=_fallback_counter(app)),
         progress=ProgressQueue(maxsize=PROGRESS_QUEUE_MAX, dropped=dropped),
+        usage=UsageMeter(dropped=usage_dropped),
     )
     app[auth_key].family_revoked_hooks.append(sessions.end_family)
-    async with progress_writer(pb):
+    async with progress_writer(pb), usage_writer(pb):
         yield
     await origin.close()
 
