@@ -379,7 +379,7 @@ def saver_max_height(
     """The tallest rendition a data-saver session may play: ``KUSH_DATA_SAVER_MAX_HEIGHT``
     within the plan; a film with no video rendition that low plays its smallest one."""
     cap = min(plan_max_height, saver_max_height)
-    video = [h for h in heights if h]
+    video = [h for h in heights if h and h <= plan_max_height]
     if video and all(h > cap for h in video):
         return min(video)
     return cap

@@ -30,8 +30,8 @@ pytestmark = pytest.mark.slow
 FRESH_WITHIN_S = 15.0
 
 
-async def _usage(http: aiohttp.ClientSession, base: str, token: str) -> Any:
-    async with http.get(
+async def _usage(client: aiohttp.ClientSession, base: str, token: str) -> Any:
+    async with client.get(
         f"{base}/v1/me/usage", headers={"Authorization": f"Bearer {token}"}
     ) as resp:
         assert resp.status == 200, await resp.text()
