@@ -103,6 +103,11 @@ async def test_usage_is_fresh_within_seconds_of_the_bytes(
     assert [(r["session_id"], r["bytes"], r["edge_bytes"]) for r in rows] == [
         (started["session_id"], delivered, 0)
     ]
+    # a data access request includes it
+    export = await (await gateway.get("/v1/me/export", headers=viewer.auth)).json()
+    assert [(u["session_id"], u["movie_id"], u["bytes"]) for u in export["data_usage"]] == [
+        (started["session_id"], film.movie_id, delivered)
+    ]
     # a second session of the same film adds to it
     resp = await gateway.delete(f"/v1/playback/{started['session_id']}", headers=viewer.auth)
     assert resp.status == 204

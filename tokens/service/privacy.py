@@ -22,7 +22,7 @@ import orjson
 from pydantic import Field
 from redis.asyncio import Redis
 
-from runtime.api import DateTimeStr, ReplyModel, UuidStr
+from runtime.api import DateStr, DateTimeStr, ReplyModel, UuidStr
 from runtime.errors import NotFound
 from runtime.redis import Keys
 from tokens.service.auth import AuthService
@@ -113,6 +113,15 @@ class ExportedAdEvent(ReplyModel):
     occurred_at: DateTimeStr
 
 
+class ExportedUsage(ReplyModel):
+    """Data delivered to one of the person's playback sessions on one day (UTC)."""
+
+    session_id: str
+    movie_id: UuidStr
+    day: DateStr
+    bytes: int
+
+
 class ExportedAuditRow(ReplyModel):
     """An audit log line about the person, or by them."""
 
@@ -135,6 +144,7 @@ class UserExport(ReplyModel):
     sessions: list[ExportedSession]
     progress: list[ExportedProgress]
     ad_events: list[ExportedAdEvent]
+    data_usage: list[ExportedUsage]
     audit: list[ExportedAuditRow]
 
 
@@ -188,6 +198,11 @@ async def export_user(pool: asyncpg.Pool, user_id: str) -> UserExport:
             """SELECT e.* FROM ad_events e
                 WHERE e.session_id IN (SELECT id FROM playback_sessions WHERE user_id = $1)
                 ORDER BY e.occurred_at, e.id""",
+            uid,
+        )
+        usage = await conn.fetch(
+            """SELECT session_id, movie_id, day, bytes FROM data_usage
+                WHERE user_id = $1 ORDER BY day, session_id""",
             uid,
         )
         audit = await conn.fetch(
@@ -274,6 +289,15 @@ async def export_user(pool: asyncpg.Pool, user_id: str) -> UserExport:
                 occurred_at=r["occurred_at"].isoformat(),
             )
             for r in events
+        ],
+        data_usage=[
+            ExportedUsage(
+                session_id=r["session_id"],
+                movie_id=str(r["movie_id"]),
+                day=r["day"].isoformat(),
+                bytes=r["bytes"],
+            )
+            for r in usage
         ],
         audit=[
             ExportedAuditRow(
