@@ -118,6 +118,9 @@ async def test_flush_at_shutdown_counts_what_it_could_not_write() -> None:
 
 def test_utc_day() -> None:
     assert utc_day(0) == date(1970, 1, 1)
+    assert utc_day(86399.9) == date(1970, 1, 1)
+    assert utc_day(1_796_083_199) == date(2026, 11, 30)
+    assert utc_day(1_796_083_200) == date(2026, 12, 1)
 
 
 def test_film_megabytes_from_bandwidth_and_duration() -> None:
