@@ -158,6 +158,13 @@ def _metered_bytes(request: web.Request, resp: web.StreamResponse) -> int:
     return resp.content_length if resp.content_length is not None else resp.body_length
 
 
+def _meter_playlist(request: web.Request, session: PlaybackSession, text: str) -> None:
+    """Count a playlist's bytes, uncompressed (playlists are ASCII: characters are
+    bytes); a HEAD sends none."""
+    if request.method == "GET":
+        meter(request.app[playback_key], session, len(text))
+
+
 def _playlist_response(request: web.Request, text: str) -> web.Response:
     resp = web.Response(
         text=text,
@@ -198,7 +205,7 @@ async def master_playlist(request: web.Request) -> web.Response:
     signer = session_signer(request.app[keystore_key].keys.segments, session)
     pb = request.app[playback_key]
     text = await master_text(pb, session, signer)
-    meter(pb, session, len(text))  # playlists are ASCII: characters are bytes
+    _meter_playlist(request, session, text)
     return _playlist_response(request, text)
 
 
@@ -223,7 +230,7 @@ async def media_playlist(request: web.Request) -> web.Response:
         request.match_info["name"] + PLAYLIST_SUFFIX,
         signer,
     )
-    meter(pb, session, len(text))
+    _meter_playlist(request, session, text)
     return _playlist_response(request, text)
 
 
