@@ -12,6 +12,7 @@ from gateway.catalogue import Trending
 from gateway.cors import add_cors_headers, cors_preflight
 from gateway.errors import Conflicting, GatewayError, Missing, Refused, TokenRequired
 from gateway.keys import playback_key, trending_key
+from gateway.metering import UsageMeter
 from gateway.metrics import GatewayMetrics
 from gateway.pages import setup_routes as setup_page_routes
 from gateway.playback import (
@@ -20,6 +21,7 @@ from gateway.playback import (
     PlaybackCounters,
     ProgressQueue,
     progress_writer,
+    usage_writer,
 )
 from gateway.playlists import PlaylistCache
 from gateway.views import setup_routes as setup_playback_routes
@@ -106,7 +108,8 @@ def map_domain_error(exc: Exception) -> ApiError | None:
 
 async def _playback_ctx(app: web.Application) -> AsyncIterator[None]:
     """The origin store, the playlist template cache, sessions, ads and the background
-    progress writer: the playback domain's dependencies, built once per process."""
+    progress and usage writers: the playback domain's dependencies, built once per
+    process."""
     settings = app[settings_key]
     origin = create_origin(settings)
     sessions = SessionStore(
@@ -133,9 +136,10 @@ async def _playback_ctx(app: web.Application) -> AsyncIterator[None]:
         stitcher=Stitcher(AdLibrary(origin), on_fallback=metrics.ad_fallback),
         progress=ProgressQueue(maxsize=PROGRESS_QUEUE_MAX, dropped=metrics.progress_dropped),
         counters=PlaybackCounters(start=metrics.start, token_reject=metrics.token_reject),
+        usage=UsageMeter(dropped=metrics.usage_dropped),
     )
     app[auth_key].family_revoked_hooks.append(sessions.end_family)
-    async with progress_writer(pb):
+    async with progress_writer(pb), usage_writer(pb):
         yield
     await origin.close()
 

@@ -159,6 +159,12 @@ class GatewayMetrics:
             "Viewer positions dropped because the progress queue was full",
             registry=registry,
         )
+        self.usage_dropped = Counter(
+            "kush_usage_dropped_bytes",
+            "Delivered bytes not metered: the usage table was full or PostgreSQL was down "
+            "at shutdown",
+            registry=registry,
+        )
 
     def start(self, result: str, reason: str) -> None:
         """Count a playback start (``started``, reason empty) or refusal."""

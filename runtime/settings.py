@@ -168,6 +168,14 @@ class Settings:
     trusted_proxies: tuple[str, ...] = field(default=(), metadata=_var("KUSH_TRUSTED_PROXIES"))
     segment_ip_binding: bool = field(default=False, metadata=_var("KUSH_SEGMENT_IP_BINDING"))
     data_saver_height: int = field(default=480, metadata=_var("KUSH_DATA_SAVER_HEIGHT"))
+    # the data saver (README "Data"): the session's cap and its lighter ad load
+    data_saver_max_height: int = field(default=360, metadata=_var("KUSH_DATA_SAVER_MAX_HEIGHT"))
+    data_saver_ad_max_s: int = field(default=15, metadata=_var("KUSH_DATA_SAVER_AD_MAX_S"))
+    data_saver_midroll_every_s: int = field(
+        default=1800, metadata=_var("KUSH_DATA_SAVER_MIDROLL_EVERY_S")
+    )
+    # data metering: how often each gateway process adds its counted bytes to PostgreSQL
+    usage_flush_s: int = field(default=2, metadata=_var("KUSH_USAGE_FLUSH_S"))
     hotlink_allowed_hosts: tuple[str, ...] = field(
         default=(), metadata=_var("KUSH_HOTLINK_ALLOWED_HOSTS")
     )
@@ -527,6 +535,12 @@ class _Parser:
             trusted_proxies=self.networks("KUSH_TRUSTED_PROXIES"),
             segment_ip_binding=self.boolean("KUSH_SEGMENT_IP_BINDING", False),
             data_saver_height=self.integer("KUSH_DATA_SAVER_HEIGHT", 480, 144, 4320),
+            data_saver_max_height=self.integer("KUSH_DATA_SAVER_MAX_HEIGHT", 360, 144, 4320),
+            data_saver_ad_max_s=self.integer("KUSH_DATA_SAVER_AD_MAX_S", 15, 1, 600),
+            data_saver_midroll_every_s=self.integer(
+                "KUSH_DATA_SAVER_MIDROLL_EVERY_S", 1800, 60, 86400
+            ),
+            usage_flush_s=self.integer("KUSH_USAGE_FLUSH_S", 2, 1, 60),
             hotlink_allowed_hosts=self.listing("KUSH_HOTLINK_ALLOWED_HOSTS", ()),
             cors_allowed_origins=self.listing("KUSH_CORS_ALLOWED_ORIGINS", ("*",)),
             log_format="json" if log_format == "json" else "text",

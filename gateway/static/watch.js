@@ -7,8 +7,10 @@ import { ApiError, api } from './api.js';
 import { AdLabel, AdSchedule, adPodsFromCues, adPodsFromDetails } from './ads.js';
 import { AUTO, dataSaverCap, levelOptions, loadDataSaver, saveDataSaver } from './quality.js';
 import { formatDuration, startShell } from './shell.js';
+import { estimateLine, usageLine } from './usage.js';
 
 const PROGRESS_EVERY_MS = 15000;
+const USAGE_EVERY_MS = 10000;
 const NETWORK_RETRIES = 3;
 const MEDIA_RECOVERIES = 2;
 
@@ -51,6 +53,8 @@ class WatchPage {
       document.getElementById('ad-label'), document.getElementById('ad-remaining'));
     this.overlayAction = null;
     this.progressTimer = null;
+    this.usageTimer = null;
+    this.usage = document.getElementById('data-usage');
     this.lastReported = -1;
     this.networkRetries = 0;
     this.mediaRecoveries = 0;
@@ -63,6 +67,8 @@ class WatchPage {
       level: AUTO, // the menu's choice: AUTO or an index of hls.levels
       dataSaver: loadDataSaver(shell.user ? shell.user.plan : 'free'),
       ad: null, // {id, remaining} while the playhead is in an ad pod
+      serverDataSaver: false, // the session is a data-saver one (360p at most, fewer ads)
+      usage: null, // the last /v1/me/usage answer
       adPods: [],
     };
     window.kushPlayer = { hls: null, video: this.video, state: this.state };
@@ -141,6 +147,9 @@ class WatchPage {
     }
     this.state.sessionId = session.session_id;
     this.state.engine = engine;
+    this.state.serverDataSaver = Boolean(session.data_saver);
+    this.showUsage();
+    this.usageTimer = setInterval(() => this.showUsage(), USAGE_EVERY_MS);
     if (engine === 'hls.js') this.attachHls(session.manifest_url);
     else this.attachNative(session.manifest_url);
     this.progressTimer = setInterval(() => {
@@ -156,6 +165,10 @@ class WatchPage {
       document.getElementById('movie-description').textContent = movie.description || '';
       document.title = movie.title + ' · Kush Films';
       if (movie.poster_url) this.video.poster = movie.poster_url;
+      const estimate = estimateLine(movie.renditions);
+      const estimateEl = document.getElementById('movie-estimate');
+      estimateEl.textContent = estimate;
+      estimateEl.hidden = !estimate;
       return movie;
     } catch (err) {
       if (err instanceof ApiError && err.status === 404) {
@@ -374,6 +387,22 @@ class WatchPage {
     this.state.dataSaver = on;
     saveDataSaver(on);
     this.applyDataSaver();
+    // the account's setting too: the next session is capped by the gateway (360p, fewer ads)
+    if (this.shell.user) {
+      api('/v1/me', { method: 'PATCH', body: { data_saver: on } }).catch(() => {});
+    }
+  }
+
+  /** "This film used 84 MB so far · 312 MB this month", refreshed while watching. */
+  async showUsage() {
+    try {
+      this.state.usage = await api('/v1/me/usage');
+    } catch {
+      return; // best effort: the line keeps its last value
+    }
+    const saver = this.state.serverDataSaver ? ' · data saver on' : '';
+    this.usage.textContent = usageLine(this.state.usage, this.movieId) + saver;
+    this.usage.hidden = false;
   }
 
   /** Cap ABR at ≤ 480p; a manual pick above the cap goes back to Auto when it turns on. */
@@ -433,6 +462,7 @@ class WatchPage {
     this.reportProgress({ keepalive: true });
     this.state.sessionId = null;
     clearInterval(this.progressTimer);
+    clearInterval(this.usageTimer);
     this.setPhase('ended');
     api('/v1/playback/' + encodeURIComponent(sessionId), { method: 'DELETE', keepalive: true })
       .catch(() => {});

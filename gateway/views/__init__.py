@@ -1,12 +1,23 @@
 """The gateway's HTTP views, one module per resource: catalogue, the viewer's account,
-playback sessions, HLS (master, media playlist, segment, ad files), progress, billing,
-offline downloads, and the nginx edge's ``auth_request`` check."""
+playback sessions, HLS (master, media playlist, segment, ad files), progress, data usage,
+billing, offline downloads, and the nginx edge's ``auth_request`` check and usage
+reports."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.views import billing, catalogue, downloads, edge, hls, me, playback, progress
+from gateway.views import (
+    billing,
+    catalogue,
+    downloads,
+    edge,
+    hls,
+    me,
+    playback,
+    progress,
+    usage,
+)
 
 
 def setup_routes(app: web.Application) -> None:
@@ -16,6 +27,7 @@ def setup_routes(app: web.Application) -> None:
     tables = (
         catalogue.routes,
         me.routes,
+        usage.routes,
         playback.routes,
         progress.routes,
         hls.routes,

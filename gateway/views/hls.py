@@ -17,6 +17,7 @@ from gateway.playback import (
     heartbeat,
     master_text,
     media_text,
+    meter,
     record_ad_fetch,
     record_content_fetch,
     segment_slot,
@@ -25,7 +26,7 @@ from gateway.playback import (
 from gateway.playlists import origin_key_for
 from origin import object_key
 from runtime.api import Content, Param, PathParam, Routes
-from runtime.net import client_ip
+from runtime.net import client_ip, trusted_header
 from runtime.web import settings_key
 from tokens.service.playback_session import PlaybackSession
 from tokens.service.views import keystore_key
@@ -40,6 +41,9 @@ PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 SEGMENT_CACHE_CONTROL = "private, max-age=2592000, immutable"
 PLAYLIST_CACHE_CONTROL = "private, no-store"
 PLAYLIST_SUFFIX = ".m3u8"
+#: Set by the nginx edge on the segment requests it forwards: it reports the bytes it
+#: sends the viewer itself (``/_edge/usage``), so the gateway does not count them again.
+EDGE_METERED_HEADER = "X-Kush-Edge-Metered"
 
 # ------------------------------------------------------------------ what the document says
 # The token ``t`` is read by hand, not by a model: it is a credential (absent: 401
@@ -136,6 +140,28 @@ def _check_hotlink(request: web.Request) -> None:
                 raise HotlinkDenied()
 
 
+def _edge_meters(request: web.Request) -> bool:
+    """The edge in front counts this response's bytes itself (believed from a trusted
+    proxy only)."""
+    trusted = request.app[settings_key].trusted_proxies
+    return trusted_header(request, trusted, EDGE_METERED_HEADER) == "1"
+
+
+def _metered_bytes(request: web.Request, resp: web.StreamResponse) -> int:
+    """The body bytes a file response delivered (its Content-Length: what was sent, or
+    began to be), 0 for a HEAD, a 304 or a 416."""
+    if request.method != "GET" or resp.status not in (200, 206):
+        return 0
+    return resp.content_length if resp.content_length is not None else resp.body_length
+
+
+def _meter_playlist(request: web.Request, session: PlaybackSession, text: str) -> None:
+    """Count a playlist's bytes, uncompressed (playlists are ASCII: characters are
+    bytes); a HEAD sends none."""
+    if request.method == "GET":
+        meter(request.app[playback_key], session, len(text))
+
+
 def _playlist_response(request: web.Request, text: str) -> web.Response:
     resp = web.Response(
         text=text,
@@ -155,7 +181,10 @@ async def _serve_segment(
     (429 with Retry-After: 1 beyond ``KUSH_SESSION_MAX_CONCURRENT_SEGMENTS``)."""
     pb = request.app[playback_key]
     with segment_slot(pb, session):
-        return await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)
+        resp = await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)
+    if not _edge_meters(request):
+        meter(pb, session, _metered_bytes(request, resp))
+    return resp
 
 
 @routes.get(
@@ -171,9 +200,10 @@ async def master_playlist(request: web.Request) -> web.Response:
     _check_hotlink(request)
     session = await _session_for(request)
     signer = session_signer(request.app[keystore_key].keys.segments, session)
-    return _playlist_response(
-        request, await master_text(request.app[playback_key], session, signer)
-    )
+    pb = request.app[playback_key]
+    text = await master_text(pb, session, signer)
+    _meter_playlist(request, session, text)
+    return _playlist_response(request, text)
 
 
 @routes.get(
@@ -189,13 +219,15 @@ async def media_playlist(request: web.Request) -> web.Response:
     _check_hotlink(request)
     session = await _session_for(request)
     signer = session_signer(request.app[keystore_key].keys.segments, session)
+    pb = request.app[playback_key]
     text = await media_text(
-        request.app[playback_key],
+        pb,
         session,
         request.match_info["rendition"],
         request.match_info["name"] + PLAYLIST_SUFFIX,
         signer,
     )
+    _meter_playlist(request, session, text)
     return _playlist_response(request, text)
 
 
@@ -244,7 +276,9 @@ async def ad_playlist(request: web.Request) -> web.StreamResponse:
     await heartbeat(pb, session, _client(request))
     name = request.match_info["name"] + PLAYLIST_SUFFIX
     key = object_key("ads", ad_id, request.match_info["rendition"], name)
-    return await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)
+    resp = await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)
+    meter(pb, session, _metered_bytes(request, resp))
+    return resp
 
 
 @routes.get(

@@ -11,7 +11,7 @@ from gateway.keys import playback_key
 from gateway.playback import Viewing, iso_utc, session_signer, start_session, stop_session
 from gateway.playlists import hls_root
 from runtime import ratelimit
-from runtime.api import DateTimeStr, PathParam, ReplyModel, Routes
+from runtime.api import DateTimeStr, Param, PathParam, ReplyModel, Routes
 from runtime.errors import ApiError
 from runtime.net import client_ip, client_scheme, trusted_header
 from runtime.web import json_response, redis_key, rkeys_key, settings_key
@@ -21,6 +21,17 @@ from tokens.service.sessions import SessionRefused
 from tokens.service.views import SIGNED_IN, authenticate, keystore_key
 
 routes = Routes(tags=("playback",))
+SAVE_DATA = Param(
+    "Save-Data",
+    "header",
+    "`on`: a data-saver session, as with the account's `data_saver` setting",
+)
+
+
+def wants_saving(request: web.Request) -> bool:
+    """The client asked to save data (``Save-Data: on``, the Client Hint browsers send
+    when the user turned on a data saver)."""
+    return request.headers.get("Save-Data", "").strip().lower() == "on"
 
 
 class PlaybackStarted(ReplyModel):
@@ -32,6 +43,11 @@ class PlaybackStarted(ReplyModel):
     ads: bool = Field(description="Whether ad breaks are stitched into the playlists")
     start_offset: float | None = Field(description="Resume position in seconds, if any")
     renditions: list[str] = Field(description="The renditions the plan allows")
+    data_saver: bool = Field(
+        description="A data-saver session (the account's `data_saver` setting or the "
+        "`Save-Data: on` header): at most `KUSH_DATA_SAVER_MAX_HEIGHT` (360p), the "
+        "smallest rendition listed first, a lighter ad load"
+    )
 
 
 def base_url(request: web.Request) -> str:
@@ -66,6 +82,7 @@ async def _start(request: web.Request, claims: AccessClaims) -> PlaybackSession:
         client_ip=ip,
         ip_prefix=ip_prefix_of(ip) if settings.segment_ip_binding else None,
         user_agent=request.headers.get("User-Agent"),
+        save_data=wants_saving(request),
     )
     return await start_session(request.app[playback_key], request.match_info["id"], who)
 
@@ -86,9 +103,11 @@ async def _start(request: web.Request, claims: AccessClaims) -> PlaybackSession:
         429: "Too many playback starts for this account (`rate_limited`; see Retry-After)",
     },
     path_params={"id": PathParam("The film's id", "uuid")},
+    params=(SAVE_DATA,),
 )
 async def start_playback(request: web.Request) -> web.Response:
-    """POST /v1/playback/{movie_id} -> 201 {session_id, manifest_url, expires_at, ads}."""
+    """POST /v1/playback/{movie_id} -> 201 {session_id, manifest_url, expires_at, ads,
+    data_saver}."""
     claims = await authenticate(request)
     pb = request.app[playback_key]
     try:
@@ -108,6 +127,7 @@ async def start_playback(request: web.Request) -> web.Response:
             ads=bool(session.ad_plan),
             start_offset=session.start_offset,
             renditions=list(session.renditions),
+            data_saver=session.data_saver,
         ),
         status=201,
         headers={"Cache-Control": "no-store"},

@@ -186,6 +186,12 @@ async def test_premium_downloads_the_mp4_through_the_gateway(
         "SELECT sum(bytes) FROM download_deliveries WHERE download_id = $1", body["download_id"]
     )
     assert delivered == item["bytes_delivered"]
+    # and in the viewer's data use for the film (README "Data")
+    usage = await (await gateway.get("/v1/me/usage", headers=bearer(token))).json()
+    film_usage = [i for i in usage["items"] if i["movie_id"] == film.movie_id]
+    assert len(film_usage) == 1
+    assert film_usage[0]["bytes"] >= delivered
+    assert usage["total_bytes"] >= delivered
 
 
 async def test_free_and_basic_are_refused(gateway: TestClient, film: Film) -> None:
@@ -430,3 +436,34 @@ async def test_s3_origin_hands_out_a_presigned_get(
         "SELECT delivery, bytes_delivered FROM downloads WHERE id = $1", body["download_id"]
     )
     assert (row["delivery"], row["bytes_delivered"]) == ("presigned", len(expected))
+
+
+async def test_export_lists_downloads_and_erasure_revokes_them(
+    play_settings: Settings, film: Film, pg: asyncpg.Connection, aiohttp_client: Any
+) -> None:
+    """A data access request names the films taken offline; erasing the account revokes
+    their links like a downgrade does."""
+    gateway: TestClient = await aiohttp_client(create_gateway(play_settings))
+    admin: TestClient = await aiohttp_client(create_admin(play_settings))
+    admin_email = new_email()
+    await create_account(pg, admin_email, PASSWORD, role="admin")
+    admin_token = await login(gateway, admin_email)
+    user_id, token = await viewer(gateway, pg, plan="premium")
+    body = await (await issue(gateway, token, film.movie_id)).json()
+    url = local(body["url"])
+    assert (await gateway.get(url, headers={"Range": "bytes=0-9"})).status == 206
+
+    export = await (await gateway.get("/v1/me/export", headers=bearer(token))).json()
+    assert [
+        (d["id"], d["movie_id"], d["bytes_delivered"], d["revoked_at"]) for d in export["downloads"]
+    ] == [(body["download_id"], film.movie_id, 10, None)]
+
+    resp = await admin.delete(f"/admin/v1/users/{user_id}", headers=bearer(admin_token))
+    assert resp.status == 200, await resp.text()
+    row = await pg.fetchrow(
+        "SELECT revoked_at, revoked_reason FROM downloads WHERE id = $1", body["download_id"]
+    )
+    assert row["revoked_at"] is not None
+    assert row["revoked_reason"] == "erased"
+    resp = await gateway.get(url)
+    assert resp.status == 403

@@ -22,7 +22,7 @@ import orjson
 from pydantic import Field
 from redis.asyncio import Redis
 
-from runtime.api import DateTimeStr, ReplyModel, UuidStr
+from runtime.api import DateStr, DateTimeStr, ReplyModel, UuidStr
 from runtime.errors import NotFound
 from runtime.redis import Keys
 from tokens.service.auth import AuthService
@@ -113,6 +113,15 @@ class ExportedAdEvent(ReplyModel):
     occurred_at: DateTimeStr
 
 
+class ExportedUsage(ReplyModel):
+    """Data delivered to one of the person's playback sessions on one day (UTC)."""
+
+    session_id: str
+    movie_id: UuidStr
+    day: DateStr
+    bytes: int
+
+
 class ExportedAuditRow(ReplyModel):
     """An audit log line about the person, or by them."""
 
@@ -125,6 +134,19 @@ class ExportedAuditRow(ReplyModel):
     details: dict[str, Any]
 
 
+class ExportedDownload(ReplyModel):
+    """A film the person took offline, and how many bytes of it were delivered."""
+
+    id: str
+    movie_id: UuidStr
+    title: str
+    bytes: int
+    bytes_delivered: int
+    created_at: DateTimeStr
+    expires_at: DateTimeStr
+    revoked_at: DateTimeStr | None
+
+
 class UserExport(ReplyModel):
     """Everything we hold about one person."""
 
@@ -135,6 +157,8 @@ class UserExport(ReplyModel):
     sessions: list[ExportedSession]
     progress: list[ExportedProgress]
     ad_events: list[ExportedAdEvent]
+    data_usage: list[ExportedUsage]
+    downloads: list[ExportedDownload]
     audit: list[ExportedAuditRow]
 
 
@@ -188,6 +212,16 @@ async def export_user(pool: asyncpg.Pool, user_id: str) -> UserExport:
             """SELECT e.* FROM ad_events e
                 WHERE e.session_id IN (SELECT id FROM playback_sessions WHERE user_id = $1)
                 ORDER BY e.occurred_at, e.id""",
+            uid,
+        )
+        usage = await conn.fetch(
+            """SELECT session_id, movie_id, day, bytes FROM data_usage
+                WHERE user_id = $1 ORDER BY day, session_id""",
+            uid,
+        )
+        downloads = await conn.fetch(
+            """SELECT d.*, m.title FROM downloads d JOIN movies m ON m.id = d.movie_id
+                WHERE d.user_id = $1 ORDER BY d.created_at, d.id""",
             uid,
         )
         audit = await conn.fetch(
@@ -275,6 +309,28 @@ async def export_user(pool: asyncpg.Pool, user_id: str) -> UserExport:
             )
             for r in events
         ],
+        data_usage=[
+            ExportedUsage(
+                session_id=r["session_id"],
+                movie_id=str(r["movie_id"]),
+                day=r["day"].isoformat(),
+                bytes=r["bytes"],
+            )
+            for r in usage
+        ],
+        downloads=[
+            ExportedDownload(
+                id=r["id"],
+                movie_id=str(r["movie_id"]),
+                title=r["title"],
+                bytes=r["bytes"],
+                bytes_delivered=r["bytes_delivered"],
+                created_at=r["created_at"].isoformat(),
+                expires_at=r["expires_at"].isoformat(),
+                revoked_at=_ts(r["revoked_at"]),
+            )
+            for r in downloads
+        ],
         audit=[
             ExportedAuditRow(
                 id=r["id"],
@@ -342,6 +398,12 @@ async def erase_user(auth: AuthService, redis: Redis, keys: Keys, user_id: str) 
             """UPDATE playback_sessions SET client_ip = NULL, user_agent = NULL,
                       country = NULL, region = NULL, state = NULL
                 WHERE user_id = $1""",
+            uid,
+        )
+        # the offline copies stop with the account (the file route refuses revoked ones)
+        await conn.execute(
+            """UPDATE downloads SET revoked_at = now(), revoked_reason = 'erased'
+                WHERE user_id = $1 AND revoked_at IS NULL""",
             uid,
         )
         families = await conn.fetch(
