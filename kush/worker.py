@@ -17,6 +17,7 @@ import asyncpg
 from redis.exceptions import RedisError
 
 from admin.billing.jobs import billing_followups_job
+from admin.billing.mobile_money import mobile_money_job
 from admin.jobs import serve_queue
 from billing.mail import mail_outbox_job
 from gateway.ads.writer import ad_events_job
@@ -88,6 +89,8 @@ JOBS: tuple[Job, ...] = (
     # billing: the mail outbox, and webhook follow-ups with the plan-expiry sweep
     mail_outbox_job,
     billing_followups_job,
+    # mobile money: status queries for payments whose callback never came, expiry
+    mobile_money_job,
 )
 
 

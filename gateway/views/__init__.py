@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.views import billing, catalogue, edge, hls, me, playback, progress
+from gateway.views import billing, catalogue, edge, hls, me, mobile_money, playback, progress
 
 
 def setup_routes(app: web.Application) -> None:
@@ -17,3 +17,4 @@ def setup_routes(app: web.Application) -> None:
     for table in (*tables, edge.routes):
         table.mount(app)
     billing.setup_routes(app)
+    mobile_money.setup_routes(app)
