@@ -29,6 +29,7 @@ or a 5xx is :class:`ProviderUnavailable` (503 with ``Retry-After``), a 4xx
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import logging
@@ -92,14 +93,13 @@ class _Http:
         *,
         headers: dict[str, str],
         json: Any = None,
-        auth: aiohttp.BasicAuth | None = None,
         accept: tuple[int, ...] = (200,),
     ) -> tuple[int, Any]:
         """One request: (status, JSON body or None)."""
         try:
             async with (
                 asyncio.timeout(self.timeout),
-                self._session.request(method, url, headers=headers, json=json, auth=auth) as resp,
+                self._session.request(method, url, headers=headers, json=json) as resp,
             ):
                 status = resp.status
                 text = await resp.text()
@@ -191,8 +191,11 @@ class MtnMomo(_Http):
             "token",
             "POST",
             f"{self.base}/collection/token/",
-            headers={"Ocp-Apim-Subscription-Key": self.key},
-            auth=aiohttp.BasicAuth(self.user, self.secret),
+            headers={
+                "Ocp-Apim-Subscription-Key": self.key,
+                "Authorization": "Basic "
+                + base64.b64encode(f"{self.user}:{self.secret}".encode()).decode(),
+            },
         )
         return _token_of(body)
 

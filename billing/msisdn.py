@@ -86,6 +86,8 @@ def normalise(raw: str) -> Msisdn:
     """``raw`` as an E.164 Ugandan number of a mobile money operator, else
     :class:`InvalidMsisdn` saying what is wrong."""
     text = _SEPARATORS.sub("", raw.strip())
+    if not text:
+        raise InvalidMsisdn("Enter the number that pays, such as 0772 123456")
     if text.startswith("+"):
         text = text[1:]
         if not text.startswith(COUNTRY_CODE):

@@ -159,9 +159,10 @@ def setup_routes(app: web.Application) -> None:
 # ------------------------------------------------------------------ reconciliation
 
 _CLAIM_SQL = """
-UPDATE mobile_money_payments m SET next_check_at = $1 + make_interval(secs => 60)
+UPDATE mobile_money_payments m SET next_check_at = $1::timestamptz + make_interval(secs => 60)
  WHERE id IN (SELECT id FROM mobile_money_payments
-               WHERE status = 'pending' AND next_check_at <= $1
+               WHERE status = 'pending' AND next_check_at <= $1::timestamptz
+                 AND ($3::uuid IS NULL OR user_id = $3)
                ORDER BY next_check_at FOR UPDATE SKIP LOCKED LIMIT $2)
 RETURNING id, provider, expires_at, checks
 """
@@ -174,14 +175,17 @@ async def reconcile(
     providers: dict[str, CollectionProvider],
     *,
     now: datetime | None = None,
+    user_id: str | None = None,
 ) -> dict[str, int]:
-    """Ask the provider about every pending payment due for a check, apply its answer,
-    expire those past their time; enforce what changed. Returns counts per outcome."""
+    """Ask the provider about every pending payment due for a check (of one user, when
+    ``user_id`` is given), apply its answer, expire those past their time; enforce what
+    changed. Returns counts per outcome."""
     at = now or utcnow()
     grace = grace_of(settings)
     counts: dict[str, int] = {}
     changes: list[PlanChange] = []
-    for row in await pool.fetch(_CLAIM_SQL, at, BATCH):
+    claimed = await pool.fetch(_CLAIM_SQL, at, BATCH, uuid.UUID(user_id) if user_id else None)
+    for row in claimed:
         payment_id = row["id"]
         provider = providers.get(row["provider"])
         report: Report | None = None
@@ -205,7 +209,7 @@ async def reconcile(
             else:
                 await conn.execute(
                     """UPDATE mobile_money_payments SET checks = checks + 1,
-                              next_check_at = $2 + make_interval(secs => $3)
+                              next_check_at = $2::timestamptz + make_interval(secs => $3)
                         WHERE id = $1""",
                     payment_id,
                     at,
