@@ -128,6 +128,7 @@ def effective_plan(
     rows: Iterable[SubscriptionRow], *, now: datetime, grace: timedelta = DEFAULT_GRACE
 ) -> EffectivePlan:
     """The plan ``rows`` give at ``now`` (see the module docstring for the rules)."""
+    rows = list(rows)
     giving: list[tuple[SubscriptionRow, datetime | None]] = []
     starts: list[datetime] = []  # stacked periods yet to start change the plan then
     for row in rows:
@@ -147,7 +148,22 @@ def effective_plan(
     # the plan changes by time when the best row runs out: the next best takes over then
     ends = [u for _, u in giving if u is not None] + starts
     recheck = min(ends) if ends else None
+    if best.provider == MOBILE_MONEY and until is not None:
+        until = _paid_through(rows, best.plan, until)
     return EffectivePlan(plan=best.plan, source=best, recheck_at=recheck, next=_next(best, until))
+
+
+def _paid_through(rows: list[SubscriptionRow], plan: str, until: datetime) -> datetime:
+    """The end of a run of stacked mobile money periods of ``plan`` that continue one
+    another from ``until`` on (what the viewer has paid for without a gap)."""
+    stacked = sorted(
+        (r for r in rows if r.provider == MOBILE_MONEY and r.plan == plan and r.ends_at),
+        key=lambda r: r.starts_at or until,
+    )
+    for row in stacked:
+        if row.ends_at is not None and (row.starts_at or until) <= until < row.ends_at:
+            until = row.ends_at
+    return until
 
 
 def _next(row: SubscriptionRow, until: datetime | None) -> Next:

@@ -185,6 +185,11 @@ async def test_day_pass_pending_then_confirmed_by_callback(
         "provisional",
         "provisional_ends",
     )
+    # the worker's sweep will recheck the plan when the provisional window ends
+    recheck = await pg.fetchrow(
+        "SELECT plan_id, recheck_at FROM entitlements WHERE user_id = $1::uuid", world.user_id
+    )
+    assert (recheck["plan_id"], recheck["recheck_at"]) == ("premium", until)
 
     await world.sandbox.approve(payment_id)
     assert world.sandbox.callback_replies[-1][0] == 200

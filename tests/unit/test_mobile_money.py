@@ -178,3 +178,24 @@ def test_provisional_access_gives_the_plan_until_it_ends() -> None:
     assert eff.recheck_at == NOW + timedelta(minutes=10)
     eff = effective_plan([prov, stripe_basic], now=NOW + timedelta(minutes=10))
     assert eff.plan == "basic"
+
+
+def test_stacked_passes_of_one_plan_read_as_one_paid_run() -> None:
+    first = _row(
+        MOBILE_MONEY,
+        "premium",
+        2,
+        starts_at=NOW - timedelta(hours=1),
+        ends_at=NOW + timedelta(hours=23),
+    )
+    second = _row(
+        MOBILE_MONEY,
+        "premium",
+        2,
+        starts_at=NOW + timedelta(hours=23),
+        ends_at=NOW + timedelta(days=8, hours=-1),
+    )
+    eff = effective_plan([second, first], now=NOW)
+    assert eff.next.kind == "pass_ends"
+    assert eff.next.at == NOW + timedelta(days=8, hours=-1)
+    assert eff.recheck_at == NOW + timedelta(hours=23)  # still rechecked at the seam
