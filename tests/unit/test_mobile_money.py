@@ -10,6 +10,7 @@ import pytest
 from billing.mobile_money import advance, provisional_allowed, stack
 from billing.msisdn import InvalidMsisdn, WrongOperator, for_provider, normalise, prefixes_of
 from billing.plans import MOBILE_MONEY, PROVISIONAL, SubscriptionRow, effective_plan
+from runtime.settings import Settings, SettingsError
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -199,3 +200,75 @@ def test_stacked_passes_of_one_plan_read_as_one_paid_run() -> None:
     assert eff.next.kind == "pass_ends"
     assert eff.next.at == NOW + timedelta(days=8, hours=-1)
     assert eff.recheck_at == NOW + timedelta(hours=23)  # still rechecked at the seam
+
+
+# ------------------------------------------------------------------ settings
+
+PRODUCTION = {
+    "KUSH_MODE": "production",
+    "KUSH_MASTER_KEY": "k" * 43,
+    "STRIPE_WEBHOOK_SECRET": "whsec_live",
+    "DATABASE_URL": "postgresql://kush:secret@db.internal/kush",
+    "REDIS_URL": "redis://cache.internal:6379/0",
+}
+MTN = {
+    "KUSH_MTN_MOMO_SUBSCRIPTION_KEY": "sub",
+    "KUSH_MTN_MOMO_API_USER": "user",
+    "KUSH_MTN_MOMO_API_KEY": "key",
+}
+
+
+def test_mobile_money_defaults_only_in_demo_mode() -> None:
+    demo = Settings.from_env({})
+    assert demo.provisional_minutes == 10
+    assert demo.momo_env == "sandbox"
+    assert demo.callback_secret  # a documented demo default
+    assert demo.callback_base() == demo.admin_url()
+    assert not demo.mtn_configured  # credentials never default
+    assert demo.mtn_base() == "https://sandbox.momodeveloper.mtn.com"
+    assert demo.mtn_target_environment() == "sandbox"
+    prod = Settings.from_env(PRODUCTION)
+    assert prod.momo_env is None
+    assert prod.callback_secret is None
+    assert prod.callback_base() is None
+    assert not prod.mtn_configured
+
+
+def test_production_with_a_provider_needs_everything_it_uses() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({**PRODUCTION, "KUSH_MTN_MOMO_API_KEY": "key"})
+    named = {p.split(":", 1)[0] for p in info.value.problems}
+    assert named == {
+        "KUSH_MTN_MOMO_API_USER",
+        "KUSH_MOBILE_MONEY_ENV",
+        "KUSH_MOBILE_MONEY_CALLBACK_URL",
+        "KUSH_MOBILE_MONEY_CALLBACK_SECRET",
+    }
+    ok = Settings.from_env(
+        {
+            **PRODUCTION,
+            **MTN,
+            "KUSH_MOBILE_MONEY_ENV": "production",
+            "KUSH_MOBILE_MONEY_CALLBACK_URL": "https://admin.kush.example",
+            "KUSH_MOBILE_MONEY_CALLBACK_SECRET": "s" * 32,
+        }
+    )
+    assert ok.mtn_configured
+    assert ok.mtn_base() == "https://proxy.momoapi.mtn.com"
+    assert ok.mtn_target_environment() == "mtnuganda"
+    assert ok.airtel_base() == "https://openapi.airtel.africa"
+    assert ok.masked()["KUSH_MTN_MOMO_API_KEY"] == "********"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"KUSH_MOBILE_MONEY_ENV": "live"}, "KUSH_MOBILE_MONEY_ENV"),
+        ({"KUSH_PROVISIONAL_MINUTES": "-1"}, "KUSH_PROVISIONAL_MINUTES"),
+        ({"KUSH_MTN_MOMO_BASE_URL": "ftp://x"}, "KUSH_MTN_MOMO_BASE_URL"),
+    ],
+)
+def test_bad_mobile_money_values_name_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env)
+    assert [p.split(":", 1)[0] for p in info.value.problems] == [variable]
