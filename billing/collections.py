@@ -135,6 +135,13 @@ class _Http:
         await self._session.close()
 
 
+def _text(value: Any, limit: int = 200) -> str | None:
+    """A provider's free text as we store it: no NUL (PostgreSQL refuses it), bounded."""
+    if value is None or value == "":
+        return None
+    return str(value).replace("\x00", "")[:limit] or None
+
+
 def _token_of(body: Any) -> tuple[str, float]:
     if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
         raise ProviderRefused("The payment provider returned no access token")
@@ -153,7 +160,7 @@ _MTN_STATUS = {"SUCCESSFUL": "successful", "FAILED": "failed", "PENDING": "pendi
 def _mtn_reason(value: Any) -> str | None:
     if isinstance(value, dict):
         value = value.get("code") or value.get("message")
-    return str(value)[:200] if value else None
+    return _text(value)
 
 
 def mtn_report(body: Any) -> Report | None:
@@ -163,9 +170,8 @@ def mtn_report(body: Any) -> Report | None:
     status = _MTN_STATUS.get(str(body.get("status") or "").upper())
     if status is None:
         return None
-    tx = body.get("financialTransactionId")
     if status == "successful":
-        return Report(status="successful", transaction_id=str(tx) if tx else None)
+        return Report(status="successful", transaction_id=_text(body.get("financialTransactionId")))
     if status == "failed":
         return Report(status="failed", reason=_mtn_reason(body.get("reason")) or "FAILED")
     return Report(status="pending")
@@ -263,11 +269,10 @@ def airtel_report(tx: Any) -> Report | None:
     status = _AIRTEL_STATUS.get(code)
     if status is None:
         return None
-    money_id = tx.get("airtel_money_id")
     if status == "successful":
-        return Report(status="successful", transaction_id=str(money_id) if money_id else None)
+        return Report(status="successful", transaction_id=_text(tx.get("airtel_money_id")))
     if status == "failed":
-        return Report(status="failed", reason=str(tx.get("message") or "TF")[:200])
+        return Report(status="failed", reason=_text(tx.get("message")) or "TF")
     return Report(status="pending")
 
 

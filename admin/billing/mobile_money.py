@@ -75,8 +75,9 @@ def _verify(settings: Settings, provider: str, request: web.Request, reference: 
         raise BadRequest(
             "The callback does not name the reference it was issued for", code="invalid_signature"
         )
-    sig = request.query.get("sig", "")
-    if not secret or not hmac.compare_digest(sig, callback_signature(secret, provider, signed)):
+    sig = request.query.get("sig", "").encode()
+    expected = callback_signature(secret, provider, signed).encode() if secret else b""
+    if not secret or not hmac.compare_digest(sig, expected):
         raise BadRequest("Missing or invalid callback signature", code="invalid_signature")
 
 

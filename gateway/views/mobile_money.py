@@ -52,7 +52,8 @@ class MobileMoneyRequest(BodyModel):
     """Pay for a plan (30 days) or a pass by mobile money."""
 
     product: str = Field(
-        max_length=32, description="A plan (`basic`, `premium`) or a pass (`day_pass`, `week_pass`)"
+        pattern=r"^[a-z][a-z0-9_]{0,31}$",
+        description="A plan (`basic`, `premium`) or a pass (`day_pass`, `week_pass`)",
     )
     msisdn: str = Field(
         max_length=32, description="The paying number: `0772 123456`, `+256772123456`…"

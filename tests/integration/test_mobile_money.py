@@ -424,6 +424,8 @@ async def test_input_errors_say_why(world: World, pg: asyncpg.Connection) -> Non
             "MTN number",
         ),
         ({"product": "day_pass"}, "invalid_request", ""),
+        ({"product": "day\u0000pass", "msisdn": MTN_NUMBER}, "invalid_request", ""),
+        ({"product": "day_pass", "msisdn": "0772\u0000123456"}, "invalid_msisdn", ""),
         ({"product": "day_pass", "msisdn": MTN_NUMBER, "provider": "mpesa"}, "invalid_request", ""),
     ]
     for body, code, words in cases:
@@ -471,6 +473,7 @@ async def test_forged_or_unknown_callbacks_change_nothing(world: World) -> None:
     cases = [
         (f"{base}?ref={payment_id}&sig={'0' * 64}", report, 400),  # wrong signature
         (f"{base}?ref={payment_id}", report, 400),  # none
+        (f"{base}?ref={payment_id}&sig=%C3%A9%00", report, 400),  # not even ASCII
         (f"{base}?ref={uuid.uuid4()}&sig={ok}", report, 400),  # another reference
         ("/billing/mobile-money/mpesa/callback", report, 404),
         (f"{base}?ref={payment_id}&sig={ok}", {"status": "SUCCESSFUL"}, 400),

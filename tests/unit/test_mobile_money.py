@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from billing.mobile_money import advance, provisional_allowed, stack
+from billing.collections import airtel_report, mtn_report
+from billing.mobile_money import Report, advance, provisional_allowed, stack
 from billing.msisdn import InvalidMsisdn, WrongOperator, for_provider, normalise, prefixes_of
 from billing.plans import MOBILE_MONEY, PROVISIONAL, SubscriptionRow, effective_plan
 from runtime.settings import Settings, SettingsError
@@ -272,3 +273,23 @@ def test_bad_mobile_money_values_name_the_variable(env: dict[str, str], variable
     with pytest.raises(SettingsError) as info:
         Settings.from_env(env)
     assert [p.split(":", 1)[0] for p in info.value.problems] == [variable]
+
+
+def test_provider_reports_as_we_store_them() -> None:
+    assert mtn_report({"status": "SUCCESSFUL", "financialTransactionId": 123}) == Report(
+        status="successful", transaction_id="123"
+    )
+    failed = mtn_report({"status": "FAILED", "reason": {"code": "APPROVAL\x00_REJECTED"}})
+    assert failed == Report(status="failed", reason="APPROVAL_REJECTED")
+    assert mtn_report({"status": "PENDING"}) == Report(status="pending")
+    assert mtn_report({"status": "WHATEVER"}) is None
+    assert mtn_report(["not", "an", "object"]) is None
+    assert airtel_report({"status": "TS", "airtel_money_id": "MP1"}) == Report(
+        status="successful", transaction_id="MP1"
+    )
+    assert airtel_report({"status_code": "TF", "message": "Insufficient funds"}) == Report(
+        status="failed", reason="Insufficient funds"
+    )
+    assert airtel_report({"status": "TIP"}) == Report(status="pending")
+    assert airtel_report({"status": "TA"}) == Report(status="pending")
+    assert airtel_report(None) is None
