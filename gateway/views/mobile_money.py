@@ -75,7 +75,7 @@ class PaymentState(ReplyModel):
     provider: Literal["mtn", "airtel"]
     product: str
     product_name: str
-    msisdn: str = Field(description="The paying number in E.164 (+256…)")
+    msisdn: str | None = Field(description="The paying number in E.164 (+256…)")
     amount_ugx: int = Field(description="Whole Uganda shillings")
     currency: Literal["UGX"]
     reason: str | None = Field(description="Why it failed, as the provider said")

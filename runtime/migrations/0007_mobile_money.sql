@@ -38,7 +38,8 @@ CREATE TABLE mobile_money_payments (
     product                text NOT NULL REFERENCES plans (id),
     plan_id                text NOT NULL REFERENCES plans (id),
     period_days            integer NOT NULL CHECK (period_days > 0),
-    msisdn                 text NOT NULL CHECK (msisdn ~ '^\+256[0-9]{9}$'),
+    -- the paying number in E.164; NULL once the account is erased (GDPR art. 17)
+    msisdn                 text CHECK (msisdn ~ '^\+256[0-9]{9}$'),
     amount_ugx             integer NOT NULL CHECK (amount_ugx > 0),
     status                 text NOT NULL DEFAULT 'pending'
                                CHECK (status IN ('pending', 'successful', 'failed', 'expired')),
@@ -65,7 +66,7 @@ CREATE TABLE access_periods (
     user_id    uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     plan_id    text NOT NULL REFERENCES plans (id),
     product    text NOT NULL REFERENCES plans (id),
-    payment_id uuid NOT NULL UNIQUE REFERENCES mobile_money_payments (id),
+    payment_id uuid NOT NULL UNIQUE REFERENCES mobile_money_payments (id) ON DELETE CASCADE,
     starts_at  timestamptz NOT NULL,
     ends_at    timestamptz NOT NULL CHECK (ends_at > starts_at),
     created_at timestamptz NOT NULL DEFAULT now()

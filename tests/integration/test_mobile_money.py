@@ -555,3 +555,29 @@ async def test_mobile_money_replies_fit_the_openapi_documents(world: World) -> N
     await world.sandbox.approve(body["payment_id"])
     status, reply = world.sandbox.callback_replies[-1]
     check_reply(admin_doc, "/billing/mobile-money/{provider}/callback", "post", status, reply)
+
+
+async def test_the_paying_number_is_exported_and_erased(
+    world: World, pg: asyncpg.Connection
+) -> None:
+    from tokens.service.privacy import erase_user
+    from tokens.service.views import auth_key
+
+    body = await world.paid("day_pass")
+    export = await (await world.gateway.get("/v1/me/export", headers=world.headers)).json()
+    [payment] = export["mobile_money_payments"]
+    assert (payment["id"], payment["msisdn"], payment["status"]) == (
+        body["payment_id"],
+        "+256772123456",
+        "pending",
+    )
+    app = world.gateway.server.app
+    await erase_user(app[auth_key], app[redis_key], app[rkeys_key], world.user_id)
+    row = await pg.fetchrow(
+        "SELECT msisdn, amount_ugx FROM mobile_money_payments WHERE id = $1::uuid",
+        body["payment_id"],
+    )
+    assert (row["msisdn"], row["amount_ugx"]) == (None, 1000)  # kept, without the number
+    # the provider may still call back about it: applied, and nothing breaks
+    await world.sandbox.approve(body["payment_id"])
+    assert world.sandbox.callback_replies[-1][1]["status"] == "successful"
