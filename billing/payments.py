@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from billing import mail
 from billing.entitlements import PlanChange, lock_user, record_plan
 from billing.mobile_money import (
     FINAL,
@@ -162,7 +163,8 @@ async def refuse_payment(conn: asyncpg.Connection, payment_id: uuid.UUID, reason
 
 
 async def _grant_period(conn: asyncpg.Connection, payment: asyncpg.Record, at: datetime) -> None:
-    """The period a confirmed payment buys, stacked after the user's paid periods."""
+    """The period a confirmed payment buys, stacked after the user's paid periods; the
+    receipt mail and the revenue row."""
     ends = await conn.fetch(
         "SELECT ends_at FROM access_periods WHERE user_id = $1 AND ends_at > $2",
         payment["user_id"],
@@ -178,6 +180,14 @@ async def _grant_period(conn: asyncpg.Connection, payment: asyncpg.Record, at: d
         payment["id"],
         starts_at,
         ends_at,
+    )
+    name = await conn.fetchval("SELECT name FROM plans WHERE id = $1", payment["product"])
+    await mail.enqueue(
+        conn,
+        user_id=str(payment["user_id"]),
+        template="payment_succeeded",
+        data={"amount": f"{payment['amount_ugx']:,} UGX", "plan_name": name},
+        dedup_key=f"payment_succeeded:{payment['provider']}:{payment['id']}",
     )
     await conn.execute(
         """INSERT INTO payments (provider, provider_invoice_id, user_id, plan_id, amount_minor,

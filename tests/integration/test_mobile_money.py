@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import re
 import time
 import uuid
@@ -214,6 +215,11 @@ async def test_day_pass_pending_then_confirmed_by_callback(
         f"mtn:{payment_id}",
     )
     assert tuple(revenue) == ("mtn", 1000, "ugx")
+    receipt = await pg.fetchrow(
+        "SELECT template, data FROM mail_outbox WHERE user_id = $1::uuid", world.user_id
+    )
+    assert receipt["template"] == "payment_succeeded"
+    assert json.loads(receipt["data"]) == {"amount": "1,000 UGX", "plan_name": "Day pass"}
 
     # the same callback again, then a late "pending": nothing changes
     assert await world.sandbox.send_callback(payment_id) == 200
