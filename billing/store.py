@@ -27,6 +27,8 @@ class PlanLimits:
     amount_minor: int
     currency: str
     interval: str
+    #: the plan includes offline downloads (premium)
+    downloads: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,7 +65,7 @@ WITH r AS (
      WHERE m.user_id = $1 AND m.status = 'pending' AND m.provisional_until > $2
 )
 SELECT p.id AS plan_id, p.name AS plan_name, p.rank, p.max_height, p.max_streams, p.ads,
-       p.amount_minor, p.currency, p.billing_interval,
+       p.amount_minor, p.currency, p.billing_interval, p.downloads,
        r.sub_id, r.provider, r.status, r.current_period_end, r.cancel_at_period_end,
        r.past_due_since, r.ends_at, r.updated_at, r.starts_at
   FROM plans p
@@ -93,6 +95,7 @@ def _limits(r: Any) -> PlanLimits:
         amount_minor=r["amount_minor"],
         currency=r["currency"],
         interval=r["billing_interval"],
+        downloads=r["downloads"],
     )
 
 

@@ -32,10 +32,13 @@ from gateway.ads.inventory import Inventory
 from gateway.ads.service import Stitcher, confirm_after_content, plan_ads, track_ad_segment
 from gateway.errors import (
     AgeRestricted,
+    GatewayError,
     GeoBlocked,
     NotEntitled,
     PlaybackTokenRejected,
+    TokenRequired,
 )
+from gateway.metrics import forget_active, note_active
 from gateway.playlists import PlaylistCache, hls_root
 from gateway.repository import Movie, Viewer
 from hls import ContentRendition, MasterTemplate, PlaylistError
@@ -52,7 +55,7 @@ from tokens import (
     segment_token_ttl,
 )
 from tokens.service.playback_session import AdPlan, PlaybackSession
-from tokens.service.sessions import SessionStore
+from tokens.service.sessions import SessionRefused, SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +198,21 @@ class ProgressQueue:
         return True
 
 
+def _uncounted(*_labels: str) -> None:
+    """A counter hook that counts nothing (the default, for code and tests without
+    metrics)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlaybackCounters:
+    """What the playback domain counts, as hooks (`gateway.metrics` wires them)."""
+
+    #: a playback start: (``started``, ``""``) or (``refused``, the code the player got)
+    start: Callable[[str, str], None] = _uncounted
+    #: a refused playback token (signed HLS URI), by the code the player gets
+    token_reject: Callable[[str], None] = _uncounted
+
+
 @dataclass(slots=True, kw_only=True)
 class Playback:
     """What the playback domain works with, built once per gateway process."""
@@ -216,6 +234,7 @@ class Playback:
     progress: ProgressQueue
     #: when this process last queued each session's progress (monotonic seconds)
     progress_marks: dict[str, float] = field(default_factory=dict)
+    counters: PlaybackCounters = field(default_factory=PlaybackCounters)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -350,7 +369,28 @@ async def start_session(pb: Playback, movie_id: str, who: Viewing) -> PlaybackSe
         max_streams=viewer.max_streams,
     )
     await pb.sessions.create(session)
+    await _seen_playing(pb, session.id)
     return session
+
+
+async def stop_session(pb: Playback, session_id: str, user_id: str) -> bool:
+    """The viewer stopped: end the session (False if it is not theirs or already ended)
+    and stop counting it as active."""
+    ended = await pb.sessions.end(session_id, reason="stopped", user_id=user_id)
+    if ended:
+        try:
+            await forget_active(pb.redis, pb.keys, session_id)
+        except RedisError as exc:
+            log.debug("active session not forgotten: Redis unavailable (%s)", type(exc).__name__)
+    return ended
+
+
+async def _seen_playing(pb: Playback, session_id: str) -> None:
+    """Mark the session active now (``kush_playback_sessions_active``); best effort."""
+    try:
+        await note_active(pb.redis, pb.keys, session_id, time.time())
+    except RedisError as exc:
+        log.debug("active session not noted: Redis unavailable (%s)", type(exc).__name__)
 
 
 async def content_renditions(
@@ -378,20 +418,27 @@ async def authorize_uri(
     pb: Playback,
     ring: SegmentKeyring,
     *,
-    token: str,
+    token: str | None,
     raw_path: str,
     client_ip: str | None,
     movie_id: str | None,
 ) -> PlaybackSession:
     """Verify one URI's token (no database) and load its live session (cached; a
-    session that ended raises :class:`~tokens.service.sessions.SessionGone`)."""
+    session that ended raises :class:`~tokens.service.sessions.SessionGone`). No token
+    raises :class:`~gateway.errors.TokenRequired`; every refusal is counted by its code."""
     try:
-        claims = ring.verify(token, raw_path, now=int(time.time()), client_ip=client_ip)
-    except TokenError as err:
-        raise PlaybackTokenRejected(code=err.code) from err
-    session = await pb.sessions.live(claims.session_id)
-    if movie_id is not None and session.movie_id != movie_id:
-        raise PlaybackTokenRejected("Token does not match this film")
+        if not token:
+            raise TokenRequired()
+        try:
+            claims = ring.verify(token, raw_path, now=int(time.time()), client_ip=client_ip)
+        except TokenError as err:
+            raise PlaybackTokenRejected(code=err.code) from err
+        session = await pb.sessions.live(claims.session_id)
+        if movie_id is not None and session.movie_id != movie_id:
+            raise PlaybackTokenRejected("Token does not match this film")
+    except (GatewayError, SessionRefused) as err:
+        pb.counters.token_reject(err.code)
+        raise
     return session
 
 
@@ -503,7 +550,8 @@ def client_network(client_ip: str | None) -> str | None:
 async def heartbeat(pb: Playback, session: PlaybackSession, client_ip: str | None) -> None:
     """The stream is playing from this client: counted against the plan's limit and the
     session's networks (raises ``stream_limit`` / ``session_shared`` refusals)."""
-    await pb.sessions.heartbeat(session, client_network(client_ip))
+    if await pb.sessions.heartbeat(session, client_network(client_ip)):
+        await _seen_playing(pb, session.id)
 
 
 async def record_content_fetch(

@@ -197,10 +197,27 @@ def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     count = args.workers or settings.gateway_workers
     if count <= 1:
         return _serve(settings, "gateway", settings.gateway_port)
-    sup = Supervisor(dict(os.environ))
+    # the workers' metrics add up: prometheus-client's multiprocess mode, in a directory
+    # emptied now and when the gateway stops (runtime.metrics)
+    from functools import partial
+
+    from runtime.metrics import (
+        MULTIPROC_ENV,
+        clear_multiproc_dir,
+        forget_process,
+        prepare_multiproc_dir,
+    )
+
+    metrics_dir = settings.gateway_metrics_dir()
+    prepare_multiproc_dir(metrics_dir)
+    env = {**os.environ, MULTIPROC_ENV: str(metrics_dir)}
+    sup = Supervisor(env, on_exit=partial(forget_process, metrics_dir))
     for i in range(count):
         sup.spawn(f"gateway-{i}", ["gateway", "--workers", "1"])
-    return sup.wait()
+    try:
+        return sup.wait()
+    finally:
+        clear_multiproc_dir(metrics_dir)
 
 
 def cmd_admin(settings: Settings, _args: argparse.Namespace) -> int:

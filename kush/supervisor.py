@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,12 @@ class Supervisor:
     """Runs child processes, restarts the ones that die, and stops them all together on
     SIGINT/SIGTERM."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(
+        self, env: dict[str, str], *, on_exit: Callable[[int], None] | None = None
+    ) -> None:
         self.env = env
+        #: told the pid of every child that exited (the gateway's metrics forget it)
+        self.on_exit = on_exit
         self.children: list[Child] = []
         self.stopping = False
 
@@ -101,6 +105,8 @@ class Supervisor:
             if child.proc is None or child.proc.poll() is None:
                 continue
             proc = child.proc
+            if self.on_exit is not None:
+                self.on_exit(proc.pid)
             ran_for = now - child.started_at
             child.backoff = next_backoff(child.backoff, ran_for)
             child.restart_at = now + child.backoff

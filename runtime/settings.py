@@ -129,6 +129,10 @@ class Settings:
     host: str = field(default="127.0.0.1", metadata=_var("KUSH_HOST"))
     gateway_port: int = field(default=8080, metadata=_var("KUSH_GATEWAY_PORT"))
     admin_port: int = field(default=8081, metadata=_var("KUSH_ADMIN_PORT"))
+    #: ``kush worker``'s /metrics (0: none)
+    worker_metrics_port: int = field(default=8082, metadata=_var("KUSH_WORKER_METRICS_PORT"))
+    #: where the gateway's workers keep their metric files (see ``gateway_metrics_dir``)
+    metrics_dir: Path | None = field(default=None, metadata=_var("KUSH_METRICS_DIR"))
     gateway_workers: int = field(
         default_factory=lambda: os.cpu_count() or 1, metadata=_var("KUSH_GATEWAY_WORKERS")
     )
@@ -203,6 +207,8 @@ class Settings:
     job_max_attempts: int = field(default=3, metadata=_var("KUSH_JOB_MAX_ATTEMPTS"))
     ingest_cpu_factor: int = field(default=20, metadata=_var("KUSH_INGEST_CPU_FACTOR"))
     ingest_preset: str = field(default="veryfast", metadata=_var("KUSH_INGEST_PRESET"))
+    # -- offline downloads (README "Offline downloads")
+    download_url_ttl_s: int = field(default=600, metadata=_var("KUSH_DOWNLOAD_URL_TTL_S"))
     # -------- billing (Stripe) and mail
     stripe_price_basic: str | None = field(default=None, metadata=_var("STRIPE_PRICE_BASIC"))
     stripe_price_premium: str | None = field(default=None, metadata=_var("STRIPE_PRICE_PREMIUM"))
@@ -260,6 +266,12 @@ class Settings:
     def is_demo(self) -> bool:
         """Demo mode seeds data and may default secrets; production never does."""
         return self.mode == "demo"
+
+    def gateway_metrics_dir(self) -> Path:
+        """The directory ``kush gateway --workers N`` shares its workers' metrics through
+        (``KUSH_METRICS_DIR`` or ``<data dir>/metrics/gateway-<port>``), absolute."""
+        chosen = self.metrics_dir or self.data_dir / "metrics" / f"gateway-{self.gateway_port}"
+        return chosen.resolve()
 
     @property
     def origin_root(self) -> Path:
@@ -590,6 +602,8 @@ class _Parser:
             host=self.text("KUSH_HOST") or "127.0.0.1",
             gateway_port=self.integer("KUSH_GATEWAY_PORT", 8080, 1, 65535),
             admin_port=self.integer("KUSH_ADMIN_PORT", 8081, 1, 65535),
+            worker_metrics_port=self.integer("KUSH_WORKER_METRICS_PORT", 8082, 0, 65535),
+            metrics_dir=self.path("KUSH_METRICS_DIR"),
             gateway_workers=self.integer("KUSH_GATEWAY_WORKERS", os.cpu_count() or 1, 1, 256),
             public_url=self.url("KUSH_PUBLIC_URL", ("http", "https")),
             database_url=self.url("DATABASE_URL", ("postgres", "postgresql")),
@@ -658,6 +672,7 @@ class _Parser:
             job_max_attempts=self.integer("KUSH_JOB_MAX_ATTEMPTS", 3, 1, 20),
             ingest_cpu_factor=self.integer("KUSH_INGEST_CPU_FACTOR", 20, 1, 1000),
             ingest_preset=self.choice("KUSH_INGEST_PRESET", X264_PRESETS, "veryfast"),
+            download_url_ttl_s=self.integer("KUSH_DOWNLOAD_URL_TTL_S", 600, 60, 24 * 3600),
             stripe_price_basic=self.text("STRIPE_PRICE_BASIC"),
             stripe_price_premium=self.text("STRIPE_PRICE_PREMIUM"),
             stripe_api_base=self.url("STRIPE_API_BASE", ("http", "https")),
@@ -698,6 +713,8 @@ def check(settings: Settings) -> list[str]:
         problems.append("KUSH_ADMIN_PORT: must differ from KUSH_GATEWAY_PORT")
     if settings.edge_port in (settings.gateway_port, settings.admin_port):
         problems.append("KUSH_EDGE_PORT: must differ from the gateway and admin ports")
+    if settings.worker_metrics_port in (settings.gateway_port, settings.admin_port):
+        problems.append("KUSH_WORKER_METRICS_PORT: must differ from the gateway and admin ports")
     if (settings.edge_tls_cert is None) != (settings.edge_tls_key is None):
         problems.append("KUSH_EDGE_TLS_CERT: set both KUSH_EDGE_TLS_CERT and KUSH_EDGE_TLS_KEY")
     if settings.is_demo:

@@ -10,7 +10,9 @@ once; the job row is the retry should that fail (``kush worker`` picks it up).
 Enforcing ends the user's live sessions started under a plan above the new one
 (``tokens.service.sessions.end_sessions_beyond_plan``): their next segment is refused with
 ``plan_changed`` on every gateway worker within a second (the workers' session cache
-lives 0.5 s). New playback reads the plan fresh, so it needs nothing.
+lives 0.5 s). New playback reads the plan fresh, so it needs nothing. A plan without
+offline downloads also revokes the user's downloads (`billing.downloads`): their
+gateway download URLs are refused from then on.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from datetime import timedelta
 
 import asyncpg
 
+from billing.downloads import revoke_downloads
 from billing.entitlements import PlanChange, lock_user, record_plan
 from billing.store import UserPlan, load_user_plan
 from tokens.service.session_endings import PAYMENT_NOT_CONFIRMED, PLAN_CHANGED
@@ -62,11 +65,16 @@ def allowed_plans(current: UserPlan) -> frozenset[str]:
 async def enforce_plan(
     pool: asyncpg.Pool, sessions: SessionStore, user_id: str, *, grace: timedelta
 ) -> list[str]:
-    """End the user's live sessions above their effective plan (read fresh); idempotent.
-    Sessions end with ``payment_not_confirmed`` when the plan fell because provisional
-    access of an unconfirmed mobile money payment ran out, else ``plan_changed``."""
+    """End the user's live sessions above their effective plan (read fresh), and revoke
+    their downloads if it includes none; idempotent. Sessions end with
+    ``payment_not_confirmed`` when the plan fell because provisional access of an
+    unconfirmed mobile money payment ran out, else ``plan_changed``."""
     current = await load_user_plan(pool, user_id, grace=grace)
     reason = await ending_reason(pool, user_id)
+    if not current.limits.downloads:
+        revoked = await revoke_downloads(pool, user_id, reason=PLAN_CHANGED)
+        if revoked:
+            log.info("revoked %d downloads of user %s (plan %s)", revoked, user_id, current.plan)
     ended = await end_sessions_beyond_plan(
         sessions, user_id, allowed_plans=allowed_plans(current), reason=reason
     )

@@ -104,15 +104,12 @@ async def _authorize(request: web.Request) -> None:
     film = None if ad else _FILM_FILE.match(path)
     if ad is None and film is None:
         raise PlaybackTokenRejected("Not a segment address")
-    token = url.query.get("t")
-    if not token:
-        raise TokenRequired()
     pb = request.app[playback_key]
     client = client_ip(request, request.app[settings_key].trusted_proxies)
     session = await authorize_uri(
         pb,
         request.app[keystore_key].keys.segments,
-        token=token,
+        token=url.query.get("t"),
         raw_path=url.raw_path,
         client_ip=client,
         movie_id=film["movie_id"] if film else None,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.errors import HotlinkDenied, TokenRequired
+from gateway.errors import HotlinkDenied
 from gateway.keys import playback_key
 from gateway.playback import (
     authorize_uri,
@@ -109,14 +109,11 @@ FILE_REPLIES = {
 
 async def _session_for(request: web.Request) -> PlaybackSession:
     """The live session this URI's token was issued to."""
-    token = request.query.get("t")
-    if not token:
-        raise TokenRequired()
     settings = request.app[settings_key]
     return await authorize_uri(
         request.app[playback_key],
         request.app[keystore_key].keys.segments,
-        token=token,
+        token=request.query.get("t"),
         raw_path=request.rel_url.raw_path,
         client_ip=client_ip(request, settings.trusted_proxies),
         movie_id=request.match_info.get("movie_id"),
