@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge
 from redis.exceptions import RedisError
 
 from admin.billing.jobs import billing_followups_job
+from admin.billing.mobile_money import mobile_money_job
 from admin.jobs import ENTRYPOINT, queue_depth, serve_queue
 from billing.mail import mail_outbox_job
 from gateway.ads.writer import ad_events_job, oldest_unwritten_age
@@ -96,6 +97,8 @@ JOBS: tuple[Job, ...] = (
     # billing: the mail outbox, and webhook follow-ups with the plan-expiry sweep
     mail_outbox_job,
     billing_followups_job,
+    # mobile money: status queries for payments whose callback never came, expiry
+    mobile_money_job,
 )
 
 

@@ -28,6 +28,17 @@ DEMO_WEBHOOK_SECRET = "whsec_demo"  # noqa: S105 - documented demo-mode default 
 DEMO_PASSWORD = "kush-demo"  # noqa: S105 - documented demo-mode default (DESIGN.md)
 DEFAULT_HLSJS_URL = "/static/vendor/hls.min.js"  # fetched by scripts/vendor.sh
 DEFAULT_MAIL_FROM = "Kush Films <no-reply@kushfilms.example>"
+DEMO_MOBILE_MONEY_CALLBACK_SECRET = "momo-demo-callback-secret"  # noqa: S105 - demo only
+#: the providers' documented endpoints, per KUSH_MOBILE_MONEY_ENV
+MTN_MOMO_BASE_URLS = {
+    "sandbox": "https://sandbox.momodeveloper.mtn.com",
+    "production": "https://proxy.momoapi.mtn.com",
+}
+AIRTEL_BASE_URLS = {
+    "sandbox": "https://openapiuat.airtel.africa",
+    "production": "https://openapi.airtel.africa",
+}
+MobileMoneyEnv = Literal["sandbox", "production"]
 
 _SECRET_FIELDS = frozenset(
     {
@@ -39,6 +50,10 @@ _SECRET_FIELDS = frozenset(
         "database_url",
         "redis_url",
         "smtp_url",
+        "mtn_momo_subscription_key",
+        "mtn_momo_api_key",
+        "airtel_client_secret",
+        "mobile_money_callback_secret",
     }
 )
 X264_PRESETS = (
@@ -212,6 +227,37 @@ class Settings:
     billing_grace_hours: int = field(default=72, metadata=_var("KUSH_BILLING_GRACE_HOURS"))
     smtp_url: str | None = field(default=None, metadata=_var("KUSH_SMTP_URL"))
     mail_from: str = field(default=DEFAULT_MAIL_FROM, metadata=_var("KUSH_MAIL_FROM"))
+    # -------- mobile money (README "Mobile money"): MTN MoMo and Airtel Money collections
+    provisional_minutes: int = field(default=10, metadata=_var("KUSH_PROVISIONAL_MINUTES"))
+    mobile_money_env: MobileMoneyEnv | None = field(
+        default=None, metadata=_var("KUSH_MOBILE_MONEY_ENV")
+    )
+    mobile_money_expire_minutes: int = field(
+        default=30, metadata=_var("KUSH_MOBILE_MONEY_EXPIRE_MINUTES")
+    )
+    mobile_money_timeout_s: float = field(
+        default=10.0, metadata=_var("KUSH_MOBILE_MONEY_TIMEOUT_S")
+    )
+    mobile_money_callback_url: str | None = field(
+        default=None, metadata=_var("KUSH_MOBILE_MONEY_CALLBACK_URL")
+    )
+    mobile_money_callback_secret: str | None = field(
+        default=None, metadata=_var("KUSH_MOBILE_MONEY_CALLBACK_SECRET")
+    )
+    mtn_momo_base_url: str | None = field(default=None, metadata=_var("KUSH_MTN_MOMO_BASE_URL"))
+    mtn_momo_subscription_key: str | None = field(
+        default=None, metadata=_var("KUSH_MTN_MOMO_SUBSCRIPTION_KEY")
+    )
+    mtn_momo_api_user: str | None = field(default=None, metadata=_var("KUSH_MTN_MOMO_API_USER"))
+    mtn_momo_api_key: str | None = field(default=None, metadata=_var("KUSH_MTN_MOMO_API_KEY"))
+    mtn_momo_target_environment: str | None = field(
+        default=None, metadata=_var("KUSH_MTN_MOMO_TARGET_ENVIRONMENT")
+    )
+    airtel_base_url: str | None = field(default=None, metadata=_var("KUSH_AIRTEL_BASE_URL"))
+    airtel_client_id: str | None = field(default=None, metadata=_var("KUSH_AIRTEL_CLIENT_ID"))
+    airtel_client_secret: str | None = field(
+        default=None, metadata=_var("KUSH_AIRTEL_CLIENT_SECRET")
+    )
     # the nginx edge (nginx/, `kush edge`; `kush up` starts it when KUSH_EDGE is on)
     edge: bool = field(default=False, metadata=_var("KUSH_EDGE"))
     edge_port: int = field(default=8088, metadata=_var("KUSH_EDGE_PORT"))
@@ -279,6 +325,58 @@ class Settings:
             return self.billing_cancel_url
         query = "" if outcome == "portal" else f"?checkout={outcome}"
         return f"{self.gateway_url().rstrip('/')}/upgrade{query}"
+
+    # -- mobile money
+
+    @property
+    def momo_env(self) -> MobileMoneyEnv | None:
+        """Sandbox or production endpoints (``KUSH_MOBILE_MONEY_ENV``; sandbox by default
+        in demo mode only)."""
+        return self.mobile_money_env or ("sandbox" if self.is_demo else None)
+
+    @property
+    def mtn_configured(self) -> bool:
+        """Whether MTN MoMo collections can be used (every credential set)."""
+        return bool(
+            self.mtn_momo_subscription_key
+            and self.mtn_momo_api_user
+            and self.mtn_momo_api_key
+            and self.momo_env
+        )
+
+    @property
+    def airtel_configured(self) -> bool:
+        """Whether Airtel Money collections can be used (client id and secret set)."""
+        return bool(self.airtel_client_id and self.airtel_client_secret and self.momo_env)
+
+    def mtn_base(self) -> str:
+        """MTN MoMo's API base URL (``KUSH_MTN_MOMO_BASE_URL`` or the environment's)."""
+        return (self.mtn_momo_base_url or MTN_MOMO_BASE_URLS[self.momo_env or "sandbox"]).rstrip(
+            "/"
+        )
+
+    def mtn_target_environment(self) -> str:
+        """MTN's ``X-Target-Environment``: ``sandbox``, or ``mtnuganda`` in production."""
+        if self.mtn_momo_target_environment:
+            return self.mtn_momo_target_environment
+        return "sandbox" if self.momo_env != "production" else "mtnuganda"
+
+    def airtel_base(self) -> str:
+        """Airtel's API base URL (``KUSH_AIRTEL_BASE_URL`` or the environment's)."""
+        return (self.airtel_base_url or AIRTEL_BASE_URLS[self.momo_env or "sandbox"]).rstrip("/")
+
+    @property
+    def callback_secret(self) -> str | None:
+        """The secret signing our callback URLs (a documented default in demo mode only)."""
+        if self.mobile_money_callback_secret:
+            return self.mobile_money_callback_secret
+        return DEMO_MOBILE_MONEY_CALLBACK_SECRET if self.is_demo else None
+
+    def callback_base(self) -> str | None:
+        """Base URL at which the providers reach the admin service's callbacks."""
+        if self.mobile_money_callback_url:
+            return self.mobile_money_callback_url.rstrip("/")
+        return self.admin_url() if self.is_demo else None
 
     def gateway_url(self) -> str:
         """Base URL players use to reach the gateway."""
@@ -466,6 +564,35 @@ class _Parser:
             "edge_templates": self.path("KUSH_EDGE_TEMPLATES"),
         }
 
+    def mobile_money(self, demo: bool) -> dict[str, Any]:
+        """The mobile money settings (``KUSH_PROVISIONAL_MINUTES``, ``KUSH_MTN_MOMO_*``,
+        ``KUSH_AIRTEL_*``, ``KUSH_MOBILE_MONEY_*``)."""
+        env = self.text("KUSH_MOBILE_MONEY_ENV")
+        momo_env: MobileMoneyEnv | None = None
+        if env is not None:
+            chosen = self.choice("KUSH_MOBILE_MONEY_ENV", ("sandbox", "production"), "sandbox")
+            momo_env = "production" if chosen == "production" else "sandbox"
+        return {
+            "provisional_minutes": self.integer("KUSH_PROVISIONAL_MINUTES", 10, 0, 24 * 60),
+            "mobile_money_env": momo_env,
+            "mobile_money_expire_minutes": self.integer(
+                "KUSH_MOBILE_MONEY_EXPIRE_MINUTES", 30, 1, 24 * 60
+            ),
+            "mobile_money_timeout_s": float(self.integer("KUSH_MOBILE_MONEY_TIMEOUT_S", 10, 1, 60)),
+            "mobile_money_callback_url": self.url(
+                "KUSH_MOBILE_MONEY_CALLBACK_URL", ("http", "https")
+            ),
+            "mobile_money_callback_secret": self.text("KUSH_MOBILE_MONEY_CALLBACK_SECRET"),
+            "mtn_momo_base_url": self.url("KUSH_MTN_MOMO_BASE_URL", ("http", "https")),
+            "mtn_momo_subscription_key": self.text("KUSH_MTN_MOMO_SUBSCRIPTION_KEY"),
+            "mtn_momo_api_user": self.text("KUSH_MTN_MOMO_API_USER"),
+            "mtn_momo_api_key": self.text("KUSH_MTN_MOMO_API_KEY"),
+            "mtn_momo_target_environment": self.text("KUSH_MTN_MOMO_TARGET_ENVIRONMENT"),
+            "airtel_base_url": self.url("KUSH_AIRTEL_BASE_URL", ("http", "https")),
+            "airtel_client_id": self.text("KUSH_AIRTEL_CLIENT_ID"),
+            "airtel_client_secret": self.text("KUSH_AIRTEL_CLIENT_SECRET"),
+        }
+
     def build(self) -> Settings:
         mode = self.choice("KUSH_MODE", ("demo", "production"), "demo")
         demo = mode == "demo"
@@ -569,6 +696,7 @@ class _Parser:
             billing_grace_hours=self.integer("KUSH_BILLING_GRACE_HOURS", 72, 0, 24 * 60),
             smtp_url=self.url("KUSH_SMTP_URL", ("smtp", "smtps")),
             mail_from=self.text("KUSH_MAIL_FROM") or DEFAULT_MAIL_FROM,
+            **self.mobile_money(demo),
             **self.edge(),
         )
         # Cross-field rules only judge values that were read cleanly: a typo in one
@@ -614,6 +742,37 @@ def check(settings: Settings) -> list[str]:
     ):
         if not value:
             problems.append(f"{name}: required in production mode (no defaults for secrets)")
+    problems.extend(mobile_money_problems(settings))
+    return problems
+
+
+def mobile_money_problems(settings: Settings) -> list[str]:
+    """Production mode with a mobile money provider half-configured: every credential,
+    the environment, the callback URL and its secret are required (none defaults)."""
+    mtn = (
+        settings.mtn_momo_subscription_key,
+        settings.mtn_momo_api_user,
+        settings.mtn_momo_api_key,
+    )
+    airtel = (settings.airtel_client_id, settings.airtel_client_secret)
+    problems: list[str] = []
+    if any(mtn) and not all(mtn):
+        problems.append(
+            "KUSH_MTN_MOMO_API_USER: set all of KUSH_MTN_MOMO_SUBSCRIPTION_KEY, "
+            "KUSH_MTN_MOMO_API_USER and KUSH_MTN_MOMO_API_KEY, or none"
+        )
+    if any(airtel) and not all(airtel):
+        problems.append(
+            "KUSH_AIRTEL_CLIENT_ID: set both KUSH_AIRTEL_CLIENT_ID and KUSH_AIRTEL_CLIENT_SECRET"
+        )
+    if any(mtn) or any(airtel):
+        for name, value in (
+            ("KUSH_MOBILE_MONEY_ENV", settings.mobile_money_env),
+            ("KUSH_MOBILE_MONEY_CALLBACK_URL", settings.mobile_money_callback_url),
+            ("KUSH_MOBILE_MONEY_CALLBACK_SECRET", settings.mobile_money_callback_secret),
+        ):
+            if not value:
+                problems.append(f"{name}: required in production mode with mobile money")
     return problems
 
 

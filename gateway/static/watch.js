@@ -6,6 +6,7 @@
 import { ApiError, api } from './api.js';
 import { AdLabel, AdSchedule, adPodsFromCues, adPodsFromDetails } from './ads.js';
 import { AUTO, dataSaverCap, levelOptions, loadDataSaver, saveDataSaver } from './quality.js';
+import { MobileMoney } from './momo.js';
 import { formatDuration, startShell } from './shell.js';
 import { estimateLine, usageLine } from './usage.js';
 
@@ -72,6 +73,12 @@ class WatchPage {
       adPods: [],
     };
     window.kushPlayer = { hls: null, video: this.video, state: this.state };
+    // "Pay with mobile money": once paid, a refused or stopped film starts again
+    this.momo = new MobileMoney(document.getElementById('momo'), {
+      onSettled: (payment) => {
+        if (payment.status === 'successful' && this.state.phase !== 'playing') location.reload();
+      },
+    });
 
     this.dataSaver.checked = this.state.dataSaver;
     this.overlay.action.addEventListener('click', () => this.overlayAction?.());
@@ -135,6 +142,7 @@ class WatchPage {
       this.askToSignIn('Watching needs a Kush Films account. Free accounts can watch with ads.');
       return;
     }
+    this.momo.start();
     const engine = this.pickEngine();
     if (!engine) return;
     this.setPhase('starting');
@@ -354,6 +362,13 @@ class WatchPage {
       }
     }
     this.state.error = { code: code || 'session_ended', message };
+    if (code === 'payment_not_confirmed') {
+      this.fail('payment_not_confirmed', 'Payment not confirmed', message
+        || 'Your mobile money payment was not confirmed, so the access it started has ended.',
+        { label: 'Pay with mobile money', run: () => { this.hideOverlay(); this.momo.open(); } },
+        { label: 'Start again', href: location.pathname });
+      return;
+    }
     if (code === 'plan_changed') {
       this.fail('plan_changed', 'Your plan changed', message
         || 'Your plan no longer includes this quality. Start the film again to continue.',

@@ -14,6 +14,7 @@ from gateway.views import (
     edge,
     hls,
     me,
+    mobile_money,
     playback,
     progress,
     usage,
@@ -36,4 +37,5 @@ def setup_routes(app: web.Application) -> None:
     for table in (*tables, edge.routes):
         table.mount(app)
     billing.setup_routes(app)
+    mobile_money.setup_routes(app)
     app.on_response_prepare.append(downloads.add_download_headers)

@@ -6,7 +6,8 @@ Erasure keeps the account row, anonymised, so the records the law or the busines
 keep (subscriptions and payments, ad delivery counts, the audit log) keep their
 references without pointing at a person: the email becomes a tombstone, the password
 hash, name, birth year and country are cleared, watch progress is deleted, playback
-sessions lose their address, user agent and location, every login is revoked and every
+sessions lose their address, user agent and location, mobile money payments their
+paying number, every login is revoked and every
 live session ended.
 """
 
@@ -147,6 +148,21 @@ class ExportedDownload(ReplyModel):
     revoked_at: DateTimeStr | None
 
 
+class ExportedMobileMoneyPayment(ReplyModel):
+    """A mobile money payment (the paying number is personal data)."""
+
+    id: UuidStr
+    provider: str
+    product: str
+    msisdn: str | None = Field(description="The paying number (null once erased)")
+    amount_ugx: int
+    status: str
+    reason: str | None
+    provisional_until: DateTimeStr | None
+    created_at: DateTimeStr
+    settled_at: DateTimeStr | None
+
+
 class UserExport(ReplyModel):
     """Everything we hold about one person."""
 
@@ -160,6 +176,7 @@ class UserExport(ReplyModel):
     data_usage: list[ExportedUsage]
     downloads: list[ExportedDownload]
     audit: list[ExportedAuditRow]
+    mobile_money_payments: list[ExportedMobileMoneyPayment]
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -197,6 +214,9 @@ async def export_user(pool: asyncpg.Pool, user_id: str) -> UserExport:
         )
         logins = await conn.fetch(
             "SELECT * FROM refresh_families WHERE user_id = $1 ORDER BY created_at", uid
+        )
+        momo = await conn.fetch(
+            "SELECT * FROM mobile_money_payments WHERE user_id = $1 ORDER BY created_at", uid
         )
         sessions = await conn.fetch(
             """SELECT s.*, m.title FROM playback_sessions s JOIN movies m ON m.id = s.movie_id
@@ -246,6 +266,21 @@ async def export_user(pool: asyncpg.Pool, user_id: str) -> UserExport:
             disabled_at=_ts(acc["disabled_at"]),
             erased_at=_ts(acc["erased_at"]),
         ),
+        mobile_money_payments=[
+            ExportedMobileMoneyPayment(
+                id=str(r["id"]),
+                provider=r["provider"],
+                product=r["product"],
+                msisdn=r["msisdn"],
+                amount_ugx=r["amount_ugx"],
+                status=r["status"],
+                reason=r["reason"],
+                provisional_until=_ts(r["provisional_until"]),
+                created_at=r["created_at"].isoformat(),
+                settled_at=_ts(r["settled_at"]),
+            )
+            for r in momo
+        ],
         subscriptions=[
             ExportedSubscription(
                 id=str(r["id"]),
@@ -406,6 +441,9 @@ async def erase_user(auth: AuthService, redis: Redis, keys: Keys, user_id: str) 
                 WHERE user_id = $1 AND revoked_at IS NULL""",
             uid,
         )
+
+        # mobile money payments are kept (accounting) without the paying number
+        await conn.execute("UPDATE mobile_money_payments SET msisdn = NULL WHERE user_id = $1", uid)
         families = await conn.fetch(
             "SELECT id FROM refresh_families WHERE user_id = $1 AND revoked_at IS NULL", uid
         )

@@ -20,6 +20,9 @@ FILM_UNAVAILABLE = "film_unavailable"
 #: Why a session ends when its viewer's plan no longer covers it (a downgrade, a failed
 #: payment past its grace): the code its next request is refused with.
 PLAN_CHANGED = "plan_changed"
+#: Why a session ends when provisional access (while a mobile money payment was pending)
+#: ran out without the payment being confirmed: declined, failed or never approved.
+PAYMENT_NOT_CONFIRMED = "payment_not_confirmed"
 
 
 def _uuid(value: str | None) -> uuid.UUID | None:

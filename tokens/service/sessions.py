@@ -66,7 +66,13 @@ from tokens.service.playback_session import (
     PlaybackSession,
     SessionFormatError,
 )
-from tokens.service.session_endings import FILM_UNAVAILABLE, PLAN_CHANGED, evict, eviction_rows
+from tokens.service.session_endings import (
+    FILM_UNAVAILABLE,
+    PAYMENT_NOT_CONFIRMED,
+    PLAN_CHANGED,
+    evict,
+    eviction_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +190,17 @@ class PlanNoLongerCovers(SessionGone):
     message = "Your plan changed and no longer includes this quality; start the film again"
 
 
+class PaymentNotConfirmed(SessionGone):
+    """Ended because provisional access ran out and the mobile money payment was not
+    confirmed (declined, failed, or not approved in time)."""
+
+    code = PAYMENT_NOT_CONFIRMED
+    message = (
+        "Your mobile money payment was not confirmed, so the access it started has ended; "
+        "pay again or keep watching on the free plan"
+    )
+
+
 def gone(reason: str | None) -> SessionGone:
     """The error a request for a session that ended for ``reason`` gets."""
     if reason == SHARED:
@@ -192,6 +209,8 @@ def gone(reason: str | None) -> SessionGone:
         return FilmWithdrawn(reason)
     if reason == PLAN_CHANGED:
         return PlanNoLongerCovers(reason)
+    if reason == PAYMENT_NOT_CONFIRMED:
+        return PaymentNotConfirmed(reason)
     return SessionGone(reason)
 
 
@@ -560,7 +579,11 @@ def _alive(seen: _Seen) -> PlaybackSession:
 
 
 async def end_sessions_beyond_plan(
-    store: SessionStore, user_id: str, *, allowed_plans: frozenset[str]
+    store: SessionStore,
+    user_id: str,
+    *,
+    allowed_plans: frozenset[str],
+    reason: str = PLAN_CHANGED,
 ) -> list[str]:
     """End every live session of ``user_id`` started under a plan not in ``allowed_plans``
     (a downgrade: premium sessions when the plan falls to basic or free), their next
@@ -583,6 +606,6 @@ async def end_sessions_beyond_plan(
         session = _read_session(raw) if raw else None
         if session is None or session.user_id != user_id or session.plan in allowed_plans:
             continue
-        if await store.end(session_id, reason=PLAN_CHANGED, user_id=user_id):
+        if await store.end(session_id, reason=reason, user_id=user_id):
             ended.append(session_id)
     return ended
