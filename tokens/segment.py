@@ -138,9 +138,20 @@ class SegmentClaims(NamedTuple):
     kid: int
 
 
-def new_session_id() -> str:
-    """Return a fresh playback session id: 12 random bytes as 16 base64url characters."""
-    return base64.urlsafe_b64encode(secrets.token_bytes(SESSION_ID_BYTES)).decode("ascii")
+_LEAD_RE: Final = re.compile(r"[A-Za-z0-9_-]{0,4}")
+
+
+def new_session_id(lead: str = "") -> str:
+    """Return a fresh playback session id: 12 random bytes as 16 base64url characters,
+    the first of them ``lead`` (at most 4 base64url characters) when given.
+
+    The gateway leads with the user's Redis shard (``runtime.redis.user_shard``), so a
+    session's keys share a Redis Cluster slot with its user's stream set; the other 13
+    characters (78 bits) stay random."""
+    if _LEAD_RE.fullmatch(lead) is None:
+        raise ValueError("lead must be at most 4 base64url characters")
+    random = base64.urlsafe_b64encode(secrets.token_bytes(SESSION_ID_BYTES)).decode("ascii")
+    return lead + random[len(lead) :]
 
 
 def _session_id_bytes(session_id: str) -> bytes:
