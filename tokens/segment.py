@@ -15,7 +15,7 @@ Token layout (version 1)
                   bits 1-3 reserved and must be 0)
     1       1     kid: which master secret of the key ring (0..255)
     2       4     expires_at: Unix seconds, unsigned big-endian (valid until 2106)
-    6       12    session id (random)
+    6       12    session id (random but for its first 18 bits, the user's Redis shard)
     18      15    tag = BLAKE2s(key=K_s, digest_size=15, data=UTF-8 path)   (120 bits)
 
     K_s = HMAC-SHA256(master[kid],
