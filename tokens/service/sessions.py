@@ -41,6 +41,12 @@ Concurrent streams
     as idle, and a refused heartbeat is never remembered, so every later segment checks
     again.
 
+Redis Cluster
+    The keys above (built in ``session_endings``) carry the user's shard as their hash tag
+    (``{u:XYZ}``, ``runtime/redis.py``) and every session id begins with it
+    (:func:`session_id_for`), so each script's keys share one slot although a segment
+    request knows only the session id.
+
 Shared manifests
     Each heartbeat also adds the client's network (/24 for IPv4, /48 for IPv6) to
     ``ps-net:<id>``; a session seen from more than ``max_networks``
