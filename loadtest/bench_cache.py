@@ -308,7 +308,8 @@ def main() -> None:
         data_dir=work / "data",
         gateway_port=gw_port,
         edge_port=_free_port(),
-        edge_cache_max_mb=1024,
+        # room for every object of the run: the cached set must never be evicted
+        edge_cache_max_mb=args.cached + args.misses * args.rounds + 256,
         trusted_proxies=edge.LOOPBACK,
     )
     config = edge.render(settings)
