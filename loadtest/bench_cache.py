@@ -22,7 +22,13 @@ every run bounded in time. Each round runs, in this order:
      over the sessions (a session may have 8 segment requests in flight at the gateway).
 
 Prints the machine, the load generator's settings, every round, the medians and the
-ratios to nginx direct. Not a test: never run by ``make test``.
+ratios to nginx direct; and the CPU time each request cost nginx and the gateway (read
+from /proc around each run), which a busy shared machine does not inflate as it does
+the request rates: nginx direct's CPU per request over the edge's (nginx + gateway) is
+the throughput ratio once the servers, not the machine's other tenants, are the limit.
+The gateway's figure includes its idle background work spread over the run's requests
+(see it on the nginx direct line, where the gateway serves nothing). Not a test: never
+run by ``make test``.
 """
 
 from __future__ import annotations
@@ -38,7 +44,9 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -125,6 +133,50 @@ def wrk(base: str, paths: Path, *, once: bool, seconds: int, connections: int) -
         other=r["other"],
         socket_errors=r["socket_errors"],
     )
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds (user + system) used so far by ``root`` and every live descendant,
+    from /proc (nginx's workers, the gateway's worker process)."""
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # exited meanwhile
+        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
+        pid = int(stat.parent.name)
+        parent[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+    tree, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo += [child for child, ppid in parent.items() if ppid == pid and child not in tree]
+    return sum(cpu.get(pid, 0.0) for pid in tree)
+
+
+@dataclass(frozen=True, slots=True)
+class Servers:
+    """The process ids whose CPU time each run reads."""
+
+    gateway: int
+    edge: int
+    direct: int
+
+
+def measured(
+    servers: Servers, on_edge: bool, run: Callable[[], WrkResult]
+) -> tuple[WrkResult, float, float]:
+    """One run, and the CPU milliseconds per request it cost nginx and the gateway."""
+    nginx_pid = servers.edge if on_edge else servers.direct
+    before = tree_cpu_s(nginx_pid), tree_cpu_s(servers.gateway)
+    result = run()
+    after = tree_cpu_s(nginx_pid), tree_cpu_s(servers.gateway)
+    per = 1000 / max(1, result.requests)
+    return result, (after[0] - before[0]) * per, (after[1] - before[1]) * per
 
 
 def _media_playlist(segments: int) -> str:
@@ -341,15 +393,18 @@ def main() -> None:
         asyncio.run(_prepare_db(settings, movie_id))
         asyncio.run(make_viewers(settings, args.viewers))
         with (
-            _process([sys.executable, "-m", "kush", "gateway", "--workers", "1"], env),
-            _process(edge.nginx_command(nginx, config)),
-            _process([nginx, "-c", str(_direct_conf(static, direct_port, work)), "-p", str(work)]),
+            _process([sys.executable, "-m", "kush", "gateway", "--workers", "1"], env) as gw,
+            _process(edge.nginx_command(nginx, config)) as edge_nginx,
+            _process(
+                [nginx, "-c", str(_direct_conf(static, direct_port, work)), "-p", str(work)]
+            ) as direct_nginx,
         ):
+            servers = Servers(gateway=gw.pid, edge=edge_nginx.pid, direct=direct_nginx.pid)
             _wait_http(f"{gateway}/healthz")
             _wait_http(f"{edge_base}/healthz")
             _wait_http(f"{direct_base}/seg.ts")
             viewers = asyncio.run(sessions(gateway, movie_id, args.viewers))
-            run_bench(args, viewers, edge_base, direct_base, work)
+            run_bench(args, viewers, edge_base, direct_base, work, servers)
     finally:
         asyncio.run(_drop_schema(env_db, schema))
         embedded.stop()
@@ -362,6 +417,7 @@ def run_bench(
     edge_base: str,
     direct_base: str,
     work: Path,
+    servers: Servers,
 ) -> None:
     """Warm the cache, then the alternating rounds; prints everything."""
     hit_one = _write_paths(work / "hit-one.txt", [viewers[0][HIT_RENDITION][0]])
@@ -388,21 +444,28 @@ def run_bench(
         f"{len(rotating)} distinct URLs; load average at start {_load()}\n"
     )
     results: dict[str, list[WrkResult]] = {name: [] for name in RUNS}
+    cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in RUNS}
     for rnd in range(args.rounds):
         first = rnd * args.misses
         missed = [viewers[i % len(viewers)][MISS_RENDITION][first + i] for i in range(args.misses)]
         miss_file = _write_paths(work / f"miss-{rnd}.txt", missed)
         timed = {"seconds": args.seconds, "connections": args.connections}
-        runs = {
-            "nginx direct": wrk(direct_base, direct, once=False, **timed),
-            "edge HIT, one URL": wrk(edge_base, hit_one, once=False, **timed),
-            "edge HIT, rotating": wrk(edge_base, hit_many, once=False, **timed),
-            "edge MISS": wrk(edge_base, miss_file, once=False, **timed),
+        plan = {
+            "nginx direct": (False, direct_base, direct),
+            "edge HIT, one URL": (True, edge_base, hit_one),
+            "edge HIT, rotating": (True, edge_base, hit_many),
+            "edge MISS": (True, edge_base, miss_file),
         }
         print(f"round {rnd + 1} (load {_load()})")
-        for name, result in runs.items():
+        for name, (on_edge, base_url, paths) in plan.items():
+            run = partial(wrk, base_url, paths, once=False, **timed)
+            result, nginx_ms, gateway_ms = measured(servers, on_edge, run)
             results[name].append(result)
+            cpu[name].append((nginx_ms, gateway_ms))
             print(f"  {name:20} {result.line()}")
+            print(
+                f"  {'':20} CPU per request: nginx {nginx_ms:.3f} ms, gateway {gateway_ms:.3f} ms"
+            )
     print(f"\nmedians of {args.rounds} rounds (load average at the end {_load()})")
     base = statistics.median(r.rps for r in results["nginx direct"])
     for name in RUNS:
@@ -411,6 +474,17 @@ def run_bench(
         p99 = statistics.median(r.p99_ms for r in results[name])
         ratio = "" if name == "nginx direct" else f"  {rps / base:6.1%} of nginx direct"
         print(f"  {name:20} {rps:8.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms{ratio}")
+    print("\nCPU per request, medians (nginx + gateway; the machine's load does not inflate it)")
+    direct_cpu = statistics.median(n for n, _ in cpu["nginx direct"])
+    for name in RUNS:
+        nginx_ms = statistics.median(n for n, _ in cpu[name])
+        gateway_ms = statistics.median(g for _, g in cpu[name])
+        share = (
+            ""
+            if name == "nginx direct"
+            else f"  -> CPU-bound: {direct_cpu / (nginx_ms + gateway_ms):6.1%} of nginx direct"
+        )
+        print(f"  {name:20} nginx {nginx_ms:6.3f} ms  gateway {gateway_ms:6.3f} ms{share}")
     print("goal: edge HIT >= 85 % of nginx direct")
     if any(r.hit for r in results["edge MISS"]):
         print("note: a miss run ran out of distinct objects (HITs in it): raise --misses")
