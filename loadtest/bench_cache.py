@@ -335,6 +335,11 @@ def main() -> None:
         default=5000,
         help="distinct objects per round (more than a miss run can fetch: none is requested twice)",
     )
+    parser.add_argument(
+        "--templates",
+        type=Path,
+        help="the edge's nginx templates to measure (default: nginx/; try a change there)",
+    )
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # rounds as they end
     if args.rounds < 3:
@@ -363,6 +368,7 @@ def main() -> None:
         # room for every object of the run: the cached set must never be evicted
         edge_cache_max_mb=args.cached + args.misses * args.rounds + 256,
         trusted_proxies=edge.LOOPBACK,
+        edge_templates=args.templates,
     )
     config = edge.render(settings)
     ok, said = edge.check(nginx, config)
