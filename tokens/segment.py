@@ -99,6 +99,7 @@ __all__ = [
     "SegmentKeyring",
     "SessionSigner",
     "ip_prefix_of",
+    "is_session_id",
     "new_session_id",
     "segment_token_ttl",
     "verify_segment_token",
@@ -152,6 +153,11 @@ def new_session_id(lead: str = "") -> str:
         raise ValueError("lead must be at most 4 base64url characters")
     random = base64.urlsafe_b64encode(secrets.token_bytes(SESSION_ID_BYTES)).decode("ascii")
     return lead + random[len(lead) :]
+
+
+def is_session_id(text: str) -> bool:
+    """Whether ``text`` has the form of a playback session id (16 base64url characters)."""
+    return isinstance(text, str) and _SESSION_ID_RE.fullmatch(text) is not None
 
 
 def _session_id_bytes(session_id: str) -> bytes:

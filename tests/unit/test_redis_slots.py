@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from gateway.ads.inventory import frequency_key
@@ -23,7 +24,7 @@ from runtime.redis import SHARD_CHARS, Keys, session_shard, user_shard
 from tokens.segment import SESSION_ID_LENGTH, new_session_id
 from tokens.service.login_guard import LoginGuard, LoginLimits
 from tokens.service.session_endings import ended_key, networks_key, session_key, streams_key
-from tokens.service.sessions import session_id_for
+from tokens.service.sessions import SessionStore, session_id_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("tokens", "gateway", "admin", "runtime", "billing", "origin", "kush", "hls")
@@ -178,3 +179,13 @@ def test_every_script_and_multi_key_read_is_covered() -> None:
         assert "transaction=True" not in text, name
         assert not re.search(r"(redis|pipe)\.(multi|watch|eval|evalsha)\(", text), name
         assert not re.search(r"pipeline\(\s*\)", text), name  # redis-py's default: MULTI
+
+
+async def test_ending_a_session_id_from_a_url_that_is_no_session_id() -> None:
+    """DELETE /v1/playback/{id} passes the id as typed: braces (or anything else that is
+    not a session id) answer "no such session" before any key is built or sent."""
+    redis = Redis()  # connects lazily: nothing may reach it
+    store = SessionStore(None, redis, KEYS)  # type: ignore[arg-type]  # no PostgreSQL either
+    for bad in ("ab{c}defghijklmn", "{u:x}", "", "x" * 17):
+        assert await store.end(bad, reason="stopped", user_id=str(uuid.uuid4())) is False
+    await redis.aclose()

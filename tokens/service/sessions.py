@@ -68,7 +68,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from runtime.redis import Keys, session_shard, user_shard
-from tokens.segment import new_session_id
+from tokens.segment import is_session_id, new_session_id
 from tokens.service.playback_session import (
     PlaybackSession,
     SessionFormatError,
@@ -508,6 +508,8 @@ class SessionStore:
         """End a session now (its stream slot frees immediately); False if unknown,
         already ended or someone else's. PostgreSQL first (the truth), then Redis; if
         Redis fails, ``kush worker`` removes it there."""
+        if not is_session_id(session_id):  # from a URL: no key can be built from it
+            return False
         try:
             raw = await self.redis.get(session_key(self.keys, session_id))
         except RedisError:
