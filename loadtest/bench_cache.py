@@ -39,6 +39,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -342,6 +343,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # rounds as they end
+    # stopped (timeout, kill): still stop the servers and drop the schema
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.rounds < 3:
         parser.error("--rounds: at least 3")
     nginx = _need("nginx")
