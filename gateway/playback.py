@@ -53,11 +53,10 @@ from tokens import (
     SessionSigner,
     TokenError,
     ip_prefix_of,
-    new_session_id,
     segment_token_ttl,
 )
 from tokens.service.playback_session import AdPlan, PlaybackSession
-from tokens.service.sessions import SessionRefused, SessionStore
+from tokens.service.sessions import SessionRefused, SessionStore, session_id_for
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +363,7 @@ async def start_session(pb: Playback, movie_id: str, who: Viewing) -> PlaybackSe
         )
     now = int(time.time())
     session = PlaybackSession(
-        id=new_session_id(),
+        id=session_id_for(viewer.id),
         user_id=viewer.id,
         movie_id=movie.id,
         plan=viewer.plan,

@@ -41,6 +41,12 @@ Concurrent streams
     as idle, and a refused heartbeat is never remembered, so every later segment checks
     again.
 
+Redis Cluster
+    The keys above (built in ``session_endings``) carry the user's shard as their hash tag
+    (``{u:XYZ}``, ``runtime/redis.py``) and every session id begins with it
+    (:func:`session_id_for`), so each script's keys share one slot although a segment
+    request knows only the session id.
+
 Shared manifests
     Each heartbeat also adds the client's network (/24 for IPv4, /48 for IPv6) to
     ``ps-net:<id>``; a session seen from more than ``max_networks``
@@ -61,7 +67,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from runtime.redis import Keys
+from runtime.redis import Keys, session_shard, user_shard
+from tokens.segment import is_session_id, new_session_id
 from tokens.service.playback_session import (
     PlaybackSession,
     SessionFormatError,
@@ -70,8 +77,12 @@ from tokens.service.session_endings import (
     FILM_UNAVAILABLE,
     PAYMENT_NOT_CONFIRMED,
     PLAN_CHANGED,
+    ended_key,
     evict,
     eviction_rows,
+    networks_key,
+    session_key,
+    streams_key,
 )
 
 log = logging.getLogger(__name__)
@@ -214,6 +225,12 @@ def gone(reason: str | None) -> SessionGone:
     return SessionGone(reason)
 
 
+def session_id_for(user_id: str) -> str:
+    """A new playback session id for ``user_id``: it begins with the user's Redis shard,
+    so the session's keys share a Redis Cluster slot with the user's stream set."""
+    return new_session_id(lead=user_shard(user_id))
+
+
 def _read_session(raw: bytes | str) -> PlaybackSession | None:
     try:
         return PlaybackSession.from_bytes(raw)
@@ -277,11 +294,15 @@ class SessionStore:
     # ------------------------------------------------------------ start
 
     async def create(self, session: PlaybackSession) -> None:
-        """Store a new session, refusing it when the plan's stream limit is reached."""
+        """Store a new session, refusing it when the plan's stream limit is reached.
+
+        Its id must come from :func:`session_id_for` (its user's shard first)."""
+        if session_shard(session.id) != user_shard(session.user_id):
+            raise ValueError("a playback session id must begin with its user's shard")
         now = self.clock()
         ttl = max(1, session.expires_at - int(now))
         ok = await self._create(
-            keys=[self.keys("streams", session.user_id), self.keys("ps", session.id)],
+            keys=[streams_key(self.keys, session.user_id), session_key(self.keys, session.id)],
             args=[now - self.idle_s, session.max_streams, now, session.id, ttl, session.to_bytes()],
             client=self.redis,
         )
@@ -318,8 +339,8 @@ class SessionStore:
             # not recorded in PostgreSQL: never handed out, so it must not hold a slot
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.delete(self.keys("ps", session.id))
-                    pipe.zrem(self.keys("streams", session.user_id), session.id)
+                    pipe.delete(session_key(self.keys, session.id))
+                    pipe.zrem(streams_key(self.keys, session.user_id), session.id)
                     await pipe.execute()
             except RedisError:
                 log.warning("could not take back a half-started playback session")
@@ -367,7 +388,7 @@ class SessionStore:
 
     async def _lookup(self, session_id: str) -> tuple[PlaybackSession | None, str | None]:
         raw, ended = await self.redis.mget(
-            self.keys("ps", session_id), self.keys("ps-end", session_id)
+            session_key(self.keys, session_id), ended_key(self.keys, session_id)
         )
         if ended is not None:
             return None, _text(ended)
@@ -399,14 +420,14 @@ class SessionStore:
         if ttl <= 0:
             return None, reason
         if session is None:
-            await self.redis.set(self.keys("ps-end", session_id), reason or "ended", ex=ttl)
+            await self.redis.set(ended_key(self.keys, session_id), reason or "ended", ex=ttl)
             return None, reason
         wall = self.clock()
         primed = await self._reprime(
             keys=[
-                self.keys("ps", session_id),
-                self.keys("ps-end", session_id),
-                self.keys("streams", session.user_id),
+                session_key(self.keys, session_id),
+                ended_key(self.keys, session_id),
+                streams_key(self.keys, session.user_id),
             ],
             args=[
                 session.to_bytes(),
@@ -419,7 +440,7 @@ class SessionStore:
             client=self.redis,
         )
         if not primed:  # ended while we were reading
-            ended = await self.redis.get(self.keys("ps-end", session_id))
+            ended = await self.redis.get(ended_key(self.keys, session_id))
             return None, _text(ended) if ended is not None else "ended"
         # its next heartbeat from this process goes through the limit check again
         self._beats.pop(session_id, None)
@@ -446,9 +467,9 @@ class SessionStore:
         try:
             result = await self._beat(
                 keys=[
-                    self.keys("streams", session.user_id),
-                    self.keys("ps", session.id),
-                    self.keys("ps-net", session.id),
+                    streams_key(self.keys, session.user_id),
+                    session_key(self.keys, session.id),
+                    networks_key(self.keys, session.id),
                 ],
                 args=[
                     wall - self.idle_s,
@@ -501,14 +522,16 @@ class SessionStore:
         """End a session now (its stream slot frees immediately); False if unknown,
         already ended or someone else's. PostgreSQL first (the truth), then Redis; if
         Redis fails, ``kush worker`` removes it there."""
+        if not is_session_id(session_id):  # from a URL: no key can be built from it
+            return False
         try:
-            raw = await self.redis.get(self.keys("ps", session_id))
+            raw = await self.redis.get(session_key(self.keys, session_id))
         except RedisError:
             raw = None
         if raw is not None:
             session = _read_session(raw)
             if session is None:
-                await self.redis.delete(self.keys("ps", session_id))
+                await self.redis.delete(session_key(self.keys, session_id))
                 return False
             if user_id is not None and session.user_id != user_id:
                 return False
@@ -564,7 +587,7 @@ class SessionStore:
         """Sessions of the user that are not idle."""
         return int(
             await self.redis.zcount(
-                self.keys("streams", user_id), self.clock() - self.idle_s, "+inf"
+                streams_key(self.keys, user_id), self.clock() - self.idle_s, "+inf"
             )
         )
 
@@ -592,7 +615,7 @@ async def end_sessions_beyond_plan(
     Live sessions are found in the ``streams:<user>`` set and, for sessions idle long
     enough to have left it (paused), in ``playback_sessions``. Returns the ended ids.
     """
-    members = await store.redis.zrange(store.keys("streams", user_id), 0, -1)
+    members = await store.redis.zrange(streams_key(store.keys, user_id), 0, -1)
     ids = {m.decode() if isinstance(m, bytes) else str(m) for m in members}
     rows = await store.pool.fetch(
         """SELECT id FROM playback_sessions
@@ -602,7 +625,7 @@ async def end_sessions_beyond_plan(
     ids.update(r["id"] for r in rows)
     ended: list[str] = []
     for session_id in sorted(ids):
-        raw = await store.redis.get(store.keys("ps", session_id))
+        raw = await store.redis.get(session_key(store.keys, session_id))
         session = _read_session(raw) if raw else None
         if session is None or session.user_id != user_id or session.plan in allowed_plans:
             continue
