@@ -27,7 +27,7 @@ import logging
 import signal
 from collections.abc import Callable
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_protocol import RequestHandler
 
@@ -100,7 +100,10 @@ class ConnectionActivity:
     async def on_prepare(self, _request: web.Request, response: web.StreamResponse) -> None:
         """``on_response_prepare``: while draining, no response keeps its connection."""
         if self.draining_since is not None:
+            # aiohttp has written the Connection header into the response head by now:
+            # both the header and the connection's fate are set here
             response.force_close()
+            response.headers[hdrs.CONNECTION] = "close"
 
 
 def _finish_logger(activity: ConnectionActivity) -> type[AbstractAccessLogger]:
