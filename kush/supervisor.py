@@ -196,30 +196,32 @@ class Supervisor:
         finally:
             os.close(write_fd)
         try:
-            ready = self._wait_ready(proc, read_fd)
+            why = self._wait_ready(proc, read_fd)
         finally:
             os.close(read_fd)
-        if ready:
+        if why is None:
             return proc
-        if proc.poll() is not None:
-            why = describe_exit(proc.returncode)
-        elif self.stopping:
-            why = "stopped before it listened"
-        else:
-            why = f"not listening after {READY_TIMEOUT_S:g} s"
         log.error("%s: replacement pid %d %s", child.name, proc.pid, why)
         _terminate(proc, self.grace_s)
         return None
 
-    def _wait_ready(self, proc: subprocess.Popen[bytes], read_fd: int) -> bool:
+    def _wait_ready(self, proc: subprocess.Popen[bytes], read_fd: int) -> str | None:
+        """None once ``proc`` says it listens, else why not."""
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not self.stopping and time.monotonic() < deadline:
             readable, _, _ = select.select([read_fd], [], [], POLL_S)
-            if readable:
-                return os.read(read_fd, 1) == b"1"  # b"": it closed the pipe unready
+            if readable and os.read(read_fd, 1) == b"1":
+                return None
+            if readable:  # end of file: it closed the pipe (or died) without listening
+                try:
+                    return describe_exit(proc.wait(timeout=POLL_S * 5))
+                except subprocess.TimeoutExpired:
+                    return "closed its ready pipe without listening"
             if proc.poll() is not None:
-                return False
-        return False
+                return describe_exit(proc.returncode)
+        if self.stopping:
+            return "stopped before it listened"
+        return f"not listening after {READY_TIMEOUT_S:g} s"
 
     def check(self, now: float) -> None:
         """One supervision step: note children that died and restart those due; reap

@@ -58,31 +58,31 @@ class ConnectionActivity:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         # (RequestHandler has __slots__ without __weakref__: pruned by hand instead)
-        self._started: dict[RequestHandler, float] = {}
+        self._in_flight: dict[RequestHandler, bool] = {}
         self._finished: dict[RequestHandler, float] = {}
         self._prune_at = PRUNE_FIRST
         #: the loop time the drain began, None while serving normally
         self.draining_since: float | None = None
 
     def started(self, conn: RequestHandler) -> None:
-        self._started[conn] = self._clock()
-        if len(self._started) >= self._prune_at:
+        self._in_flight[conn] = True
+        if len(self._in_flight) >= self._prune_at:
             self.prune()
 
     def prune(self) -> None:
         """Forget closed connections (aiohttp clears ``transport`` when one is lost)."""
-        for times in (self._started, self._finished):
-            for conn in [c for c in times if c.transport is None]:
-                del times[conn]
-        self._prune_at = max(PRUNE_FIRST, 2 * len(self._started))
+        for seen in (self._in_flight, self._finished):
+            for conn in [c for c in seen if c.transport is None]:
+                del seen[conn]
+        self._prune_at = max(PRUNE_FIRST, 2 * len(self._in_flight))
 
     def finished(self, conn: RequestHandler) -> None:
+        self._in_flight[conn] = False
         self._finished[conn] = self._clock()
 
     def busy(self, conn: RequestHandler) -> bool:
         """A request started on ``conn`` and its response is not fully written yet."""
-        started = self._started.get(conn)
-        return started is not None and self._finished.get(conn, -1.0) < started
+        return self._in_flight.get(conn, False)
 
     def idle_for(self, conn: RequestHandler, now: float) -> float:
         """Seconds ``conn`` has been idle during the drain (0 when busy or not draining)."""
