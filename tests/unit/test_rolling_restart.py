@@ -99,6 +99,30 @@ def test_a_replacement_that_dies_keeps_the_old_worker(
     assert "rolling restart stopped: gateway-0 kept its old process" in caplog.text
 
 
+# A nested supervisor stand-in: exits 7 when it gets SIGHUP.
+NESTED = """
+import os, signal, sys
+signal.signal(signal.SIGHUP, lambda *_: sys.exit(7))
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+fd = os.environ.get("KUSH_READY_FD")
+if fd:
+    os.write(int(fd), b"1")
+    os.close(int(fd))
+signal.pause()
+"""
+
+
+def test_a_forward_child_gets_the_sighup_instead(sup: Supervisor) -> None:
+    nested = Child("gateway", [sys.executable, "-c", NESTED], on_reload="forward")
+    nested.proc = sup._start_ready(nested)  # up, its handlers installed
+    sup.children.append(nested)
+    assert nested.proc is not None
+    first = nested.proc
+    assert sup.roll() == 0  # nothing replaced here: the child rolls its own workers
+    assert first.wait(timeout=30) == 7
+    assert nested.proc is first
+
+
 def test_stop_waits_for_retiring_workers_too(sup: Supervisor) -> None:
     worker = _add(sup, "gateway-0", SERVER, roll=True)
     first = worker.proc
