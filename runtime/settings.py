@@ -158,6 +158,7 @@ class Settings:
     max_body_bytes: int = field(default=1024 * 1024, metadata=_var("KUSH_MAX_BODY_BYTES"))
     # -- stalled clients and slow origins (README "Reliability") --
     client_write_timeout_s: int = field(default=30, metadata=_var("KUSH_CLIENT_WRITE_TIMEOUT_S"))
+    drain_timeout_s: int = field(default=25, metadata=_var("KUSH_DRAIN_TIMEOUT_S"))
     body_read_timeout_s: int = field(default=15, metadata=_var("KUSH_BODY_READ_TIMEOUT_S"))
     shared_fetch_buffer_bytes: int = field(
         default=64 * 1024 * 1024, metadata=_var("KUSH_SHARED_FETCH_BUFFER_BYTES")
@@ -637,6 +638,7 @@ class _Parser:
             max_body_bytes=self.integer("KUSH_MAX_BODY_BYTES", 1024 * 1024, 1024, 1024**3),
             # -- stalled clients and slow origins (README "Reliability") --
             client_write_timeout_s=self.integer("KUSH_CLIENT_WRITE_TIMEOUT_S", 30, 1, 3600),
+            drain_timeout_s=self.integer("KUSH_DRAIN_TIMEOUT_S", 25, 0, 3600),
             body_read_timeout_s=self.integer("KUSH_BODY_READ_TIMEOUT_S", 15, 1, 3600),
             shared_fetch_buffer_bytes=self.integer(
                 "KUSH_SHARED_FETCH_BUFFER_BYTES", 64 * 1024 * 1024, 0, 1024**4
