@@ -34,6 +34,7 @@ import hashlib
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
@@ -131,6 +132,18 @@ class _Http:
     async def _new_token(self) -> tuple[str, float]:
         raise NotImplementedError
 
+    async def _headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    async def _status(self, what: str, url: str, parse: Callable[[Any], Report | None]) -> Report:
+        """GET one payment's status and read it with ``parse``; an answer it cannot
+        read is :class:`ProviderRefused`."""
+        _, body = await self._call(what, "GET", url, headers=await self._headers())
+        report = parse(body)
+        if report is None:
+            raise ProviderRefused("The payment provider answered with an unknown status")
+        return report
+
     async def close(self) -> None:
         await self._session.close()
 
@@ -140,6 +153,23 @@ def _text(value: Any, limit: int = 200) -> str | None:
     if value is None or value == "":
         return None
     return str(value).replace("\x00", "")[:limit] or None
+
+
+def _report(
+    status: str | None,
+    *,
+    transaction_id: str | None,
+    reason: str,
+) -> Report | None:
+    """A provider's status, already mapped to ours (``None``: unknown), as a
+    :class:`Report`: the transaction id counts when it succeeded, the reason when it failed."""
+    if status == "successful":
+        return Report(status="successful", transaction_id=transaction_id)
+    if status == "failed":
+        return Report(status="failed", reason=reason)
+    if status == "pending":
+        return Report(status="pending")
+    return None
 
 
 def _token_of(body: Any) -> tuple[str, float]:
@@ -167,14 +197,11 @@ def mtn_report(body: Any) -> Report | None:
     """A request-to-pay object (status answer or callback) as a :class:`Report`."""
     if not isinstance(body, dict):
         return None
-    status = _MTN_STATUS.get(str(body.get("status") or "").upper())
-    if status is None:
-        return None
-    if status == "successful":
-        return Report(status="successful", transaction_id=_text(body.get("financialTransactionId")))
-    if status == "failed":
-        return Report(status="failed", reason=_mtn_reason(body.get("reason")) or "FAILED")
-    return Report(status="pending")
+    return _report(
+        _MTN_STATUS.get(str(body.get("status") or "").upper()),
+        transaction_id=_text(body.get("financialTransactionId")),
+        reason=_mtn_reason(body.get("reason")) or "FAILED",
+    )
 
 
 class MtnMomo(_Http):
@@ -244,16 +271,11 @@ class MtnMomo(_Http):
         )
 
     async def payment_status(self, reference: str) -> Report:
-        _, body = await self._call(
+        return await self._status(
             "requesttopay status",
-            "GET",
             f"{self.base}/collection/v1_0/requesttopay/{reference}",
-            headers=await self._headers(),
+            mtn_report,
         )
-        report = mtn_report(body)
-        if report is None:
-            raise ProviderRefused("The payment provider answered with an unknown status")
-        return report
 
 
 # ------------------------------------------------------------------ Airtel Money
@@ -266,14 +288,11 @@ def airtel_report(tx: Any) -> Report | None:
     if not isinstance(tx, dict):
         return None
     code = str(tx.get("status") or tx.get("status_code") or "").upper()
-    status = _AIRTEL_STATUS.get(code)
-    if status is None:
-        return None
-    if status == "successful":
-        return Report(status="successful", transaction_id=_text(tx.get("airtel_money_id")))
-    if status == "failed":
-        return Report(status="failed", reason=_text(tx.get("message")) or "TF")
-    return Report(status="pending")
+    return _report(
+        _AIRTEL_STATUS.get(code),
+        transaction_id=_text(tx.get("airtel_money_id")),
+        reason=_text(tx.get("message")) or "TF",
+    )
 
 
 class AirtelMoney(_Http):
@@ -339,17 +358,16 @@ class AirtelMoney(_Http):
             raise ProviderRefused(str(status.get("message") or "Airtel refused the payment"))
 
     async def payment_status(self, reference: str) -> Report:
-        _, body = await self._call(
+        return await self._status(
             "payment status",
-            "GET",
             f"{self.base}/standard/v1/payments/{reference}",
-            headers=await self._headers(),
+            _airtel_status_answer,
         )
-        data = body.get("data") if isinstance(body, dict) else None
-        report = airtel_report(data.get("transaction") if isinstance(data, dict) else None)
-        if report is None:
-            raise ProviderRefused("The payment provider answered with an unknown status")
-        return report
+
+
+def _airtel_status_answer(body: Any) -> Report | None:
+    data = body.get("data") if isinstance(body, dict) else None
+    return airtel_report(data.get("transaction") if isinstance(data, dict) else None)
 
 
 def create_collection_providers(settings: Settings) -> dict[str, CollectionProvider]:
