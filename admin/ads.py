@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from datetime import date, timedelta
+from datetime import date
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -26,13 +26,13 @@ from runtime.api import (
     DateTimeStr,
     InvalidRequest,
     PathParam,
-    QueryModel,
     ReplyModel,
     Routes,
     UuidStr,
     parse_body,
     parse_query,
 )
+from runtime.dayrange import DayRangeQuery
 from runtime.db import audit
 from runtime.errors import NotFound, Unprocessable
 from runtime.signals import bump_ad_inventory
@@ -136,15 +136,6 @@ class BreakPolicyIn(BodyModel):
     postroll: bool = False
     max_pod_s: Annotated[int, Field(ge=5, le=600)] = 60
     max_ads_per_pod: Annotated[int, Field(ge=1, le=10)] = 2
-
-
-class ReportQuery(QueryModel):
-    """The days of the report (UTC), at most a year."""
-
-    from_: date | None = Field(
-        default=None, alias="from", description="First day, YYYY-MM-DD (default: `to` - 30)"
-    )
-    to: date | None = Field(default=None, description="Last day, YYYY-MM-DD (default: today)")
 
 
 class Ad(ReplyModel):
@@ -569,7 +560,7 @@ _REPORT_SQL = """SELECT e.campaign_id, e.ad_id, (e.occurred_at AT TIME ZONE 'UTC
     "/admin/v1/reports/ads",
     summary="Impressions (requested, confirmed), quartiles and completes per campaign, "
     "creative and day (admin, moderator)",
-    query=ReportQuery,
+    query=DayRangeQuery,
     replies={200: AdReport},
     auth=SIGNED_IN,
     errors=ROLE_ERRORS,
@@ -578,12 +569,7 @@ async def ads_report(request: web.Request) -> web.Response:
     """GET /admin/v1/reports/ads?from=YYYY-MM-DD&to=YYYY-MM-DD -> per campaign, creative
     and day: requested and confirmed impressions, quartiles, completes."""
     await require_role(request, READERS)
-    query = parse_query(request, ReportQuery)
-    to_day = query.to or date.today()
-    from_day = query.from_ or to_day - timedelta(days=30)
-    if from_day > to_day or (to_day - from_day).days > 366:
-        message = "The range must be at most a year, from <= to"
-        raise InvalidRequest(message, details={"fields": [{"path": "from", "message": message}]})
+    from_day, to_day = parse_query(request, DayRangeQuery).days(today=date.today())
     rows = await request.app[pg_key].fetch(_REPORT_SQL, from_day, to_day)
     items = [
         ReportRow(

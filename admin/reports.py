@@ -3,36 +3,17 @@ film and day."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
-
 from aiohttp import web
 from pydantic import Field
 
 from admin.access import READERS, ROLE_ERRORS
 from admin.catalog.repository import usage_report, views_report
-from runtime.api import (
-    DateStr,
-    InvalidRequest,
-    QueryModel,
-    ReplyModel,
-    Routes,
-    UuidStr,
-    parse_query,
-)
+from runtime.api import DateStr, ReplyModel, Routes, UuidStr, parse_query
+from runtime.dayrange import DayRangeQuery
 from runtime.web import json_response, pg_key
 from tokens.service.views import SIGNED_IN, require_role
 
 routes = Routes(tags=("reports",))
-MAX_DAYS = 366
-
-
-class ViewsQuery(QueryModel):
-    """The days of the report (UTC), at most a year."""
-
-    from_: date | None = Field(
-        default=None, alias="from", description="First day, YYYY-MM-DD (default: `to` - 30)"
-    )
-    to: date | None = Field(default=None, description="Last day, YYYY-MM-DD (default: today)")
 
 
 class ViewsRow(ReplyModel):
@@ -61,7 +42,7 @@ class ViewsReport(ReplyModel):
 @routes.get(
     "/admin/v1/reports/views",
     summary="Playback starts, distinct viewers and watch time per film and day (admin, moderator)",
-    query=ViewsQuery,
+    query=DayRangeQuery,
     replies={200: ViewsReport},
     auth=SIGNED_IN,
     errors=ROLE_ERRORS,
@@ -69,7 +50,7 @@ class ViewsReport(ReplyModel):
 async def report_views(request: web.Request) -> web.Response:
     """GET /admin/v1/reports/views?from=YYYY-MM-DD&to=YYYY-MM-DD."""
     await require_role(request, READERS)
-    first, last = _days(parse_query(request, ViewsQuery))
+    first, last = parse_query(request, DayRangeQuery).days()
     rows = await views_report(request.app[pg_key], first, last)
     report = ViewsReport.model_validate(
         {
@@ -89,15 +70,6 @@ async def report_views(request: web.Request) -> web.Response:
         }
     )
     return json_response(report)
-
-
-def _days(query: ViewsQuery) -> tuple[date, date]:
-    last = query.to or datetime.now(UTC).date()
-    first = query.from_ or last - timedelta(days=30)
-    if first > last or (last - first).days > MAX_DAYS:
-        message = "The range must be at most a year, from <= to"
-        raise InvalidRequest(message, details={"fields": [{"path": "from", "message": message}]})
-    return first, last
 
 
 class UsageRow(ReplyModel):
@@ -125,7 +97,7 @@ class UsageReport(ReplyModel):
 @routes.get(
     "/admin/v1/reports/usage",
     summary="Data delivered (bytes) per film and day, sessions and viewers (admin, moderator)",
-    query=ViewsQuery,
+    query=DayRangeQuery,
     replies={200: UsageReport},
     auth=SIGNED_IN,
     errors=ROLE_ERRORS,
@@ -133,7 +105,7 @@ class UsageReport(ReplyModel):
 async def report_usage(request: web.Request) -> web.Response:
     """GET /admin/v1/reports/usage?from=YYYY-MM-DD&to=YYYY-MM-DD."""
     await require_role(request, READERS)
-    first, last = _days(parse_query(request, ViewsQuery))
+    first, last = parse_query(request, DayRangeQuery).days()
     rows = await usage_report(request.app[pg_key], first, last)
     report = UsageReport.model_validate(
         {

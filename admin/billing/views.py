@@ -8,7 +8,7 @@ plan at once, like a webhook: live sessions above the new plan end.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -32,6 +32,7 @@ from runtime.api import (
     parse_body,
     parse_query,
 )
+from runtime.dayrange import DayRangeQuery
 from runtime.db import audit
 from runtime.errors import NotFound
 from runtime.web import json_response, pg_key, request_id_key, settings_key
@@ -113,15 +114,6 @@ class UserPlan(ReplyModel):
     until: DateTimeStr | None = Field(description="When it changes by time alone, if it does")
     next: str
     sessions_ended: int = Field(description="Live playback sessions above the new plan, ended")
-
-
-class RevenueQuery(QueryModel):
-    """The days of the report (UTC), at most a year."""
-
-    from_: date | None = Field(
-        default=None, alias="from", description="First day, YYYY-MM-DD (default: `to` - 30)"
-    )
-    to: date | None = Field(default=None, description="Last day, YYYY-MM-DD (default: today)")
 
 
 class RevenueRow(ReplyModel):
@@ -304,7 +296,7 @@ async def grant_plan(request: web.Request) -> web.Response:
 @routes.get(
     "/admin/v1/reports/revenue",
     summary="Paid invoices per day, plan and currency, with totals (admin, moderator)",
-    query=RevenueQuery,
+    query=DayRangeQuery,
     replies={200: RevenueReport},
     auth=SIGNED_IN,
     errors=ROLE_ERRORS,
@@ -312,12 +304,7 @@ async def grant_plan(request: web.Request) -> web.Response:
 async def revenue_report(request: web.Request) -> web.Response:
     """GET /admin/v1/reports/revenue?from=YYYY-MM-DD&to=YYYY-MM-DD."""
     await require_role(request, READERS)
-    query = parse_query(request, RevenueQuery)
-    to_day = query.to or datetime.now(UTC).date()
-    from_day = query.from_ or to_day - timedelta(days=30)
-    if from_day > to_day or (to_day - from_day).days > 366:
-        message = "The range must be at most a year, from <= to"
-        raise InvalidRequest(message, details={"fields": [{"path": "from", "message": message}]})
+    from_day, to_day = parse_query(request, DayRangeQuery).days()
     rows = await request.app[pg_key].fetch(
         """SELECT (paid_at AT TIME ZONE 'UTC')::date AS day, plan_id, currency,
                   count(*) AS payments, sum(amount_minor) AS amount

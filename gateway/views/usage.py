@@ -7,7 +7,7 @@ usage writers (``gateway.metering``): fresh within ``KUSH_USAGE_FLUSH_S`` second
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 from aiohttp import web
 from pydantic import Field
@@ -15,23 +15,15 @@ from pydantic import Field
 from gateway import repository
 from gateway.keys import playback_key
 from gateway.playback import settle_usage
-from runtime.api import (
-    DateStr,
-    InvalidRequest,
-    QueryModel,
-    ReplyModel,
-    Routes,
-    UuidStr,
-    parse_query,
-)
+from runtime.api import DateStr, ReplyModel, Routes, UuidStr, parse_query
+from runtime.dayrange import DayRangeQuery, day_range, month_start
 from runtime.web import json_response, pg_key
 from tokens.service.views import SIGNED_IN, authenticate
 
 routes = Routes(tags=("me",))
-MAX_DAYS = 366
 
 
-class UsageQuery(QueryModel):
+class UsageQuery(DayRangeQuery):
     """The UTC days to sum, at most a year (default: this month so far)."""
 
     from_: date | None = Field(
@@ -39,7 +31,6 @@ class UsageQuery(QueryModel):
         alias="from",
         description="First day, YYYY-MM-DD (default: the first day of `to`'s month)",
     )
-    to: date | None = Field(default=None, description="Last day, YYYY-MM-DD (default: today)")
 
 
 class FilmUsage(ReplyModel):
@@ -63,12 +54,7 @@ class Usage(ReplyModel):
 def usage_range(first: date | None, last: date | None, *, today: date) -> tuple[date, date]:
     """The days a usage query covers: ``to`` defaults to today, ``from`` to the first
     of ``to``'s month; 422 when reversed or longer than a year."""
-    end = last or today
-    start = first or end.replace(day=1)
-    if start > end or (end - start) > timedelta(days=MAX_DAYS):
-        message = "The range must be at most a year, from <= to"
-        raise InvalidRequest(message, details={"fields": [{"path": "from", "message": message}]})
-    return start, end
+    return day_range(first, last, today=today, default_from=month_start)
 
 
 @routes.get(
