@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import socket
+from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+
+from runtime.settings import Settings
 
 PASSWORD = "correct horse battery staple"
 
@@ -63,3 +67,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def kush_env(
+    settings: Settings, *, port: int, data_dir: Path, inherit_kush_vars: bool = True
+) -> dict[str, str]:
+    """The environment of a ``kush gateway`` process on the test's database, Redis
+    prefix and master key: its gateway on ``port``, the admin service on a free port,
+    its data in ``data_dir``. It inherits this process's environment, without the
+    ``KUSH_*`` variables unless ``inherit_kush_vars``; callers add their own settings."""
+    inherited = {
+        k: v for k, v in os.environ.items() if inherit_kush_vars or not k.startswith("KUSH_")
+    }
+    return {
+        **inherited,
+        "DATABASE_URL": settings.database_url or "",
+        "REDIS_URL": settings.redis_url or "",
+        "KUSH_DB_SCHEMA": settings.db_schema,
+        "KUSH_REDIS_PREFIX": settings.redis_prefix,
+        "KUSH_MASTER_KEY": settings.master_key or "",
+        "KUSH_GATEWAY_PORT": str(port),
+        "KUSH_ADMIN_PORT": str(free_port()),
+        "KUSH_DATA_DIR": str(data_dir),
+    }

@@ -37,7 +37,7 @@ import pytest
 from gateway.playlists import origin_key_for
 from runtime.settings import Settings
 from tests.conftest import DEMO_PASSWORD, Film
-from tests.integration.helpers import free_port
+from tests.integration.helpers import free_port, kush_env
 
 pytestmark = pytest.mark.slow
 
@@ -51,16 +51,8 @@ CLIENTS = 4
 
 def _env(settings: Settings, port: int, origin_dir: Path, data_dir: Path) -> dict[str, str]:
     return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("KUSH_")},
+        **kush_env(settings, port=port, data_dir=data_dir, inherit_kush_vars=False),
         "KUSH_MODE": "demo",
-        "KUSH_DATA_DIR": str(data_dir),
-        "DATABASE_URL": settings.database_url or "",
-        "REDIS_URL": settings.redis_url or "",
-        "KUSH_DB_SCHEMA": settings.db_schema,
-        "KUSH_REDIS_PREFIX": settings.redis_prefix,
-        "KUSH_MASTER_KEY": settings.master_key or "",
-        "KUSH_GATEWAY_PORT": str(port),
-        "KUSH_ADMIN_PORT": str(free_port()),
         "KUSH_SEED_DEMO_FILM": "false",
         "KUSH_LOG_LEVEL": "INFO",
         "KUSH_LOG_FORMAT": "text",

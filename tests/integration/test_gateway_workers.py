@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import urllib.request
 import pytest
 
 from runtime.settings import Settings
-from tests.integration.helpers import free_port
+from tests.integration.helpers import free_port, kush_env
 
 pytestmark = pytest.mark.slow
 
@@ -21,15 +20,7 @@ pytestmark = pytest.mark.slow
 def test_two_workers_share_the_port(settings: Settings) -> None:
     port = free_port()
     env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url or "",
-        "REDIS_URL": settings.redis_url or "",
-        "KUSH_DB_SCHEMA": settings.db_schema,
-        "KUSH_REDIS_PREFIX": settings.redis_prefix,
-        "KUSH_MASTER_KEY": settings.master_key or "",
-        "KUSH_GATEWAY_PORT": str(port),
-        "KUSH_ADMIN_PORT": str(free_port()),
-        "KUSH_DATA_DIR": str(settings.data_dir),
+        **kush_env(settings, port=port, data_dir=settings.data_dir),
         "KUSH_LOG_LEVEL": "WARNING",
     }
     proc = subprocess.Popen(

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from runtime.settings import Settings
-from tests.integration.helpers import free_port
+from tests.integration.helpers import free_port, kush_env
 
 pytestmark = pytest.mark.slow
 
@@ -47,15 +47,7 @@ def test_a_killed_worker_is_restarted_and_sigterm_stops_all(
 ) -> None:
     port = free_port()
     env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url or "",
-        "REDIS_URL": settings.redis_url or "",
-        "KUSH_DB_SCHEMA": settings.db_schema,
-        "KUSH_REDIS_PREFIX": settings.redis_prefix,
-        "KUSH_MASTER_KEY": settings.master_key or "",
-        "KUSH_GATEWAY_PORT": str(port),
-        "KUSH_ADMIN_PORT": str(free_port()),
-        "KUSH_DATA_DIR": str(settings.data_dir),
+        **kush_env(settings, port=port, data_dir=settings.data_dir),
         "KUSH_LOG_LEVEL": "WARNING",
         "KUSH_LOG_FORMAT": "text",
     }

@@ -27,7 +27,7 @@ from admin.publish import upload_package
 from origin import S3Origin
 from runtime.settings import Settings
 from tests.conftest import DEMO_PASSWORD, Film
-from tests.integration.helpers import free_port
+from tests.integration.helpers import free_port, kush_env
 from tests.support.moto_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, MotoServer
 
 MiB = 1024 * 1024
@@ -94,16 +94,8 @@ async def gateway(
     """A gateway process on the S3 origin: its base URL and pid."""
     port = free_port()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("KUSH_")},
+        **kush_env(settings, port=port, data_dir=tmp_path, inherit_kush_vars=False),
         "KUSH_MODE": "demo",
-        "KUSH_DATA_DIR": str(tmp_path),
-        "DATABASE_URL": settings.database_url or "",
-        "REDIS_URL": settings.redis_url or "",
-        "KUSH_DB_SCHEMA": settings.db_schema,
-        "KUSH_REDIS_PREFIX": settings.redis_prefix,
-        "KUSH_MASTER_KEY": settings.master_key or "",
-        "KUSH_GATEWAY_PORT": str(port),
-        "KUSH_ADMIN_PORT": str(free_port()),
         "KUSH_SEED_DEMO_FILM": "false",
         "KUSH_LOG_LEVEL": "WARNING",
         "KUSH_ORIGIN": "s3",
