@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import socket
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp.test_utils import TestClient
 
 from runtime.settings import Settings
+from tests.conftest import DEMO_PASSWORD
 
 PASSWORD = "correct horse battery staple"
 
@@ -90,3 +93,22 @@ def kush_env(
         "KUSH_ADMIN_PORT": str(free_port()),
         "KUSH_DATA_DIR": str(data_dir),
     }
+
+
+async def premium_master_playlist(http: aiohttp.ClientSession, base: str, movie_id: str) -> str:
+    """The master playlist of a playback session the demo premium viewer starts on the
+    gateway process at ``base`` (login, ``POST /v1/playback/{movie_id}``, the manifest)."""
+    async with http.post(
+        f"{base}/v1/auth/login",
+        json={"email": "premium@demo.kush", "password": DEMO_PASSWORD},
+    ) as response:
+        assert response.status == 200, await response.text()
+        token = (await response.json())["access_token"]
+    async with http.post(
+        f"{base}/v1/playback/{movie_id}", headers={"Authorization": f"Bearer {token}"}
+    ) as response:
+        assert response.status == 201, await response.text()
+        manifest = (await response.json())["manifest_url"]
+    async with http.get(base + re.sub(r"^https?://[^/]+", "", manifest)) as response:
+        assert response.status == 200
+        return await response.text()

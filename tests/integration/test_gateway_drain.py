@@ -36,8 +36,8 @@ import pytest
 
 from gateway.playlists import origin_key_for
 from runtime.settings import Settings
-from tests.conftest import DEMO_PASSWORD, Film
-from tests.integration.helpers import free_port, kush_env
+from tests.conftest import Film
+from tests.integration.helpers import free_port, kush_env, premium_master_playlist
 
 pytestmark = pytest.mark.slow
 
@@ -130,20 +130,7 @@ def _listening(pid: int, port: int) -> bool:
 async def _session_paths(base: str, film: Film) -> tuple[str, list[str]]:
     """A premium viewer's playback session: its first media playlist and segment paths."""
     async with aiohttp.ClientSession() as http:
-        async with http.post(
-            f"{base}/v1/auth/login",
-            json={"email": "premium@demo.kush", "password": DEMO_PASSWORD},
-        ) as response:
-            assert response.status == 200, await response.text()
-            token = (await response.json())["access_token"]
-        async with http.post(
-            f"{base}/v1/playback/{film.movie_id}", headers={"Authorization": f"Bearer {token}"}
-        ) as response:
-            assert response.status == 201, await response.text()
-            manifest = (await response.json())["manifest_url"]
-        async with http.get(base + re.sub(r"^https?://[^/]+", "", manifest)) as response:
-            assert response.status == 200
-            master = await response.text()
+        master = await premium_master_playlist(http, base, film.movie_id)
         variant = next(line for line in master.splitlines() if line and line[0] != "#")
         playlist = f"/hls/{film.movie_id}/{variant}"
         async with http.get(base + playlist) as response:

@@ -26,8 +26,8 @@ import pytest
 from admin.publish import upload_package
 from origin import S3Origin
 from runtime.settings import Settings
-from tests.conftest import DEMO_PASSWORD, Film
-from tests.integration.helpers import free_port, kush_env
+from tests.conftest import Film
+from tests.integration.helpers import free_port, kush_env, premium_master_playlist
 from tests.support.moto_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, MotoServer
 
 MiB = 1024 * 1024
@@ -152,20 +152,7 @@ def _rss(pid: int) -> int:
 
 
 async def _segment_paths(http: aiohttp.ClientSession, base: str, film: Film) -> list[str]:
-    async with http.post(
-        f"{base}/v1/auth/login",
-        json={"email": "premium@demo.kush", "password": DEMO_PASSWORD},
-    ) as response:
-        assert response.status == 200, await response.text()
-        token = (await response.json())["access_token"]
-    async with http.post(
-        f"{base}/v1/playback/{film.movie_id}", headers={"Authorization": f"Bearer {token}"}
-    ) as response:
-        assert response.status == 201, await response.text()
-        manifest = (await response.json())["manifest_url"]
-    path = re.sub(r"^https?://[^/]+", "", manifest)
-    async with http.get(f"{base}{path}") as response:
-        master = await response.text()
+    master = await premium_master_playlist(http, base, film.movie_id)
     variant = next(line for line in master.splitlines() if line.startswith(f"{RENDITION}/"))
     async with http.get(f"{base}/hls/{film.movie_id}/{variant}") as response:
         assert response.status == 200
