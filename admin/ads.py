@@ -32,7 +32,7 @@ from runtime.api import (
     parse_body,
     parse_query,
 )
-from runtime.dayrange import DayRangeQuery
+from runtime.dayrange import DayRangeQuery, DayRangeReply
 from runtime.db import audit
 from runtime.errors import NotFound, Unprocessable
 from runtime.signals import bump_ad_inventory
@@ -211,11 +211,9 @@ class ReportRow(ReplyModel):
     completes: int
 
 
-class AdReport(ReplyModel):
+class AdReport(DayRangeReply):
     """Requested and confirmed impressions, quartiles and completes."""
 
-    from_: DateStr = Field(alias="from")
-    to: DateStr
     items: list[ReportRow]
 
 

@@ -9,7 +9,7 @@ from pydantic import Field
 from admin.access import READERS, ROLE_ERRORS
 from admin.catalog.repository import usage_report, views_report
 from runtime.api import DateStr, ReplyModel, Routes, UuidStr, parse_query
-from runtime.dayrange import DayRangeQuery
+from runtime.dayrange import DayRangeQuery, DayRangeReply
 from runtime.web import json_response, pg_key
 from tokens.service.views import SIGNED_IN, require_role
 
@@ -31,11 +31,9 @@ class ViewsRow(ReplyModel):
     )
 
 
-class ViewsReport(ReplyModel):
+class ViewsReport(DayRangeReply):
     """Starts, viewers and watch time per film and day."""
 
-    from_: DateStr = Field(alias="from")
-    to: DateStr
     items: list[ViewsRow]
 
 
@@ -84,11 +82,9 @@ class UsageRow(ReplyModel):
     viewers: int = Field(description="Distinct accounts")
 
 
-class UsageReport(ReplyModel):
+class UsageReport(DayRangeReply):
     """Data delivered per film and day (UTC), with the range's totals."""
 
-    from_: DateStr = Field(alias="from")
-    to: DateStr
     total_bytes: int
     edge_bytes: int
     items: list[UsageRow]

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from pydantic import Field
 
-from runtime.api import InvalidRequest, QueryModel
+from runtime.api import DateStr, InvalidRequest, QueryModel, ReplyModel
 
 #: The longest range a report covers, in days (``to - from``).
 MAX_DAYS = 366
@@ -73,3 +73,10 @@ class DayRangeQuery(QueryModel):
             default_from=default_from,
             max_days=max_days,
         )
+
+
+class DayRangeReply(ReplyModel):
+    """The first fields of a reply about a range of days: the days it covers."""
+
+    from_: DateStr = Field(alias="from")
+    to: DateStr

@@ -32,7 +32,7 @@ from runtime.api import (
     parse_body,
     parse_query,
 )
-from runtime.dayrange import DayRangeQuery
+from runtime.dayrange import DayRangeQuery, DayRangeReply
 from runtime.db import audit
 from runtime.errors import NotFound
 from runtime.web import json_response, pg_key, request_id_key, settings_key
@@ -134,11 +134,9 @@ class RevenueTotal(ReplyModel):
     amount_minor: int
 
 
-class RevenueReport(ReplyModel):
+class RevenueReport(DayRangeReply):
     """Paid invoices per day, plan and currency, and totals per currency."""
 
-    from_: DateStr = Field(alias="from")
-    to: DateStr
     items: list[RevenueRow]
     totals: list[RevenueTotal]
 

@@ -15,8 +15,8 @@ from pydantic import Field
 from gateway import repository
 from gateway.keys import playback_key
 from gateway.playback import settle_usage
-from runtime.api import DateStr, ReplyModel, Routes, UuidStr, parse_query
-from runtime.dayrange import DayRangeQuery, day_range, month_start
+from runtime.api import ReplyModel, Routes, UuidStr, parse_query
+from runtime.dayrange import DayRangeQuery, DayRangeReply, day_range, month_start
 from runtime.web import json_response, pg_key
 from tokens.service.views import SIGNED_IN, authenticate
 
@@ -42,11 +42,9 @@ class FilmUsage(ReplyModel):
     sessions: int = Field(description="Playback sessions that used them")
 
 
-class Usage(ReplyModel):
+class Usage(DayRangeReply):
     """Your data usage between two days (UTC, inclusive), most bytes first."""
 
-    from_: DateStr = Field(alias="from")
-    to: DateStr
     total_bytes: int
     items: list[FilmUsage]
 
