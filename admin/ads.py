@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from datetime import date
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -567,7 +566,7 @@ async def ads_report(request: web.Request) -> web.Response:
     """GET /admin/v1/reports/ads?from=YYYY-MM-DD&to=YYYY-MM-DD -> per campaign, creative
     and day: requested and confirmed impressions, quartiles, completes."""
     await require_role(request, READERS)
-    from_day, to_day = parse_query(request, DayRangeQuery).days(today=date.today())
+    from_day, to_day = parse_query(request, DayRangeQuery).days()
     rows = await request.app[pg_key].fetch(_REPORT_SQL, from_day, to_day)
     items = [
         ReportRow(
