@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from . import tags
-from .attributes import AttributeList, parse_tag_attributes
-from .errors import ForeignUriError, PlaylistError
+from .attributes import AttributeList, parse_decimal_integer, parse_tag_attributes
+from .errors import ForeignUriError, PlaylistError, excerpt
 from .lines import Line, LineKind, split_playlist
 from .model import ByteRange
 from .parser import parse_extinf, parse_start
@@ -44,6 +44,26 @@ _URI_REQUIRED = frozenset(
     }
 )
 _KEY_TAGS = frozenset({tags.EXT_X_KEY, tags.EXT_X_SESSION_KEY})
+# An attribute naming something a player fetches, in a tag this module does not rewrite:
+# SERVER-URI (EXT-X-CONTENT-STEERING), X-ASSET-URI and X-ASSET-LIST (interstitials in
+# EXT-X-DATERANGE), or a URI in a tag it does not know. Read as loosely as players read
+# attribute lists (any case, spaces around "="), since a player is what must not see it.
+_OTHER_URI_ATTRIBUTE = re.compile(
+    r"[:,][ \t]*(?:[A-Z0-9-]*-)?(?:URI|X-ASSET-LIST)[ \t]*=", re.IGNORECASE
+)
+
+
+def _check_other_tag(name: str, content: str) -> None:
+    """Refuse a tag copied verbatim that would have a player fetch an unsigned URI.
+
+    EXT-X-DEFINE (rfc8216bis §4.4.3.8) declares variables that players substitute into
+    URIs after this module has checked them, so a checked ``{$v}/seg.ts`` could become
+    a URL on another host: playlists that use it are refused.
+    """
+    if name == tags.EXT_X_DEFINE:
+        raise PlaylistError(f"{name} is not supported: variables would change checked URIs")
+    if name != tags.EXTINF and _OTHER_URI_ATTRIBUTE.search(content) is not None:
+        raise PlaylistError(f"{name} carries a URI that cannot be signed")
 
 
 def _split_reference(uri: str) -> tuple[str, str | None, str | None]:
@@ -93,13 +113,13 @@ def _resolve(uri: str, playlist_path: str, root: str) -> str:
     """`resolve_uri` without re-checking ``playlist_path`` and ``root``."""
     path, _, _ = _split_reference(uri)
     if path.startswith("//"):
-        raise ForeignUriError(f"URI names another host: {uri!r}")
+        raise ForeignUriError(f"URI names another host: {excerpt(uri)}")
     # RFC 3986 §3.1 and §4.2: a relative reference cannot have ":" in its first
     # segment, so one there means a scheme (http:, skd:, data:, c:...).
     if ":" in path.partition("/")[0]:
-        raise ForeignUriError(f"URI has a scheme: {uri!r}")
+        raise ForeignUriError(f"URI has a scheme: {excerpt(uri)}")
     if _UNSAFE.search(path):
-        raise ForeignUriError(f"URI has unsafe characters: {uri!r}")
+        raise ForeignUriError(f"URI has unsafe characters: {excerpt(uri)}")
     if not path:
         target = playlist_path  # §5.2.2: an empty path refers to the base itself
     elif path.startswith("/"):
@@ -108,7 +128,7 @@ def _resolve(uri: str, playlist_path: str, root: str) -> str:
         # §5.2.3: merge with the base path up to and including its last "/".
         target = _remove_dot_segments(playlist_path[: playlist_path.rfind("/") + 1] + path)
     if len(target) <= len(root) or not target.startswith(root):
-        raise ForeignUriError(f"URI resolves outside {root}: {uri!r}")
+        raise ForeignUriError(f"URI resolves outside {root}: {excerpt(uri)}")
     return target
 
 
@@ -159,7 +179,9 @@ class _UriRewriter:
         text = resolved if _has_dot_segments(path) else path
         if query:
             if any(p.partition("=")[0] == TOKEN_PARAMETER for p in query.split("&")):
-                raise PlaylistError(f"URI already has a {TOKEN_PARAMETER}= parameter: {uri!r}")
+                raise PlaylistError(
+                    f"URI already has a {TOKEN_PARAMETER}= parameter: {excerpt(uri)}"
+                )
             before = f"{text}?{query}&{TOKEN_PARAMETER}="
         else:
             before = text + TOKEN_QUERY
@@ -276,9 +298,12 @@ def media_pieces(text: str, playlist_path: str, root: str) -> MediaPieces:
                 add(StartLine(content + line.eol))
                 continue
             elif name == tags.EXT_X_TARGETDURATION:
+                parse_decimal_integer(tags.tag_value(content).strip())
                 has_target_duration = True
             elif name in tags.MASTER_ONLY_TAGS:
                 raise PlaylistError(f"{name} in a media playlist")
+            else:
+                _check_other_tag(name, content)
             add(content + line.eol)
         except PlaylistError as err:
             raise _at_line(err, line) from err
@@ -398,6 +423,8 @@ def _split_master(lines: list[Line], rewriter: _UriRewriter) -> list[_Block]:
             elif name in tags.MEDIA_ONLY_TAGS:
                 raise PlaylistError(f"{name} in a master playlist")
             else:
+                if kind is LineKind.TAG:
+                    _check_other_tag(name, content)
                 block.pieces.append(content + line.eol)
         except PlaylistError as err:
             raise _at_line(err, line) from err
