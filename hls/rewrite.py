@@ -26,9 +26,11 @@ TOKEN_PARAMETER = "t"  # noqa: S105 - the name of a query parameter, not a secre
 TOKEN_QUERY = f"?{TOKEN_PARAMETER}="
 """What a URI without a query of its own gets before its token slot."""
 
-# Characters that are not allowed in a URI (RFC 3986 §2) or that a server might
-# decode into a path separator or dot segment after our check.
-_UNSAFE = re.compile(r"[\x00-\x20\x7f\\]|%(?:2[eEfF]|5[cC]|00)")
+# Characters that are not allowed in a URI path (RFC 3986 §3.3: pchar and "/"), or
+# that a server might decode into a path separator or dot segment after our check.
+# A player percent-encodes the others (space, '"', "<", "{", non-ASCII...) before it
+# requests the path, so a token signed for the path as written would never match.
+_UNSAFE = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=:@/%]|%(?:2[eEfF]|5[cC]|00)")
 # A bare file name (no "/", ":", "%", query or fragment, not "." or ".."): it
 # resolves to the playlist's own directory without further checks.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*")

@@ -12,6 +12,7 @@ import pytest
 from hls import (
     AdCreative,
     AdMedia,
+    ForeignUriError,
     PlaylistError,
     Pod,
     compile_master_playlist,
@@ -208,3 +209,12 @@ def test_size_limit() -> None:
         with pytest.raises(PlaylistError, match="over"):
             reader(too_long)
     assert decode_playlist(b"#EXTM3U\n".ljust(MAX_PLAYLIST_BYTES, b"#")).startswith("#EXTM3U")
+
+
+@pytest.mark.parametrize("uri", ["segé.ts", 'seg"1.ts', "seg{1}.ts", "a|b.ts", "seg^1.ts", "x`.ts"])
+def test_uris_a_player_would_percent_encode_are_refused(uri: str) -> None:
+    # signed as written, requested percent-encoded (seg%C3%A9.ts): every fetch was a 403
+    with pytest.raises(ForeignUriError, match="unsafe characters"):
+        compile_media(media().replace("seg0.ts", uri))
+    with pytest.raises(ForeignUriError, match="unsafe characters"):
+        compile_master(master().replace("720p/index.m3u8", f"720p/{uri}"))
