@@ -53,6 +53,10 @@ def parse_key(attributes: AttributeList) -> Key:
     uri = attributes.string("URI")
     if method != tags.KEY_METHOD_NONE and uri is None:
         raise PlaylistError(f"METHOD={method} needs a URI")  # §4.3.2.4
+    if method == tags.KEY_METHOD_NONE and len(attributes.items) > 1:
+        # §4.3.2.4: "other attributes MUST NOT be present"; a URI there would be
+        # copied to the player unsigned
+        raise PlaylistError("METHOD=NONE with other attributes")
     return Key(
         method=method,
         uri=uri,

@@ -17,7 +17,14 @@ from .attributes import AttributeList, parse_decimal_integer, parse_tag_attribut
 from .errors import ForeignUriError, PlaylistError, excerpt
 from .lines import Line, LineKind, split_playlist
 from .model import ByteRange
-from .parser import parse_extinf, parse_start
+from .parser import (
+    parse_daterange,
+    parse_extinf,
+    parse_init_section,
+    parse_key,
+    parse_master_playlist,
+    parse_start,
+)
 from .template import Piece, PlaylistTemplate, Slot, StartLine, assemble_template
 
 TOKEN_PARAMETER = "t"  # noqa: S105 - the name of a query parameter, not a secret
@@ -46,6 +53,14 @@ _URI_REQUIRED = frozenset(
     }
 )
 _KEY_TAGS = frozenset({tags.EXT_X_KEY, tags.EXT_X_SESSION_KEY})
+_INTEGER_TAGS = frozenset(
+    {
+        tags.EXT_X_TARGETDURATION,
+        tags.EXT_X_MEDIA_SEQUENCE,
+        tags.EXT_X_DISCONTINUITY_SEQUENCE,
+        tags.EXT_X_VERSION,
+    }
+)
 # An attribute naming something a player fetches, in a tag this module does not rewrite:
 # SERVER-URI (EXT-X-CONTENT-STEERING), X-ASSET-URI and X-ASSET-LIST (interstitials in
 # EXT-X-DATERANGE), or a URI in a tag it does not know. Read as loosely as players read
@@ -266,16 +281,19 @@ def media_pieces(text: str, playlist_path: str, root: str) -> MediaPieces:
     starts = [0]
     add = pieces.append
     mark = starts.append
-    awaiting_uri = False  # an EXTINF or EXT-X-BYTERANGE waits for its URI line
+    # What parse_media_playlist refuses is refused here too (its checks, made only on
+    # the lines where they apply), so a compiled playlist always re-parses.
+    extinf = False  # an EXTINF waits for its URI line
+    byterange = False  # so does an EXT-X-BYTERANGE
     has_target_duration = False
     for line in lines[1:]:
         mark(len(pieces))
         try:
             kind = line.kind
             if kind is LineKind.URI:
-                if not awaiting_uri:
+                if not extinf:
                     raise PlaylistError("URI line without EXTINF")  # §4.3.2.1: REQUIRED
-                awaiting_uri = False
+                extinf = byterange = False
                 pieces.extend(rewriter.uri_line(line)[0])
                 continue
             if kind is not LineKind.TAG:
@@ -284,24 +302,33 @@ def media_pieces(text: str, playlist_path: str, root: str) -> MediaPieces:
             content = line.text
             name = tags.tag_name(content)
             if name == tags.EXTINF:
+                if extinf:
+                    raise PlaylistError("two EXTINF tags for one segment")
                 parse_extinf(tags.tag_value(content))
-                awaiting_uri = True
+                extinf = True
             elif name == tags.EXT_X_BYTERANGE:
                 ByteRange.parse(tags.tag_value(content).strip())
-                awaiting_uri = True
+                byterange = True
             elif name in tags.URI_ATTRIBUTE_TAGS:
                 if name in tags.MASTER_ONLY_TAGS:
                     raise PlaylistError(f"{name} in a media playlist")
                 attributes = parse_tag_attributes(content)
                 pieces.extend(rewriter.attribute_uri(line, name, attributes)[0])
+                if name == tags.EXT_X_KEY:
+                    parse_key(attributes)
+                elif name == tags.EXT_X_MAP:
+                    parse_init_section(attributes)
                 continue
+            elif name == tags.EXT_X_DATERANGE:
+                _check_other_tag(name, content)
+                parse_daterange(content)
+            elif name in _INTEGER_TAGS:
+                parse_decimal_integer(tags.tag_value(content).strip())
+                has_target_duration = has_target_duration or name == tags.EXT_X_TARGETDURATION
             elif name == tags.EXT_X_START:
                 parse_start(content)
                 add(StartLine(content + line.eol))
                 continue
-            elif name == tags.EXT_X_TARGETDURATION:
-                parse_decimal_integer(tags.tag_value(content).strip())
-                has_target_duration = True
             elif name in tags.MASTER_ONLY_TAGS:
                 raise PlaylistError(f"{name} in a media playlist")
             else:
@@ -309,7 +336,7 @@ def media_pieces(text: str, playlist_path: str, root: str) -> MediaPieces:
             add(content + line.eol)
         except PlaylistError as err:
             raise _at_line(err, line) from err
-    if awaiting_uri:
+    if extinf or byterange:
         raise PlaylistError("EXTINF or EXT-X-BYTERANGE without a URI line at end of playlist")
     if not has_target_duration:
         raise PlaylistError("missing EXT-X-TARGETDURATION")  # §4.3.3.1: REQUIRED
@@ -473,9 +500,13 @@ def compile_master_playlist(
     """
     lines = split_playlist(text)
     rewriter = _UriRewriter(playlist_path, root)
+    blocks = _split_master(lines, rewriter)
+    # Master playlists are a few lines: all of the parser's checks cost next to nothing,
+    # and refuse what it refuses, so a compiled master playlist always re-parses.
+    parse_master_playlist(text)
     blocks = [
         block
-        for block in _split_master(lines, rewriter)
+        for block in blocks
         if max_height is None or block.height is None or block.height <= max_height
     ]
     blocks = _preferred_first(blocks, preferred_height)

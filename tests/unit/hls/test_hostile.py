@@ -218,3 +218,55 @@ def test_uris_a_player_would_percent_encode_are_refused(uri: str) -> None:
         compile_media(media().replace("seg0.ts", uri))
     with pytest.raises(ForeignUriError, match="unsafe characters"):
         compile_master(master().replace("720p/index.m3u8", f"720p/{uri}"))
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("#EXTINF:4.000,\n", "two EXTINF"),
+        ('#EXT-X-DATERANGE:START-DATE="2024-01-01T00:00:00Z"\n', "DATERANGE ID"),
+        ("#EXT-X-MEDIA-SEQUENCE:first\n", "decimal-integer"),
+        ("#EXT-X-VERSION:-3\n", "decimal-integer"),
+        ('#EXT-X-KEY:METHOD=AES-128,URI="k.key",IV=0xZZ\n', "hexadecimal"),
+        ('#EXT-X-MAP:URI="init.mp4",BYTERANGE="x@y"\n', "byte range"),
+    ],
+)
+def test_compile_refuses_what_the_parser_refuses(header: str, message: str) -> None:
+    # compiled and served, yet the parser (and so the gateway's progress bookkeeping and
+    # the stitcher's scan) refused the same text: the output did not re-parse
+    with pytest.raises(PlaylistError, match=message):
+        parse_media_playlist(media(header=header))
+    with pytest.raises(PlaylistError, match=message):
+        compile_media(media(header=header))
+
+
+def test_a_byterange_is_no_extinf() -> None:
+    text = "#EXTM3U\n#EXT-X-TARGETDURATION:6\n#EXT-X-BYTERANGE:100@0\nmain.ts\n"
+    with pytest.raises(PlaylistError, match="without EXTINF"):
+        compile_media(text)
+
+
+def test_key_method_none_with_a_uri_is_refused() -> None:
+    # §4.3.2.4: no other attribute with METHOD=NONE; the URI was copied unsigned
+    header = '#EXT-X-KEY:METHOD=NONE,URI="https://evil.example/k"\n'
+    for reader in MEDIA_READERS:
+        with pytest.raises(PlaylistError, match="METHOD=NONE"):
+            reader(media(header=header))
+    parse_media_playlist(media(header="#EXT-X-KEY:METHOD=NONE\n"))
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "#EXT-X-STREAM-INF:BANDWIDTH=1,FRAME-RATE=fast",
+        "#EXT-X-STREAM-INF:BANDWIDTH=1,CODECS=avc1",
+        '#EXT-X-MEDIA:TYPE=AUDIO,NAME="x",URI="a/index.m3u8"',
+        '#EXT-X-SESSION-DATA:VALUE="x"',
+    ],
+)
+def test_compile_master_refuses_what_the_parser_refuses(variant: str) -> None:
+    text = master(variant + "\n" + ("v.m3u8\n" if "STREAM-INF" in variant else ""))
+    with pytest.raises(PlaylistError):
+        parse_master_playlist(text)
+    with pytest.raises(PlaylistError):
+        compile_master(text)
