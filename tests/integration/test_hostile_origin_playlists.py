@@ -46,6 +46,12 @@ async def _new_movie(conn: asyncpg.Connection, movie_id: str) -> None:
     )
 
 
+def _put(path: Path, data: bytes) -> None:
+    """Store an origin file (small: a playlist; the local origin is a directory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
 def _master(renditions: list[str]) -> str:
     lines = ["#EXTM3U"]
     for name in renditions:
@@ -60,9 +66,8 @@ async def test_hostile_media_playlists_are_502_or_signed(
     folder: Path = film.origin_dir / "videos" / movie_id
     names = [f"r{i:03d}" for i in range(len(CORPUS))]
     for name, (_, data) in zip(names, CORPUS, strict=True):
-        (folder / name).mkdir(parents=True)
-        (folder / name / "index.m3u8").write_bytes(data)
-    (folder / "master.m3u8").write_text(_master(names))
+        _put(folder / name / "index.m3u8", data)
+    _put(folder / "master.m3u8", _master(names).encode())
     conn = await db.connect(play_settings)
     try:
         await _new_movie(conn, movie_id)
@@ -99,7 +104,6 @@ async def test_hostile_master_playlists_are_502(
 ) -> None:
     movie_id = str(uuid.uuid4())
     folder: Path = film.origin_dir / "videos" / movie_id
-    folder.mkdir(parents=True)
     conn = await db.connect(play_settings)
     try:
         await _new_movie(conn, movie_id)
@@ -107,7 +111,7 @@ async def test_hostile_master_playlists_are_502(
         for version, (file, data) in enumerate(CORPUS, 2):
             if not file.startswith("refused_"):
                 continue
-            (folder / "master.m3u8").write_bytes(data)
+            _put(folder / "master.m3u8", data)
             # a new film version, as a re-ingest makes: the cached templates are not reused
             await conn.execute(
                 "UPDATE movies SET version = $2 WHERE id = $1", uuid.UUID(movie_id), version
