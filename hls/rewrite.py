@@ -499,6 +499,10 @@ def compile_master_playlist(
     `PlaylistError` if malformed and `ForeignUriError` for a URI outside ``root``.
     """
     lines = split_playlist(text)
+    if not lines[-1].eol:
+        # Blocks are filtered and moved: the last line may not stay last, so it is ended
+        # like the first (else the next block's first line would be glued onto it).
+        lines[-1] = lines[-1]._replace(eol=lines[0].eol or "\n")
     rewriter = _UriRewriter(playlist_path, root)
     blocks = _split_master(lines, rewriter)
     # Master playlists are a few lines: all of the parser's checks cost next to nothing,

@@ -270,3 +270,32 @@ def test_compile_master_refuses_what_the_parser_refuses(variant: str) -> None:
         parse_master_playlist(text)
     with pytest.raises(PlaylistError):
         compile_master(text)
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+def test_master_without_final_newline_keeps_its_lines_when_reordered(eol: str) -> None:
+    # the last variant, moved first for the data-saver preference, was glued to the next
+    # line: "1080p/index.m3u8?t=…#EXT-X-STREAM-INF:…", one variant hidden in a fragment
+    text = eol.join(
+        [
+            "#EXTM3U",
+            "#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360",
+            "360p/index.m3u8",
+            "#EXT-X-STREAM-INF:BANDWIDTH=5000000,RESOLUTION=1920x1080",
+            "1080p/index.m3u8",
+        ]
+    )
+    template = compile_master_playlist(
+        text, playlist_path=MASTER, root=ROOT, max_height=None, preferred_height=1080
+    )
+    output = template.render(["a", "b"])
+    assert output.split(eol)[1:5] == [
+        "#EXT-X-STREAM-INF:BANDWIDTH=5000000,RESOLUTION=1920x1080",
+        "1080p/index.m3u8?t=a",
+        "#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360",
+        "360p/index.m3u8?t=b",
+    ]
+    assert [v.uri for v in parse_master_playlist(output).variants] == [
+        "1080p/index.m3u8?t=a",
+        "360p/index.m3u8?t=b",
+    ]
