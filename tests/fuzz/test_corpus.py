@@ -63,10 +63,13 @@ def _compile_media(text: str) -> str:
 
 
 def _compile_master(text: str) -> str:
+    # preferring 1080p moves variants around (the last line may no longer be last)
     template = compile_master_playlist(
-        text, playlist_path=MASTER_PATH, root=ROOT, max_height=None, preferred_height=None
+        text, playlist_path=MASTER_PATH, root=ROOT, max_height=None, preferred_height=1080
     )
-    return template.render(signer().sign_many(template.paths))
+    output = template.render(signer().sign_many(template.paths))
+    assert len(parse_master_playlist(output).variants) == len(template.variants)
+    return output
 
 
 def _stitch(text: str) -> str:
