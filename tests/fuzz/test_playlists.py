@@ -19,9 +19,9 @@ Examples per property: the active Hypothesis profile (tests/conftest.py): 100 in
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
@@ -162,16 +162,21 @@ def test_stitched_playlists_are_signed_or_refused(text: str, times: list[float])
     assert ads == 2 * len(stitched.pods)
 
 
-_ORIGIN_DIR = Path(tempfile.mkdtemp(prefix="kush-fuzz-origin-"))
+@pytest.fixture(scope="module")
+def origin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One origin directory for every example (each overwrites the two playlists)."""
+    return tmp_path_factory.mktemp("fuzz-origin")
 
 
-@given(playlist_bytes, st.sampled_from(["media", "master"]))
-def test_gateway_playlist_cache_refuses_with_playlist_error_only(data: bytes, kind: str) -> None:
+@given(data=playlist_bytes, kind=st.sampled_from(["media", "master"]))
+def test_gateway_playlist_cache_refuses_with_playlist_error_only(
+    origin_dir: Path, data: bytes, kind: str
+) -> None:
     """`gateway.playlists.PlaylistCache` over a real local origin: whatever bytes are
     stored, loading raises only PlaylistError, and what loads is signed."""
 
     async def load() -> None:
-        origin = LocalOrigin(_ORIGIN_DIR)
+        origin = LocalOrigin(origin_dir)
         await origin.put_bytes(origin_key_for("m1", "720p", "index.m3u8"), data)
         await origin.put_bytes(origin_key_for("m1", "master.m3u8"), data)
         cache = PlaylistCache(origin)
