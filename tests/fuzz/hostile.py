@@ -416,6 +416,7 @@ def _splice(data: bytes, insert: bytes, at: int) -> bytes:
 playlist_bytes = st.one_of(
     st.binary(max_size=300),
     media_playlists().map(lambda t: t.encode("utf-8", "surrogatepass")),
+    master_playlists().map(lambda t: t.encode("utf-8", "surrogatepass")),
     st.tuples(media_playlists(), st.binary(min_size=1, max_size=8), st.integers(0, 400)).map(
         lambda p: _splice(p[0].encode("utf-8", "surrogatepass"), p[1], p[2])
     ),
