@@ -11,7 +11,7 @@ PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check -c $(LOCK)
 STAMP_UP  := $(VENV)/.installed-demo
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: up edge loadtest test lint unit audit lock bench bench-tokens bench-hls bench-edge bench-cache clean
+.PHONY: up edge loadtest test lint unit fuzz audit lock bench bench-tokens bench-hls bench-edge bench-cache clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,15 @@ test: lint audit
 
 unit: $(STAMP_DEV)
 	$(BIN)/pytest tests/unit -q
+
+# The fuzz suite (tests/fuzz) under Hypothesis's `fuzz` profile (tests/conftest.py):
+# FUZZ_EXAMPLES examples per property (at least 10 000; fewer only to measure), a fresh
+# random seed each run, and per-property statistics (examples run, accepted/refused).
+# `make test` runs the same suite under the `ci` profile: 100 examples, derandomized.
+FUZZ_EXAMPLES ?= 10000
+fuzz: $(STAMP_DEV)
+	HYPOTHESIS_PROFILE=fuzz KUSH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+		$(BIN)/pytest tests/fuzz --hypothesis-show-statistics
 
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check .

@@ -16,10 +16,8 @@ from hls import (
     parse_media_playlist,
     resolve_uri,
 )
-from hls.text import decode_playlist
+from hls.text import MAX_PLAYLIST_BYTES, decode_playlist
 from origin import OriginStore, object_key
-
-MAX_PLAYLIST_BYTES = 4 * 1024 * 1024
 
 
 def hls_root(movie_id: str) -> str:
@@ -122,10 +120,11 @@ class PlaylistCache:
             parsed = parse_media_playlist(text)
             starts: dict[str, float] = {}
             elapsed = 0.0
-            base = f"{root}{rendition}/"
             for segment in parsed.segments:
-                path = segment.uri if segment.uri.startswith("/") else base + segment.uri
-                starts.setdefault(path.split("?", 1)[0], elapsed)
+                # the path a player requests: resolved as the template resolved it (dot
+                # segments, query and fragment), so progress finds every segment
+                path = resolve_uri(segment.uri, playlist_path, root)
+                starts.setdefault(path, elapsed)
                 elapsed += segment.duration
             found = MediaEntry(template, starts, elapsed, text, parsed)
             self._remember(self._media, cache_key, found)

@@ -7,11 +7,12 @@ line: the rewriter splices a new ``URI`` in place instead of re-serialising the
 line, so unknown attributes and their order survive byte for byte.
 """
 
+import math
 import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .errors import PlaylistError
+from .errors import PlaylistError, excerpt
 
 # §4.2: AttributeName is [A-Z0-9-]; a quoted-string has no CR, LF or '"'; an
 # unquoted value (enumerated string, number, hex, resolution) has no '"', ',' or
@@ -51,22 +52,29 @@ class Attribute(NamedTuple):
 def parse_decimal_integer(text: str) -> int:
     """Parse a decimal-integer (§4.2): ASCII digits only, 0 to 2**64-1."""
     if _DECIMAL_INTEGER.fullmatch(text) is None or int(text) > MAX_DECIMAL_INTEGER:
-        raise PlaylistError(f"not a decimal-integer: {text!r}")
+        raise PlaylistError(f"not a decimal-integer: {excerpt(text)}")
     return int(text)
 
 
 def parse_decimal_float(text: str, *, signed: bool = False) -> float:
-    """Parse a (signed-)decimal-floating-point (§4.2); no exponent, no inf/nan."""
+    """Parse a (signed-)decimal-floating-point (§4.2); no exponent, no inf/nan.
+
+    Hundreds of digits would overflow a double to infinity: such a value is refused
+    like any other that is not a number, so every parsed value is finite.
+    """
     if _DECIMAL_FLOAT.fullmatch(text) is None or (not signed and text.startswith("-")):
-        raise PlaylistError(f"not a decimal-floating-point: {text!r}")
-    return float(text)
+        raise PlaylistError(f"not a decimal-floating-point: {excerpt(text)}")
+    value = float(text)
+    if not math.isfinite(value):
+        raise PlaylistError(f"decimal-floating-point out of range: {excerpt(text)}")
+    return value
 
 
 def parse_hex_sequence(text: str) -> bytes:
     """Parse a hexadecimal-sequence such as an IV ``0x00…`` (§4.2) into bytes."""
     match = _HEX_SEQUENCE.fullmatch(text)
     if match is None:
-        raise PlaylistError(f"not a hexadecimal-sequence: {text!r}")
+        raise PlaylistError(f"not a hexadecimal-sequence: {excerpt(text)}")
     return bytes.fromhex(match.group(1))
 
 
@@ -74,7 +82,7 @@ def parse_resolution(text: str) -> Resolution:
     """Parse a decimal-resolution ``<width>x<height>`` (§4.2)."""
     match = _RESOLUTION.fullmatch(text)
     if match is None:
-        raise PlaylistError(f"not a decimal-resolution: {text!r}")
+        raise PlaylistError(f"not a decimal-resolution: {excerpt(text)}")
     return Resolution(int(match.group(1)), int(match.group(2)))
 
 
@@ -164,7 +172,7 @@ def parse_attribute_list(text: str, start: int = 0) -> AttributeList:
     while True:
         match = _ATTRIBUTE.match(text, pos)
         if match is None:
-            raise PlaylistError(f"malformed attribute list at column {pos}: {text[pos:]!r}")
+            raise PlaylistError(f"malformed attribute list at column {pos}: {excerpt(text[pos:])}")
         name = match.group(1)
         if name in seen:
             # §4.2: an attribute-list MUST NOT contain the same AttributeName twice.
@@ -180,7 +188,7 @@ def parse_attribute_list(text: str, start: int = 0) -> AttributeList:
             return AttributeList(tuple(items))
         separator = _SEPARATOR.match(text, pos)
         if separator is None or separator.end() == end:
-            raise PlaylistError(f"malformed attribute list at column {pos}: {text[pos:]!r}")
+            raise PlaylistError(f"malformed attribute list at column {pos}: {excerpt(text[pos:])}")
         pos = separator.end()
 
 

@@ -1,5 +1,18 @@
 """Errors raised by the HLS core; the gateway maps them to HTTP responses."""
 
+_EXCERPT_CHARS = 60
+
+
+def excerpt(text: str) -> str:
+    """``repr`` of ``text`` for an error message, cut to a few dozen characters.
+
+    Messages quote the offending input, which can be a line of megabytes: they end up
+    in logs, so they stay short whatever the input.
+    """
+    if len(text) <= _EXCERPT_CHARS:
+        return repr(text)
+    return f"{text[:_EXCERPT_CHARS]!r}… ({len(text)} characters)"
+
 
 class PlaylistError(Exception):
     """The playlist text is not a playlist we can serve (malformed or unsupported)."""

@@ -11,7 +11,7 @@ from enum import Enum
 from typing import NamedTuple
 
 from .attributes import AttributeList, Resolution
-from .errors import PlaylistError
+from .errors import PlaylistError, excerpt
 
 _BYTERANGE = re.compile(r"([0-9]{1,20})(?:@([0-9]{1,20}))?")
 
@@ -28,7 +28,7 @@ class ByteRange(NamedTuple):
         """Parse ``<n>[@<o>]`` as used by EXT-X-BYTERANGE and EXT-X-MAP BYTERANGE."""
         match = _BYTERANGE.fullmatch(text)
         if match is None:
-            raise PlaylistError(f"malformed byte range: {text!r}")
+            raise PlaylistError(f"malformed byte range: {excerpt(text)}")
         offset = match.group(2)
         return cls(int(match.group(1)), None if offset is None else int(offset))
 

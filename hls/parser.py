@@ -16,7 +16,7 @@ from .attributes import (
     parse_decimal_integer,
     parse_tag_attributes,
 )
-from .errors import PlaylistError
+from .errors import PlaylistError, excerpt
 from .lines import Line, LineKind, split_playlist
 from .model import (
     ByteRange,
@@ -53,6 +53,10 @@ def parse_key(attributes: AttributeList) -> Key:
     uri = attributes.string("URI")
     if method != tags.KEY_METHOD_NONE and uri is None:
         raise PlaylistError(f"METHOD={method} needs a URI")  # §4.3.2.4
+    if method == tags.KEY_METHOD_NONE and len(attributes.items) > 1:
+        # §4.3.2.4: "other attributes MUST NOT be present"; a URI there would be
+        # copied to the player unsigned
+        raise PlaylistError("METHOD=NONE with other attributes")
     return Key(
         method=method,
         uri=uri,
@@ -123,10 +127,19 @@ def parse_start(line: str) -> Start:
     return Start(offset, attributes.enum("PRECISE") == "YES")
 
 
+MAX_SEGMENT_DURATION_S = 86_400
+"""The longest EXTINF accepted, a day: RFC 8216 sets no limit, but a longer segment is
+no film's, and the bound keeps every sum of durations (at most a 4 MiB playlist's worth)
+within what dates and the stitcher's timeline can represent."""
+
+
 def parse_extinf(value: str) -> tuple[float, str]:
     """Split an EXTINF value ``<duration>,[<title>]`` (§4.3.2.1)."""
     duration, _, title = value.partition(",")
-    return parse_decimal_float(duration.strip()), title
+    seconds = parse_decimal_float(duration.strip())
+    if seconds > MAX_SEGMENT_DURATION_S:
+        raise PlaylistError(f"EXTINF longer than {MAX_SEGMENT_DURATION_S} s: {excerpt(duration)}")
+    return seconds, title
 
 
 @dataclass(slots=True)

@@ -13,11 +13,18 @@ from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from . import tags
-from .attributes import AttributeList, parse_tag_attributes
-from .errors import ForeignUriError, PlaylistError
+from .attributes import AttributeList, parse_decimal_integer, parse_tag_attributes
+from .errors import ForeignUriError, PlaylistError, excerpt
 from .lines import Line, LineKind, split_playlist
 from .model import ByteRange
-from .parser import parse_extinf, parse_start
+from .parser import (
+    parse_daterange,
+    parse_extinf,
+    parse_init_section,
+    parse_key,
+    parse_master_playlist,
+    parse_start,
+)
 from .template import Piece, PlaylistTemplate, Slot, StartLine, assemble_template
 
 TOKEN_PARAMETER = "t"  # noqa: S105 - the name of a query parameter, not a secret
@@ -26,9 +33,11 @@ TOKEN_PARAMETER = "t"  # noqa: S105 - the name of a query parameter, not a secre
 TOKEN_QUERY = f"?{TOKEN_PARAMETER}="
 """What a URI without a query of its own gets before its token slot."""
 
-# Characters that are not allowed in a URI (RFC 3986 §2) or that a server might
-# decode into a path separator or dot segment after our check.
-_UNSAFE = re.compile(r"[\x00-\x20\x7f\\]|%(?:2[eEfF]|5[cC]|00)")
+# Characters that are not allowed in a URI path (RFC 3986 §3.3: pchar and "/"), or
+# that a server might decode into a path separator or dot segment after our check.
+# A player percent-encodes the others (space, '"', "<", "{", non-ASCII...) before it
+# requests the path, so a token signed for the path as written would never match.
+_UNSAFE = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=:@/%]|%(?:2[eEfF]|5[cC]|00)")
 # A bare file name (no "/", ":", "%", query or fragment, not "." or ".."): it
 # resolves to the playlist's own directory without further checks.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*")
@@ -44,6 +53,34 @@ _URI_REQUIRED = frozenset(
     }
 )
 _KEY_TAGS = frozenset({tags.EXT_X_KEY, tags.EXT_X_SESSION_KEY})
+_INTEGER_TAGS = frozenset(
+    {
+        tags.EXT_X_TARGETDURATION,
+        tags.EXT_X_MEDIA_SEQUENCE,
+        tags.EXT_X_DISCONTINUITY_SEQUENCE,
+        tags.EXT_X_VERSION,
+    }
+)
+# An attribute naming something a player fetches, in a tag this module does not rewrite:
+# SERVER-URI (EXT-X-CONTENT-STEERING), X-ASSET-URI and X-ASSET-LIST (interstitials in
+# EXT-X-DATERANGE), or a URI in a tag it does not know. Read as loosely as players read
+# attribute lists (any case, spaces around "="), since a player is what must not see it.
+_OTHER_URI_ATTRIBUTE = re.compile(
+    r"[:,][ \t]*(?:[A-Z0-9-]*-)?(?:URI|X-ASSET-LIST)[ \t]*=", re.IGNORECASE
+)
+
+
+def _check_other_tag(name: str, content: str) -> None:
+    """Refuse a tag copied verbatim that would have a player fetch an unsigned URI.
+
+    EXT-X-DEFINE (rfc8216bis §4.4.3.8) declares variables that players substitute into
+    URIs after this module has checked them, so a checked ``{$v}/seg.ts`` could become
+    a URL on another host: playlists that use it are refused.
+    """
+    if name == tags.EXT_X_DEFINE:
+        raise PlaylistError(f"{name} is not supported: variables would change checked URIs")
+    if name != tags.EXTINF and _OTHER_URI_ATTRIBUTE.search(content) is not None:
+        raise PlaylistError(f"{name} carries a URI that cannot be signed")
 
 
 def _split_reference(uri: str) -> tuple[str, str | None, str | None]:
@@ -93,13 +130,13 @@ def _resolve(uri: str, playlist_path: str, root: str) -> str:
     """`resolve_uri` without re-checking ``playlist_path`` and ``root``."""
     path, _, _ = _split_reference(uri)
     if path.startswith("//"):
-        raise ForeignUriError(f"URI names another host: {uri!r}")
+        raise ForeignUriError(f"URI names another host: {excerpt(uri)}")
     # RFC 3986 §3.1 and §4.2: a relative reference cannot have ":" in its first
     # segment, so one there means a scheme (http:, skd:, data:, c:...).
     if ":" in path.partition("/")[0]:
-        raise ForeignUriError(f"URI has a scheme: {uri!r}")
+        raise ForeignUriError(f"URI has a scheme: {excerpt(uri)}")
     if _UNSAFE.search(path):
-        raise ForeignUriError(f"URI has unsafe characters: {uri!r}")
+        raise ForeignUriError(f"URI has unsafe characters: {excerpt(uri)}")
     if not path:
         target = playlist_path  # §5.2.2: an empty path refers to the base itself
     elif path.startswith("/"):
@@ -108,7 +145,7 @@ def _resolve(uri: str, playlist_path: str, root: str) -> str:
         # §5.2.3: merge with the base path up to and including its last "/".
         target = _remove_dot_segments(playlist_path[: playlist_path.rfind("/") + 1] + path)
     if len(target) <= len(root) or not target.startswith(root):
-        raise ForeignUriError(f"URI resolves outside {root}: {uri!r}")
+        raise ForeignUriError(f"URI resolves outside {root}: {excerpt(uri)}")
     return target
 
 
@@ -159,7 +196,9 @@ class _UriRewriter:
         text = resolved if _has_dot_segments(path) else path
         if query:
             if any(p.partition("=")[0] == TOKEN_PARAMETER for p in query.split("&")):
-                raise PlaylistError(f"URI already has a {TOKEN_PARAMETER}= parameter: {uri!r}")
+                raise PlaylistError(
+                    f"URI already has a {TOKEN_PARAMETER}= parameter: {excerpt(uri)}"
+                )
             before = f"{text}?{query}&{TOKEN_PARAMETER}="
         else:
             before = text + TOKEN_QUERY
@@ -242,16 +281,19 @@ def media_pieces(text: str, playlist_path: str, root: str) -> MediaPieces:
     starts = [0]
     add = pieces.append
     mark = starts.append
-    awaiting_uri = False  # an EXTINF or EXT-X-BYTERANGE waits for its URI line
+    # What parse_media_playlist refuses is refused here too (its checks, made only on
+    # the lines where they apply), so a compiled playlist always re-parses.
+    extinf = False  # an EXTINF waits for its URI line
+    byterange = False  # so does an EXT-X-BYTERANGE
     has_target_duration = False
     for line in lines[1:]:
         mark(len(pieces))
         try:
             kind = line.kind
             if kind is LineKind.URI:
-                if not awaiting_uri:
+                if not extinf:
                     raise PlaylistError("URI line without EXTINF")  # §4.3.2.1: REQUIRED
-                awaiting_uri = False
+                extinf = byterange = False
                 pieces.extend(rewriter.uri_line(line)[0])
                 continue
             if kind is not LineKind.TAG:
@@ -260,29 +302,41 @@ def media_pieces(text: str, playlist_path: str, root: str) -> MediaPieces:
             content = line.text
             name = tags.tag_name(content)
             if name == tags.EXTINF:
+                if extinf:
+                    raise PlaylistError("two EXTINF tags for one segment")
                 parse_extinf(tags.tag_value(content))
-                awaiting_uri = True
+                extinf = True
             elif name == tags.EXT_X_BYTERANGE:
                 ByteRange.parse(tags.tag_value(content).strip())
-                awaiting_uri = True
+                byterange = True
             elif name in tags.URI_ATTRIBUTE_TAGS:
                 if name in tags.MASTER_ONLY_TAGS:
                     raise PlaylistError(f"{name} in a media playlist")
                 attributes = parse_tag_attributes(content)
                 pieces.extend(rewriter.attribute_uri(line, name, attributes)[0])
+                if name == tags.EXT_X_KEY:
+                    parse_key(attributes)
+                elif name == tags.EXT_X_MAP:
+                    parse_init_section(attributes)
                 continue
+            elif name == tags.EXT_X_DATERANGE:
+                _check_other_tag(name, content)
+                parse_daterange(content)
+            elif name in _INTEGER_TAGS:
+                parse_decimal_integer(tags.tag_value(content).strip())
+                has_target_duration = has_target_duration or name == tags.EXT_X_TARGETDURATION
             elif name == tags.EXT_X_START:
                 parse_start(content)
                 add(StartLine(content + line.eol))
                 continue
-            elif name == tags.EXT_X_TARGETDURATION:
-                has_target_duration = True
             elif name in tags.MASTER_ONLY_TAGS:
                 raise PlaylistError(f"{name} in a media playlist")
+            else:
+                _check_other_tag(name, content)
             add(content + line.eol)
         except PlaylistError as err:
             raise _at_line(err, line) from err
-    if awaiting_uri:
+    if extinf or byterange:
         raise PlaylistError("EXTINF or EXT-X-BYTERANGE without a URI line at end of playlist")
     if not has_target_duration:
         raise PlaylistError("missing EXT-X-TARGETDURATION")  # §4.3.3.1: REQUIRED
@@ -398,6 +452,8 @@ def _split_master(lines: list[Line], rewriter: _UriRewriter) -> list[_Block]:
             elif name in tags.MEDIA_ONLY_TAGS:
                 raise PlaylistError(f"{name} in a master playlist")
             else:
+                if kind is LineKind.TAG:
+                    _check_other_tag(name, content)
                 block.pieces.append(content + line.eol)
         except PlaylistError as err:
             raise _at_line(err, line) from err
@@ -443,10 +499,18 @@ def compile_master_playlist(
     `PlaylistError` if malformed and `ForeignUriError` for a URI outside ``root``.
     """
     lines = split_playlist(text)
+    if not lines[-1].eol:
+        # Blocks are filtered and moved: the last line may not stay last, so it is ended
+        # like the first (else the next block's first line would be glued onto it).
+        lines[-1] = lines[-1]._replace(eol=lines[0].eol or "\n")
     rewriter = _UriRewriter(playlist_path, root)
+    blocks = _split_master(lines, rewriter)
+    # Master playlists are a few lines: all of the parser's checks cost next to nothing,
+    # and refuse what it refuses, so a compiled master playlist always re-parses.
+    parse_master_playlist(text)
     blocks = [
         block
-        for block in _split_master(lines, rewriter)
+        for block in blocks
         if max_height is None or block.height is None or block.height <= max_height
     ]
     blocks = _preferred_first(blocks, preferred_height)

@@ -39,6 +39,7 @@ EXT_X_SESSION_KEY: Final = "#EXT-X-SESSION-KEY"
 # §4.3.5 Tags that may appear in either kind of playlist.
 EXT_X_INDEPENDENT_SEGMENTS: Final = "#EXT-X-INDEPENDENT-SEGMENTS"
 EXT_X_START: Final = "#EXT-X-START"
+EXT_X_DEFINE: Final = "#EXT-X-DEFINE"  # rfc8216bis §4.4.2.3: variable substitution
 
 # Low-latency HLS (draft-pantos-hls-rfc8216bis §4.4).
 EXT_X_PART: Final = "#EXT-X-PART"

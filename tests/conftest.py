@@ -20,6 +20,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from hypothesis import settings as hypothesis_settings
 from redis.asyncio import Redis
 
 from admin.ingest import HlsPackage, build_demo_film
@@ -31,6 +32,25 @@ from runtime.embedded import EmbeddedServices
 from runtime.settings import Settings
 
 TEST_MASTER_KEY = "dGVzdC1tYXN0ZXIta2V5LXRlc3QtbWFzdGVyLWtleSE"
+
+# Hypothesis profiles, chosen with HYPOTHESIS_PROFILE (README, "Fuzzing"). `ci`, the
+# default, is what `make test` runs: Hypothesis's usual 100 examples (unless a test asks
+# for fewer), derandomized and without an example database, so every run tries the same
+# inputs and a failure is reproducible rather than flaky. `fuzz` is `make fuzz`: at least
+# 10 000 examples per property (KUSH_FUZZ_EXAMPLES), a fresh random seed each run. Neither
+# has a deadline: the suite asserts no timings (a shared machine makes them flaky); the
+# fuzz properties bound cost by refusing input over documented size limits instead.
+hypothesis_settings.register_profile(
+    "ci", derandomize=True, database=None, deadline=None, print_blob=True
+)
+hypothesis_settings.register_profile(
+    "fuzz",
+    max_examples=int(os.environ.get("KUSH_FUZZ_EXAMPLES") or 10_000),
+    database=None,
+    deadline=None,
+    print_blob=True,
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or "ci")
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,8 @@ file_names = st.from_regex(r"[A-Za-z0-9_-]{1,12}\.(ts|m4s|aac|vtt)", fullmatch=T
 directories = st.sampled_from(["", "sub/", "../720p/", "/hls/abc123/720p/", "./"])
 queries = st.sampled_from(["", "?v=2", "?a=1&b=2"])
 durations = st.integers(min_value=1, max_value=20_000).map(lambda ms: f"{ms / 1000:.3f}")
-titles = st.text(alphabet=st.characters(exclude_characters="\r\n"), max_size=10)
+# §4.1: no control characters (CR and LF end lines), no line or paragraph separators.
+titles = st.text(alphabet=st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp")), max_size=10)
 extra_lines = st.lists(
     st.sampled_from(
         [
