@@ -8,7 +8,7 @@ from pydantic import Field
 
 from gateway.errors import SessionNotFound
 from gateway.keys import playback_key
-from gateway.playback import Viewing, iso_utc, session_signer, start_session
+from gateway.playback import Viewing, iso_utc, session_sealer, start_session
 from gateway.playlists import hls_root
 from runtime import ratelimit
 from runtime.api import DateTimeStr, PathParam, ReplyModel, Routes
@@ -84,7 +84,7 @@ async def start_playback(request: web.Request) -> web.Response:
     )
     session = await start_session(request.app[playback_key], request.match_info["id"], who)
     path = hls_root(session.movie_id) + "master.m3u8"
-    token = session_signer(request.app[keystore_key].keys.segments, session).sign(path)
+    token = session_sealer(request.app[keystore_key].keys.segments, session).sign(path)
     return json_response(
         PlaybackStarted(
             session_id=session.id,
