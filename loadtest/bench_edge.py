@@ -8,7 +8,8 @@ Measures side by side in one run, with wrk, every pair in alternating rounds:
   1. a tokenized two-hour media playlist (1 200 URIs), no ads: the gateway rotating over
      ``--sessions`` distinct live playback sessions (a wrk Lua script walks the URL list),
      and the same with one session (what a per-process session cache is worth), against
-     nginx serving the same bytes as a static file;
+     nginx serving the same bytes as a static file, and an aiohttp app answering the same
+     bytes as a constant (the platform's ceiling for any per-request Python work);
   2. the same for free sessions with 12 ad pods stitched in;
   3. the same with ``Accept-Encoding: gzip`` (nginx gzips at the gateway's level);
   4. the gateway against a small aiohttp peer that parses, tokenizes and dumps the
@@ -362,13 +363,22 @@ async def _first_byte_latency(gateway: str, movie_id: str, samples: int) -> list
 
 def serve_peer(port: int, playlist: Path, secret_hex: str) -> None:
     """The comparison peer: per request, parse with ``m3u8``, put an HMAC token on every
-    segment URI (keyed per session, from ``?s=``), dump. One process, uvloop."""
+    segment URI (keyed per session, from ``?s=``), dump. One process, uvloop.
+
+    ``/static.m3u8`` answers the bytes of ``static.m3u8`` beside ``playlist`` with no work
+    at all (once written): what aiohttp itself costs for a body of that size."""
     import m3u8
     import uvloop
     from aiohttp import web
 
     text = playlist.read_text()
     secret = bytes.fromhex(secret_hex)
+    static: list[bytes] = []
+
+    async def constant(request: web.Request) -> web.Response:
+        if not static:
+            static.append((playlist.parent / "static.m3u8").read_bytes())
+        return web.Response(body=static[0], content_type=PLAYLIST_TYPE)
 
     async def handler(request: web.Request) -> web.Response:
         key = hmac.digest(secret, request.query.get("s", "").encode(), "sha256")
@@ -380,6 +390,7 @@ def serve_peer(port: int, playlist: Path, secret_hex: str) -> None:
         return web.Response(body=parsed.dumps().encode(), content_type=PLAYLIST_TYPE)
 
     app = web.Application()
+    app.router.add_get("/static.m3u8", constant)
     app.router.add_get("/{tail:.*}", handler)
     uvloop.install()
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
@@ -442,6 +453,39 @@ def _gzip_levels(body: bytes) -> None:
     print()
 
 
+def _profile(
+    pid: int, args: argparse.Namespace, gateway: str, sets: Sequence[Sessions], work: Path
+) -> None:
+    """py-spy samples the gateway while wrk rotates over each set of sessions; prints the
+    functions with the most samples, on their own (self) and with callees (total)."""
+    spy = os.environ.get("PY_SPY") or _need("py-spy")
+    for n, sessions in enumerate(sets):
+        out = Path(f"{args.profile}.{n}")
+        spy_args = ["record", "--pid", str(pid), "--duration", str(args.seconds)]
+        spy_args += ["--rate", "500", "--format", "raw", "--output", str(out), "--nonblocking"]
+        recorder = subprocess.Popen(
+            [spy, *spy_args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        target = Target(f"profiled set {n}", gateway, sessions.media_paths)
+        rps, _ = _wrk(target, args.seconds, args.connections, work)
+        recorder.wait(timeout=60)
+        own: dict[str, int] = {}
+        total: dict[str, int] = {}
+        samples = 0
+        for line in out.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            frames = [f.split(" (")[0] + " " + f.rsplit("/", 1)[-1] for f in stack.split(";")]
+            samples += int(count)
+            own[frames[-1]] = own.get(frames[-1], 0) + int(count)
+            for frame in set(frames):
+                total[frame] = total.get(frame, 0) + int(count)
+        print(f"set {n}: {rps:.0f} req/s under py-spy, {samples} samples")
+        for title, table in (("self", own), ("total", total)):
+            print(f"  by {title}:")
+            for frame, count in sorted(table.items(), key=lambda kv: -kv[1])[:25]:
+                print(f"    {count / samples:6.1%}  {frame}")
+
+
 def _machine() -> str:
     model = ""
     try:
@@ -470,6 +514,13 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--sessions", type=int, default=1000, help="sessions rotated over")
     parser.add_argument("--samples", type=int, default=50, help="first-byte latency samples")
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="instead of the comparisons: sample the gateway with py-spy (on PATH or in "
+        "$PY_SPY) under the rotated playlist loads, write the collapsed stacks to FILE and "
+        "print where the time goes",
+    )
     parser.add_argument("--serve-peer", nargs=3, metavar=("PORT", "PLAYLIST", "SECRET"))
     args = parser.parse_args()
     if args.serve_peer:
@@ -521,8 +572,9 @@ def main() -> None:
     peer_cmd = [sys.executable, "-m", "loadtest.bench_edge", "--serve-peer", str(peer_port)]
     peer_cmd += [str(origin_playlist), secrets.token_hex(32)]
     try:
+        gateway_cmd = [sys.executable, "-m", "kush", "gateway", "--workers", "1"]
         with (
-            _process([sys.executable, "-m", "kush", "gateway", "--workers", "1"], env),
+            _process(gateway_cmd, env) as gateway_proc,
             _process([nginx, "-c", str(_nginx_conf(static, ng_port, work)), "-p", str(work)]),
             _process(peer_cmd, env),
         ):
@@ -536,6 +588,7 @@ def main() -> None:
             assert b"com.kushfilms.ad" in ads.body, "the free sessions got no ads"
             pods = ads.body.count(b'CLASS="com.kushfilms.ad"')
             (static / "playlist.m3u8").write_bytes(plain.body)
+            (origin_playlist.parent / "static.m3u8").write_bytes(plain.body)
             (static / "ads.m3u8").write_bytes(ads.body)
             shutil.copy(origin / "videos" / movie_id / "720p" / "seg_00000.ts", static / "seg.ts")
             _wait_http(f"{ng}/playlist.m3u8")
@@ -545,6 +598,9 @@ def main() -> None:
                 for p in plain.media_paths
             )
             gz = ("Accept-Encoding: gzip",)
+            if args.profile:
+                _profile(gateway_proc.pid, args, gateway, (plain, ads), work)
+                return
             print(f"kush edge benchmark: {_machine()}")
             print(
                 f"wrk 1 thread, {args.connections} connections, {args.seconds} s per run, "
@@ -562,6 +618,7 @@ def main() -> None:
                     Target(rot, gateway, plain.media_paths),
                     Target("gateway 1 session", gateway, plain.media_paths[:1]),
                     Target("nginx same bytes", ng, ("/playlist.m3u8",)),
+                    Target("aiohttp static same bytes", peer, ("/static.m3u8",)),
                 ],
                 args,
                 work,
@@ -618,6 +675,11 @@ def main() -> None:
             _ratio_line(
                 "   the same, one session (session cache warm)",
                 f"{playlist[1].median_rps / playlist[2].median_rps:.1%}",
+                "(reported)",
+            )
+            _ratio_line(
+                "   aiohttp serving the same bytes as a constant (the ceiling)",
+                f"{playlist[3].median_rps / playlist[2].median_rps:.1%}",
                 "(reported)",
             )
             _ratio_line(

@@ -248,6 +248,9 @@ class SessionStore:
         self.clock = clock
         self.monotonic = monotonic
         self._cache: dict[str, _Seen] = {}
+        # session id -> (its stored form, decoded): a re-read that finds the same bytes in
+        # Redis (the usual case) skips decoding them again
+        self._decoded: dict[str, tuple[bytes, PlaybackSession]] = {}
         # session id -> network -> when this process last counted it (monotonic)
         self._beats: dict[str, dict[str, float]] = {}
         self._redis_down_until = 0.0
@@ -353,9 +356,24 @@ class SessionStore:
         if ended is not None:
             return None, _text(ended)
         if raw is not None:
-            session = _read_session(raw)
-            return (session, None) if session is not None else (None, "unreadable")
+            return self._decode(session_id, raw)
         return await self._rebuild(session_id)
+
+    def _decode(
+        self, session_id: str, raw: bytes | str
+    ) -> tuple[PlaybackSession | None, str | None]:
+        """The stored form read from Redis, decoded (once per distinct stored form)."""
+        data = raw.encode() if isinstance(raw, str) else raw
+        known = self._decoded.get(session_id)
+        if known is not None and known[0] == data:
+            return known[1], None
+        session = _read_session(data)
+        if session is None:
+            return None, "unreadable"
+        if len(self._decoded) >= CACHE_MAX:
+            self._decoded.clear()
+        self._decoded[session_id] = (data, session)
+        return session, None
 
     async def _row(self, session_id: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow(_ROW_SQL, session_id, timeout=PG_LOOKUP_TIMEOUT_S)
@@ -505,6 +523,7 @@ class SessionStore:
         if row is None:
             return False
         self._cache.pop(session_id, None)
+        self._decoded.pop(session_id, None)
         self._beats.pop(session_id, None)
         expires = int(row["expires_at"].timestamp())
         try:
