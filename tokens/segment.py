@@ -1,5 +1,8 @@
 """Per-segment tokens: one URL path, one playback session, one expiry, no database.
 
+(Version 1 is described first; playlists hand out version 2, below, which keeps the
+layout and changes how the tag is computed.)
+
 Every URI in a media playlist (segments, ``EXT-X-MAP`` init segments, ``EXT-X-KEY``
 keys, variant and I-frame playlists) carries its own token. The proxy verifies it with
 one MAC and a constant-time comparison, so a token for ``.../seg_00042.ts`` cannot be
@@ -58,6 +61,45 @@ slightly ahead of BLAKE2b on such short inputs. The per-session key is derived w
 HMAC-SHA256 once per session, which keeps the master secret behind the HMAC-SHA256
 family the design calls for and gives every session (and IP binding) its own key.
 Verifying costs about 2.3 us with a warm session-key cache and 5.2 us cold.
+
+Token layout (version 2): what playlists hand out
+-------------------------------------------------
+
+The same 33 bytes and 44 characters, with version nibble 2 and another tag::
+
+    D   = BLAKE2s(key=K_p, digest_size=16, data=UTF-8 path)           (the path digest)
+    tag = first 15 bytes of AES-256_{K_s2}(D)                          (one block)
+
+    K_p  = HMAC-SHA256(master[kid], "kush-films/segment-token/v2/path-key")
+    K_s2 = HMAC-SHA256(master[kid],
+                       "kush-films/segment-token/v2" 0x00 || bytes 0..17 || ip_prefix)
+
+Why: version 1 costs one keyed MAC per URI per request (0.6-1.2 ms for the 1 200 URIs
+of a two-hour film), and a film's paths never change. In version 2 the per-path work
+moves to compile time: ``D`` depends only on the kid and the path, so a playlist
+template computes its digests once (:meth:`PathHasher.digest_many`) and every session
+reuses them; per session, one AES-ECB call under ``K_s2`` over all the digests gives all
+the tags at once (:meth:`SessionSealer.seal`: AES-NI, one deletion of every 16th byte,
+one base64 call, no per-URI Python code). ECB is used here as what it is, the block
+cipher applied to independent blocks; each block is a distinct keyed digest, so nothing
+is encrypted whose patterns could leak.
+
+Properties kept: a tag binds exactly one path (``D`` is a PRF of the path under a secret
+key, so two paths collide with probability 2^-128, and nobody without ``K_p`` can search
+for collisions), one session, expiry, kid and IP prefix (all in ``K_s2``'s derivation, as
+in version 1), and the version itself (the version byte is in the derived header, so a
+tag cannot move between versions); 120-bit tags; constant-time comparison; rotation by
+kid (each kid has its own ``K_p`` and ``K_s2``). Verification is one keyed digest and one
+AES block.
+
+Medians measured on this machine (CPython 3.11.7, 2-vCPU EPYC shared with other jobs;
+1 200 paths of ~60 bytes): version 1 ``sign_many`` 0.86 ms; version 2 digests 0.70 ms
+once per template, then ``seal`` 0.038 ms per session (22x less); verify with a warm
+session-key cache 3.5 us (version 1: 2.9 us), cold 15.6 us (9.9 us: building an AES
+context costs more than a BLAKE2s state).
+
+Version 1 tokens (``SessionSigner``) still verify: URLs handed out before an upgrade
+keep playing until they expire.
 
 Verification order: shape, version and flags, kid, MAC (constant time), then expiry. The
 tag is checked before the expiry so that a token which fails is reported as
@@ -375,10 +417,7 @@ class SegmentKeyring:
         self._cache_size = cache_size
         self._cache: OrderedDict[bytes, hashlib.blake2s] = OrderedDict()
         self._sealers: OrderedDict[bytes, Encrypt] = OrderedDict()
-        self._hashers = {
-            kid: PathHasher(kid, hmac.digest(secret, _PATH_KEY_LABEL_V2, "sha256"))
-            for kid, secret in checked.items()
-        }
+        self._hashers: dict[int, PathHasher] = {}  # built on first use of each kid
 
     def __repr__(self) -> str:
         # Never the secrets: rings end up in logs and tracebacks.
@@ -453,7 +492,12 @@ class SegmentKeyring:
 
         One object per kid per ring: callers may key caches of digests on it (a new ring
         after a rotation gives new objects, so stale digests are never reused)."""
-        return self._hashers[self._current_kid if kid is None else kid]
+        kid = self._current_kid if kid is None else kid
+        hasher = self._hashers.get(kid)
+        if hasher is None:
+            path_key = hmac.digest(self._keys[kid], _PATH_KEY_LABEL_V2, "sha256")
+            hasher = self._hashers[kid] = PathHasher(kid, path_key)
+        return hasher
 
     def session_sealer(
         self, session_id: str, expires_at: int, *, ip_prefix: str | None = None
@@ -480,7 +524,7 @@ class SegmentKeyring:
         return SessionSealer(
             prefix=binascii.b2a_base64(header, newline=False).translate(_TO_URLSAFE),
             encrypt=encrypt,
-            hasher=self._hashers[kid],
+            hasher=self.path_hasher(kid),
             session_id=session_id,
             expires_at=expires_at,
         )
@@ -588,7 +632,7 @@ class SegmentKeyring:
         cached = encrypt is not None
         if encrypt is None:
             encrypt = self._derive_v2(secret, header, prefix_bytes)
-        tag = encrypt(self._hashers[kid].digest(path))[:TAG_BYTES]
+        tag = encrypt(self.path_hasher(kid).digest(path))[:TAG_BYTES]
         if not hmac.compare_digest(tag, raw[HEADER_BYTES:]):
             raise TokenInvalid("segment token does not match this path")
         if not cached:
