@@ -454,20 +454,31 @@ def _gzip_levels(body: bytes) -> None:
 
 
 def _profile(
-    pid: int, args: argparse.Namespace, gateway: str, sets: Sequence[Sessions], work: Path
+    pid: int,
+    args: argparse.Namespace,
+    gateway: str,
+    sets: Sequence[Sessions],
+    work: Path,
+    movie_id: str,
 ) -> None:
-    """py-spy samples the gateway while wrk rotates over each set of sessions; prints the
-    functions with the most samples, on their own (self) and with callees (total)."""
+    """py-spy samples the gateway while wrk rotates over each set of sessions, then
+    during the start -> first byte loop; prints the functions with the most samples, on
+    their own (self) and with callees (total)."""
     spy = os.environ.get("PY_SPY") or _need("py-spy")
-    for n, sessions in enumerate(sets):
+    for n in range(len(sets) + 1):
         out = Path(f"{args.profile}.{n}")
         spy_args = ["record", "--pid", str(pid), "--duration", str(args.seconds)]
         spy_args += ["--rate", "500", "--format", "raw", "--output", str(out), "--nonblocking"]
         recorder = subprocess.Popen(
             [spy, *spy_args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        target = Target(f"profiled set {n}", gateway, sessions.media_paths)
-        rps, _ = _wrk(target, args.seconds, args.connections, work)
+        if n < len(sets):
+            target = Target(f"profiled set {n}", gateway, sets[n].media_paths)
+            rps, _ = _wrk(target, args.seconds, args.connections, work)
+            what = f"{rps:.0f} req/s"
+        else:
+            timings = asyncio.run(_first_byte_latency(gateway, movie_id, args.samples))
+            what = f"start -> first byte p50 {statistics.median(timings):.1f} ms"
         recorder.wait(timeout=60)
         own: dict[str, int] = {}
         total: dict[str, int] = {}
@@ -479,7 +490,7 @@ def _profile(
             own[frames[-1]] = own.get(frames[-1], 0) + int(count)
             for frame in set(frames):
                 total[frame] = total.get(frame, 0) + int(count)
-        print(f"set {n}: {rps:.0f} req/s under py-spy, {samples} samples")
+        print(f"set {n}: {what} under py-spy, {samples} samples")
         for title, table in (("self", own), ("total", total)):
             print(f"  by {title}:")
             for frame, count in sorted(table.items(), key=lambda kv: -kv[1])[:25]:
@@ -599,7 +610,7 @@ def main() -> None:
             )
             gz = ("Accept-Encoding: gzip",)
             if args.profile:
-                _profile(gateway_proc.pid, args, gateway, (plain, ads), work)
+                _profile(gateway_proc.pid, args, gateway, (plain, ads), work, movie_id)
                 return
             print(f"kush edge benchmark: {_machine()}")
             print(

@@ -50,11 +50,13 @@ Shared manifests
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import orjson
@@ -251,6 +253,9 @@ class SessionStore:
         # session id -> (its stored form, decoded): a re-read that finds the same bytes in
         # Redis (the usual case) skips decoding them again
         self._decoded: dict[str, tuple[bytes, PlaybackSession]] = {}
+        # lookups waiting for the next shared MGET, and the MGETs in flight
+        self._reads: list[tuple[str, asyncio.Future[tuple[Any, Any]]]] | None = None
+        self._flights: set[asyncio.Future[None]] = set()
         # session id -> network -> when this process last counted it (monotonic)
         self._beats: dict[str, dict[str, float]] = {}
         self._redis_down_until = 0.0
@@ -350,14 +355,52 @@ class SessionStore:
         return seen
 
     async def _lookup(self, session_id: str) -> tuple[PlaybackSession | None, str | None]:
-        raw, ended = await self.redis.mget(
-            self.keys("ps", session_id), self.keys("ps-end", session_id)
-        )
+        raw, ended = await self._read_stored(session_id)
         if ended is not None:
             return None, _text(ended)
         if raw is not None:
             return self._decode(session_id, raw)
         return await self._rebuild(session_id)
+
+    async def _read_stored(self, session_id: str) -> tuple[Any, Any]:
+        """``ps:<id>`` and ``ps-end:<id>`` as Redis has them now.
+
+        Lookups that start in the same event-loop turn share one ``MGET`` (every request
+        that is ready runs before the callback that sends it): under load one round trip
+        answers several segment and playlist requests, each still reading Redis after it
+        arrived, so nothing is answered from older data than a lookup of its own would."""
+        future: asyncio.Future[tuple[Any, Any]] = asyncio.get_running_loop().create_future()
+        batch = self._reads
+        if batch is None:
+            batch = self._reads = []
+            asyncio.get_running_loop().call_soon(self._send_reads)
+        batch.append((session_id, future))
+        return await future
+
+    def _send_reads(self) -> None:
+        batch, self._reads = self._reads or [], None
+        task = asyncio.ensure_future(self._mget(batch))
+        self._flights.add(task)
+        task.add_done_callback(self._flights.discard)
+
+    async def _mget(self, batch: list[tuple[str, asyncio.Future[tuple[Any, Any]]]]) -> None:
+        keys: list[str] = []
+        for session_id, _ in batch:
+            keys += (self.keys("ps", session_id), self.keys("ps-end", session_id))
+        try:
+            values = await self.redis.mget(keys)
+        except asyncio.CancelledError:
+            for _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:  # every waiter gets the error (RedisError: an outage)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for i, (_, future) in enumerate(batch):
+            if not future.done():  # its request may have been cancelled meanwhile
+                future.set_result((values[2 * i], values[2 * i + 1]))
 
     def _decode(
         self, session_id: str, raw: bytes | str
