@@ -236,7 +236,8 @@ class Runs:
 
 def _wrk(target: Target, seconds: int, connections: int, work: Path) -> tuple[float, float]:
     """Requests per second and p50 latency (ms) from one bounded wrk run."""
-    cmd = [_need("wrk"), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    cmd = [_need("wrk"), "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s"]
+    cmd.append("--latency")
     for header in target.headers:
         cmd += ["-H", header]
     if len(target.paths) == 1:
