@@ -413,11 +413,19 @@ def check_ad(session: PlaybackSession, ad_id: str) -> None:
 
 
 async def master_text(pb: Playback, session: PlaybackSession, sealer: SessionSealer) -> bytes:
-    """The session's tier-filtered master playlist with a token on every URI (UTF-8)."""
-    movie = await repository.load_movie(pb.pool, session.movie_id)
-    master = await pb.playlists.master(
-        movie, max_height=session.max_height, preferred=pb.settings.data_saver_height
+    """The session's tier-filtered master playlist with a token on every URI (UTF-8).
+
+    The template compiled when the session started is reused without a database read
+    (a session that ended, e.g. because its film was withdrawn, never gets here)."""
+    preferred = pb.settings.data_saver_height
+    master = pb.playlists.compiled_master(
+        session.movie_id, session.version, max_height=session.max_height, preferred=preferred
     )
+    if master is None:
+        movie = await repository.load_movie(pb.pool, session.movie_id)
+        master = await pb.playlists.master(
+            movie, max_height=session.max_height, preferred=preferred
+        )
     return pb.layouts.of(master.template).render(sealer, start_offset=session.start_offset)
 
 
