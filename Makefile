@@ -11,7 +11,7 @@ PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check -c $(LOCK)
 STAMP_UP  := $(VENV)/.installed-demo
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: up edge loadtest test lint unit audit lock bench bench-tokens bench-hls bench-edge clean
+.PHONY: up edge loadtest test lint unit audit lock bench bench-tokens bench-hls bench-edge bench-cache clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -85,7 +85,14 @@ bench-edge: $(STAMP_DEV)
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx)
 	$(BIN)/python -m loadtest.bench_edge
 
-bench: bench-tokens bench-hls bench-edge
+# the nginx edge (cache HIT with auth_request, and the miss path) vs nginx serving the
+# file directly (wrk); installs wrk and nginx if missing
+bench-cache: $(STAMP_DEV)
+	@command -v wrk >/dev/null && test -x /usr/sbin/nginx || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx)
+	$(BIN)/python -m loadtest.bench_cache
+
+bench: bench-tokens bench-hls bench-edge bench-cache
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

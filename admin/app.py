@@ -26,8 +26,10 @@ API_DESCRIPTION = """The admin API of Kush Films: the catalogue (films, publishi
 takedowns, categories), uploads and ingest jobs, accounts and data requests (export,
 erasure), the audit log, ad creatives, campaigns, break policies, subscriptions, plans
 granted by hand and reports. Every route needs the token of an `admin`; a `moderator` may
-read everything and unpublish films. The upload data URL carries its own token and the
-Stripe webhook (`POST /billing/stripe/webhook`) is authenticated by Stripe's signature.
+read everything and unpublish films. The upload data URL carries its own token, the
+Stripe webhook (`POST /billing/stripe/webhook`) is authenticated by Stripe's signature and
+the mobile money callbacks (`/billing/mobile-money/{provider}/callback`) by the signed
+reference in their URL.
 Sign in with `POST /v1/auth/login` on the gateway. Every change writes an audit line.
 Errors are `{"error": {"code", "message"}}`; a body or query that does not fit its schema
 is 422 `invalid_request` with `fields` listing each path at fault."""

@@ -32,8 +32,9 @@ import logging
 import os
 import shutil
 import socket
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -445,11 +446,16 @@ async def _start(runner: Runner, job_id: uuid.UUID) -> Any | None:
     )
 
 
-async def run_job(runner: Runner, job_id: uuid.UUID) -> None:
-    """One attempt of a job: fetch the upload, run the pipeline, record the outcome."""
+#: what one run of :func:`run_job` came to
+JobOutcome = Literal["ready", "failed", "retry", "skipped"]
+
+
+async def run_job(runner: Runner, job_id: uuid.UUID) -> JobOutcome:
+    """One attempt of a job: fetch the upload, run the pipeline, record the outcome
+    (``skipped``: nothing to do; ``retry``: failed, queued again)."""
     row = await _start(runner, job_id)
     if row is None:
-        return
+        return "skipped"
     pool = runner.pool
     progress = _Progress(pool, job_id)
     flusher = asyncio.create_task(progress.run())
@@ -480,6 +486,7 @@ async def run_job(runner: Runner, job_id: uuid.UUID) -> None:
             job_id,
         )
         log.info("job %s ready (attempt %d)", job_id, row["attempts"])
+        return "ready"
     except asyncio.CancelledError:
         # The worker is stopping: hand the job back (this attempt does not count).
         with contextlib.suppress(Exception):
@@ -494,20 +501,22 @@ async def run_job(runner: Runner, job_id: uuid.UUID) -> None:
     except SourceRefused as err:
         log.info("job %s refused its source: %s", job_id, err.message)
         await _fail(pool, row, f"{err.code}: {err.message}")
+        return "failed"
     except (IngestError, OriginError, OSError, asyncpg.PostgresError, Exception) as err:
         message = f"{type(err).__name__}: {err}"
         log.warning("job %s attempt %d failed: %s", job_id, row["attempts"], message)
         if row["attempts"] >= row["max_attempts"]:
             await _fail(pool, row, f"gave up after {row['attempts']} attempts: {message}")
-        else:
-            async with pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    """UPDATE jobs SET status = 'queued', error = $2, updated_at = now()
-                        WHERE id = $1""",
-                    job_id,
-                    message[:2000],
-                )
-                await enqueue(conn, job_id, delay_s=RETRY_DELAY_S * row["attempts"])
+            return "failed"
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """UPDATE jobs SET status = 'queued', error = $2, updated_at = now()
+                    WHERE id = $1""",
+                job_id,
+                message[:2000],
+            )
+            await enqueue(conn, job_id, delay_s=RETRY_DELAY_S * row["attempts"])
+        return "retry"
     finally:
         flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -531,10 +540,26 @@ async def _queue_connection(settings: Settings) -> AsyncIterator[asyncpg.Connect
         await conn.close()
 
 
+async def queue_depth(pool: asyncpg.Pool) -> dict[str, int]:
+    """Jobs waiting in the queue (due or delayed), by entrypoint (``ingest`` always)."""
+    rows = await pool.fetch(
+        "SELECT entrypoint, count(*) AS n FROM pgqueuer WHERE status = 'queued' GROUP BY 1"
+    )
+    depth = {ENTRYPOINT: 0}
+    depth.update({r["entrypoint"]: int(r["n"]) for r in rows})
+    return depth
+
+
 async def serve_queue(
-    settings: Settings, pool: asyncpg.Pool, redis: Redis, stop: asyncio.Event
+    settings: Settings,
+    pool: asyncpg.Pool,
+    redis: Redis,
+    stop: asyncio.Event,
+    *,
+    on_done: Callable[[str, float], None] | None = None,
 ) -> None:
-    """Run ingest jobs from the queue until ``stop`` is set (``kush worker``)."""
+    """Run ingest jobs from the queue until ``stop`` is set (``kush worker``);
+    ``on_done(outcome, seconds)`` after each run."""
     from origin.factory import create_origin
 
     origin = create_origin(settings)
@@ -547,7 +572,10 @@ async def serve_queue(
             async def ingest(job: QueueJob) -> None:
                 if job.payload is None:
                     return
-                await run_job(runner, uuid.UUID(bytes=bytes(job.payload)))
+                started = time.monotonic()
+                outcome = await run_job(runner, uuid.UUID(bytes=bytes(job.payload)))
+                if on_done is not None:
+                    on_done(outcome, time.monotonic() - started)
 
             lease = timedelta(seconds=settings.job_lease_seconds)
             running = asyncio.create_task(
@@ -570,9 +598,11 @@ async def serve_queue(
 
 __all__ = [
     "ENTRYPOINT",
+    "JobOutcome",
     "Runner",
     "create_job",
     "enqueue",
+    "queue_depth",
     "run_job",
     "serve_queue",
     "setup_routes",

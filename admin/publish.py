@@ -1,18 +1,19 @@
 """Publishing an HLS package: upload to the origin and record it in the catalogue.
 
 The package directory holds ``master.m3u8``, ``{rendition}/index.m3u8``,
-``{rendition}/seg_NNNNN.ts`` and ``poster.jpg``. The demo seed uploads it as is under
-``videos/{movie_id}/``. The ingest pipeline (`ingest_movie`, used by ingest jobs and
-``kush ingest``) publishes each encode as a new *version* of the film, so a re-ingest
-replaces the renditions atomically:
+``{rendition}/seg_NNNNN.ts``, ``poster.jpg`` and the offline copy ``download.mp4``. The
+demo seed uploads it as is under ``videos/{movie_id}/``. The ingest pipeline
+(`ingest_movie`, used by ingest jobs and ``kush ingest``) publishes each encode as a new
+*version* of the film, so a re-ingest replaces the renditions atomically:
 
-1. upload under new names: ``videos/{id}/v{n}-{rendition}/...`` and the master at
-   ``videos/{id}/v{n}/master.m3u8`` (its variants are ``v{n}-{rendition}/index.m3u8``),
-   the master last;
-2. switch in one transaction: the film's renditions, ``master_key`` and ``version = n``
-   (only if nobody switched it meanwhile). Gateways key their compiled playlists by
-   ``(film, version)`` and read the film's row per playback start, so every worker
-   plays version ``n`` from the next start on, with no cache to invalidate;
+1. upload under new names: ``videos/{id}/v{n}-{rendition}/...``, the offline MP4 at
+   ``videos/{id}/v{n}/download.mp4`` and the master at ``videos/{id}/v{n}/master.m3u8``
+   (its variants are ``v{n}-{rendition}/index.m3u8``), the master last;
+2. switch in one transaction: the film's renditions, ``master_key``, ``download_key``
+   and ``version = n`` (only if nobody switched it meanwhile). Gateways key their
+   compiled playlists by ``(film, version)`` and read the film's row per playback start,
+   so every worker plays version ``n`` from the next start on, with no cache to
+   invalidate;
 3. delete the previous version's objects. A failure before the switch deletes the new
    objects instead: the origin never keeps half a version.
 
@@ -35,7 +36,7 @@ from typing import Literal
 
 import asyncpg
 
-from admin.ingest import HlsPackage, build_demo_film, transcode_to_hls
+from admin.ingest import DOWNLOAD_FILE, HlsPackage, build_demo_film, transcode_to_hls
 from admin.ingest.ffmpeg import (
     FfmpegError,
     Limits,
@@ -117,13 +118,16 @@ async def record_package(
                       version = version + 1, updated_at = now(),
                       status = CASE WHEN $5 THEN 'published' ELSE status END,
                       published_at = CASE WHEN $5 THEN coalesce(published_at, now())
-                                          ELSE published_at END
+                                          ELSE published_at END,
+                      download_key = $6, download_bytes = $7
                 WHERE id = $1""",
             mid,
             package.duration_s,
             object_key("videos", movie_id, "master.m3u8"),
             object_key("videos", movie_id, "poster.jpg"),
             publish,
+            object_key("videos", movie_id, DOWNLOAD_FILE) if package.download else None,
+            package.download.size if package.download else None,
         )
 
 
@@ -140,9 +144,15 @@ async def seed_demo_film(
     ``on_progress`` gets the fraction done while it is generated (default: a line on
     stdout every 10 %)."""
     row = await conn.fetchrow(
-        "SELECT id, status, master_key FROM movies WHERE slug = $1", DEMO_SLUG
+        "SELECT id, status, master_key, download_key FROM movies WHERE slug = $1", DEMO_SLUG
     )
-    ready = row is not None and row["status"] == "published" and row["master_key"]
+    # a film seeded before offline downloads existed lacks its MP4: made once more
+    ready = (
+        row is not None
+        and row["status"] == "published"
+        and row["master_key"]
+        and row["download_key"]
+    )
     if ready and row is not None and await origin.exists(row["master_key"]):
         return str(row["id"])
     if row is None:
@@ -223,7 +233,11 @@ async def build_ad(
         work_dir,
         # audio-only too: ingested films have that rung, and an ad must play in each
         lambda out: build_demo_film(
-            out, duration_s=duration_s, label="ADVERT - Kush Films", include_audio_only=True
+            out,
+            duration_s=duration_s,
+            label="ADVERT - Kush Films",
+            include_audio_only=True,
+            download=False,
         ),
     )
 
@@ -345,8 +359,11 @@ def _limits(info: MediaInfo, options: IngestOptions) -> Limits:
     return Limits(cpu_seconds=cpu, file_bytes=MAX_OUTPUT_FILE_BYTES)
 
 
-async def _encode(source: Path, out: Path, options: IngestOptions, report: Reporter) -> HlsPackage:
-    """Probe and refuse (`SourceRefused`), then transcode into ``out``."""
+async def _encode(
+    source: Path, out: Path, options: IngestOptions, report: Reporter, *, download: bool
+) -> HlsPackage:
+    """Probe and refuse (`SourceRefused`), then transcode into ``out`` (with the offline
+    MP4 when ``download``)."""
     await report.enter("probing")
     try:
         info = await probe(source)
@@ -361,6 +378,7 @@ async def _encode(source: Path, out: Path, options: IngestOptions, report: Repor
         limits=_limits(info, options),
         preset=options.preset,
         on_progress=report.fraction,
+        download=download,
     )
 
 
@@ -391,6 +409,10 @@ async def _upload_version(
         await origin.put_file(object_key("videos", movie_id, folder, path.name), path)
         report.fraction(done / (len(files) + 2))
     await origin.put_file(object_key("videos", movie_id, "poster.jpg"), package.poster_path)
+    if package.download is not None:
+        await origin.put_file(
+            object_key("videos", movie_id, f"v{version}", DOWNLOAD_FILE), package.download.path
+        )
     renamed = [
         dataclasses.replace(r, name=folder)
         for r, (_, folder) in zip(package.renditions, names, strict=True)
@@ -468,7 +490,8 @@ async def _switch(
                                              ELSE status END
                                     WHEN $6 THEN 'published' ELSE 'draft' END,
                       published_at = CASE WHEN $6 THEN coalesce(published_at, now())
-                                          ELSE published_at END
+                                          ELSE published_at END,
+                      download_key = $7, download_bytes = $8
                 WHERE id = $1""",
             mid,
             package.duration_s,
@@ -476,6 +499,10 @@ async def _switch(
             object_key("videos", movie_id, "poster.jpg"),
             version,
             publish,
+            object_key("videos", movie_id, f"v{version}", DOWNLOAD_FILE)
+            if package.download
+            else None,
+            package.download.size if package.download else None,
         )
     return old, row["master_key"]
 
@@ -502,7 +529,7 @@ async def ingest_movie(
     await asyncio.to_thread(options.work_dir.mkdir, parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=options.work_dir) as tmp:
         out = Path(tmp) / "package"
-        package = await _encode(source, out, options, report)
+        package = await _encode(source, out, options, report, download=True)
         await report.enter("uploading")
         new_folders = [folder for _, folder in _version_names(version, package)]
         new_master = object_key("videos", movie_id, f"v{version}", "master.m3u8")
@@ -537,7 +564,7 @@ async def ingest_ad(
     await asyncio.to_thread(options.work_dir.mkdir, parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=options.work_dir) as tmp:
         out = Path(tmp) / "package"
-        package = await _encode(source, out, options, report)
+        package = await _encode(source, out, options, report, download=False)
         await report.enter("uploading")
         prefix = object_key("ads", ad_id)
         try:

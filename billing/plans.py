@@ -10,11 +10,15 @@ that playback enforces:
   default) counted from ``past_due_since``, then gives nothing;
 - ``canceled``, ``unpaid``, ``incomplete``, ``incomplete_expired`` and ``paused`` give
   nothing;
+- a period bought with mobile money (``mobile_money``: a pass, or a plan for 30 days)
+  gives its plan from ``starts_at`` (passes stack, so it may start later) to ``ends_at``;
+  provisional access while a mobile money payment is pending (``provisional``) gives
+  the product's plan until ``ends_at``;
 - among the rows that give a plan, the highest ranked wins; none gives ``free``.
 
 The answer also says when it changes by time alone (``recheck_at``: the end of a grace
-period or of a grant), so a sweep can enforce it then, and what happens next, for the
-viewer's billing page.
+period, a grant, a pass or provisional access, or the start of a stacked pass), so a
+sweep can enforce it then, and what happens next, for the viewer's billing page.
 """
 
 from __future__ import annotations
@@ -42,7 +46,12 @@ LIVE_STATUSES = frozenset({"active", "trialing", "past_due"})
 TERMINAL_STATUSES = frozenset({"canceled", "incomplete_expired"})
 DEFAULT_GRACE = timedelta(hours=72)
 
-NextKind = Literal["none", "renews", "ends", "grace_ends", "grant_ends"]
+NextKind = Literal[
+    "none", "renews", "ends", "grace_ends", "grant_ends", "pass_ends", "provisional_ends"
+]
+#: rows from mobile money: a paid period, and provisional access while a payment is pending
+MOBILE_MONEY = "mobile_money"
+PROVISIONAL = "provisional"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,6 +68,7 @@ class SubscriptionRow:
     past_due_since: datetime | None = None
     ends_at: datetime | None = None
     updated_at: datetime | None = None
+    starts_at: datetime | None = None
 
     @property
     def by_hand(self) -> bool:
@@ -101,6 +111,8 @@ def _gives_until(
     row: SubscriptionRow, now: datetime, grace: timedelta
 ) -> tuple[bool, datetime | None]:
     """Whether the row gives its plan now, and until when by time alone (None: no end)."""
+    if row.starts_at is not None and row.starts_at > now:
+        return False, None
     if row.status in ("active", "trialing"):
         if row.by_hand and row.ends_at is not None:
             return row.ends_at > now, row.ends_at
@@ -116,25 +128,51 @@ def effective_plan(
     rows: Iterable[SubscriptionRow], *, now: datetime, grace: timedelta = DEFAULT_GRACE
 ) -> EffectivePlan:
     """The plan ``rows`` give at ``now`` (see the module docstring for the rules)."""
+    rows = list(rows)
     giving: list[tuple[SubscriptionRow, datetime | None]] = []
+    starts: list[datetime] = []  # stacked periods yet to start change the plan then
     for row in rows:
         ok, until = _gives_until(row, now, grace)
         if ok:
             giving.append((row, until))
+        elif row.starts_at is not None and row.starts_at > now and row.status == "active":
+            starts.append(row.starts_at)
     if not giving:
-        return EffectivePlan(plan=FREE, source=None, recheck_at=None, next=Next(kind="none"))
+        recheck_free = min(starts) if starts else None
+        return EffectivePlan(
+            plan=FREE, source=None, recheck_at=recheck_free, next=Next(kind="none")
+        )
     # highest rank first; on a tie the row that lasts longer (no end beats any end)
     giving.sort(key=lambda g: (g[0].rank, g[1] is None, g[1] or now), reverse=True)
     best, until = giving[0]
     # the plan changes by time when the best row runs out: the next best takes over then
-    ends = [u for _, u in giving if u is not None]
+    ends = [u for _, u in giving if u is not None] + starts
     recheck = min(ends) if ends else None
+    if best.provider == MOBILE_MONEY and until is not None:
+        until = _paid_through(rows, best.plan, until)
     return EffectivePlan(plan=best.plan, source=best, recheck_at=recheck, next=_next(best, until))
+
+
+def _paid_through(rows: list[SubscriptionRow], plan: str, until: datetime) -> datetime:
+    """The end of a run of stacked mobile money periods of ``plan`` that continue one
+    another from ``until`` on (what the viewer has paid for without a gap)."""
+    stacked = sorted(
+        (r for r in rows if r.provider == MOBILE_MONEY and r.plan == plan and r.ends_at),
+        key=lambda r: r.starts_at or until,
+    )
+    for row in stacked:
+        if row.ends_at is not None and (row.starts_at or until) <= until < row.ends_at:
+            until = row.ends_at
+    return until
 
 
 def _next(row: SubscriptionRow, until: datetime | None) -> Next:
     if row.status == "past_due":
         return Next(kind="grace_ends", at=until, plan=FREE)
+    if row.provider == MOBILE_MONEY:
+        return Next(kind="pass_ends", at=until, plan=FREE)
+    if row.provider == PROVISIONAL:
+        return Next(kind="provisional_ends", at=until, plan=FREE)
     if row.by_hand:
         return Next(kind="grant_ends", at=until, plan=FREE) if until else Next(kind="none")
     if row.cancel_at_period_end:
@@ -164,6 +202,13 @@ def describe_next(effective: EffectivePlan, names: dict[str, str] | None = None)
         return (
             f"Your last payment failed. {current} stays until {day(nxt.at)}; update your "
             f"payment method before then or you move to {name(FREE)}."
+        )
+    if nxt.kind == "pass_ends":
+        return f"{current} is paid until {day(nxt.at)}; then you are on {name(FREE)}."
+    if nxt.kind == "provisional_ends":
+        return (
+            f"{current} is yours until {day(nxt.at)} while your mobile money payment is "
+            "confirmed; approve it on your phone."
         )
     if nxt.kind == "grant_ends":
         return f"{current} was granted until {day(nxt.at)}; then you are on {name(FREE)}."

@@ -1,4 +1,9 @@
-"""The payment provider behind a small protocol, and its Stripe implementation.
+"""The payment providers behind small protocols, and the Stripe implementation.
+
+:class:`PaymentProvider` is the port every provider shares (its name, its errors, its
+lifetime); :class:`BillingProvider` adds what card subscriptions need (Stripe), and
+``billing.collections.CollectionProvider`` what mobile money collections need (MTN MoMo,
+Airtel Money). The errors below are shared: each app maps them to the same JSON errors.
 
 Every Stripe call goes through the ``stripe`` library's own client (``StripeClient``
 with its aiohttp HTTP client), bounded by ``KUSH_STRIPE_TIMEOUT_S``: Stripe unreachable,
@@ -66,8 +71,20 @@ class ProviderRefused(BillingError):
     message = "The payment provider refused the request; nothing was charged"
 
 
-class BillingProvider(Protocol):
-    """What the services need from a payment provider."""
+class PaymentProvider(Protocol):
+    """What every payment provider has: a name (stored with its payments) and
+    connections to release. Calls raise :class:`ProviderUnavailable` (retry) or
+    :class:`ProviderRefused` (our configuration or request)."""
+
+    name: str
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class BillingProvider(PaymentProvider, Protocol):
+    """What the services need from a subscription (card) payment provider."""
 
     async def create_customer(self, *, user_id: str, email: str, idempotency_key: str) -> str:
         """A new customer for one of our users; returns its id."""
@@ -95,13 +112,11 @@ class BillingProvider(Protocol):
         """The provider's current view of one subscription (as its JSON object)."""
         ...
 
-    async def close(self) -> None:
-        """Release connections."""
-        ...
-
 
 class StripeProvider:
     """:class:`BillingProvider` over the ``stripe`` library's async client."""
+
+    name = "stripe"
 
     def __init__(self, settings: Settings) -> None:
         if not settings.stripe_secret_key:

@@ -5,16 +5,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from prometheus_client import Counter
 
 from gateway.ads.inventory import Inventory
-from gateway.ads.service import AdLibrary, FallbackCounter, Stitcher
+from gateway.ads.service import AdLibrary, Stitcher
 from gateway.catalogue import Trending
 from gateway.cors import add_cors_headers, cors_preflight
 from gateway.errors import Conflicting, GatewayError, Missing, Refused, TokenRequired
 from gateway.keys import playback_key, trending_key
+from gateway.metering import UsageMeter
+from gateway.metrics import GatewayMetrics
 from gateway.pages import setup_routes as setup_page_routes
-from gateway.playback import PROGRESS_QUEUE_MAX, Playback, ProgressQueue, progress_writer
+from gateway.playback import (
+    PROGRESS_QUEUE_MAX,
+    Playback,
+    PlaybackCounters,
+    ProgressQueue,
+    progress_writer,
+    usage_writer,
+)
 from gateway.playlists import PlaylistCache
 from gateway.views import setup_routes as setup_playback_routes
 from hls import ForeignUriError, PlaylistError
@@ -24,6 +32,7 @@ from origin import (
     ObjectTooLarge,
     OriginError,
     OriginUnavailable,
+    S3Origin,
 )
 from origin.factory import create_origin
 from runtime.api import add_openapi
@@ -35,6 +44,7 @@ from runtime.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
+from runtime.metrics import multiproc_dir
 from runtime.settings import Settings
 from runtime.web import (
     base_app,
@@ -96,24 +106,10 @@ def map_domain_error(exc: Exception) -> ApiError | None:
     return None
 
 
-def _fallback_counter(app: web.Application) -> FallbackCounter:
-    """``kush_ads_fallback_total{reason}``: ads dropped so that the film plays."""
-    counter = Counter(
-        "kush_ads_fallback_total",
-        "Ads dropped (or ad sessions served without ads) so the film plays, by reason",
-        ["reason"],
-        registry=app[metrics_key].registry,
-    )
-
-    def count(reason: str) -> None:
-        counter.labels(reason).inc()
-
-    return count
-
-
 async def _playback_ctx(app: web.Application) -> AsyncIterator[None]:
     """The origin store, the playlist template cache, sessions, ads and the background
-    progress writer: the playback domain's dependencies, built once per process."""
+    progress and usage writers: the playback domain's dependencies, built once per
+    process."""
     settings = app[settings_key]
     origin = create_origin(settings)
     sessions = SessionStore(
@@ -124,11 +120,10 @@ async def _playback_ctx(app: web.Application) -> AsyncIterator[None]:
         max_networks=settings.max_networks_per_session,
         grace_s=settings.session_grace_s,
     )
-    dropped = Counter(
-        "kush_progress_dropped",
-        "Viewer positions dropped because the progress queue was full",
-        registry=app[metrics_key].registry,
-    )
+    metrics = GatewayMetrics(app[metrics_key])
+    if isinstance(origin, S3Origin):
+        metrics.watch_origin(origin)
+    metrics.watch_sessions(app[redis_key], app[rkeys_key], idle_s=settings.stream_idle_s)
     pb = app[playback_key] = Playback(
         settings=app[settings_key],
         pool=app[pg_key],
@@ -138,11 +133,13 @@ async def _playback_ctx(app: web.Application) -> AsyncIterator[None]:
         playlists=PlaylistCache(origin),
         sessions=sessions,
         inventory=Inventory(app[pg_key], app[redis_key], app[rkeys_key]),
-        stitcher=Stitcher(AdLibrary(origin), on_fallback=_fallback_counter(app)),
-        progress=ProgressQueue(maxsize=PROGRESS_QUEUE_MAX, dropped=dropped),
+        stitcher=Stitcher(AdLibrary(origin), on_fallback=metrics.ad_fallback),
+        progress=ProgressQueue(maxsize=PROGRESS_QUEUE_MAX, dropped=metrics.progress_dropped),
+        counters=PlaybackCounters(start=metrics.start, token_reject=metrics.token_reject),
+        usage=UsageMeter(dropped=metrics.usage_dropped),
     )
     app[auth_key].family_revoked_hooks.append(sessions.end_family)
-    async with progress_writer(pb):
+    async with progress_writer(pb), usage_writer(pb):
         yield
     await origin.close()
 
@@ -155,7 +152,7 @@ async def _catalogue_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the gateway app; resources open in ``cleanup_ctx``, nothing at import time."""
-    app = base_app(settings, "gateway")
+    app = base_app(settings, "gateway", metrics_dir=multiproc_dir())
     app[error_mappers_key].append(map_domain_error)
     app.middlewares.append(cors_preflight)
     app.cleanup_ctx.append(auth_ctx)

@@ -65,6 +65,12 @@ class BirthYearLocked(Conflicting):
     message = "Your birth year is already set; contact support to correct it"
 
 
+class NotFromEdge(Refused):
+    """An edge-only endpoint called by someone other than a trusted proxy."""
+
+    code, message = "not_from_edge", "Only the edge may report here"
+
+
 class HotlinkDenied(Refused):
     code, message = "hotlink_denied", "Playback from this site is not allowed"
 
@@ -73,3 +79,48 @@ class TokenRequired(GatewayError):
     """No playback token at all: 401."""
 
     code, message = "token_required", "A playback token is required"
+
+
+# ------------------------------------------------------------------ offline downloads
+
+
+class PremiumRequired(Refused):
+    """The viewer's plan does not include offline downloads."""
+
+    code, message = "premium_required", "Offline downloads are part of the Premium plan"
+
+
+class DownloadUnavailable(Conflicting):
+    """The film has no offline copy (ingested before downloads existed, or in progress)."""
+
+    code, message = "download_unavailable", "This film has no offline copy yet"
+
+
+class DownloadNotFound(Missing):
+    code, message = "download_not_found", "No such download"
+
+
+class DownloadRevoked(Refused):
+    """The download was revoked: the plan no longer includes downloads."""
+
+    code = "download_revoked"
+    message = "This download was revoked: your plan no longer includes offline downloads"
+
+
+class DownloadExpired(Refused):
+    """The offline copy's expiry (the subscription's period end) has passed."""
+
+    code = "download_expired"
+    message = "This download has expired; ask for it again"
+
+
+class FilmUnavailable(Refused):
+    """The film was unpublished or taken down after it was downloaded."""
+
+    code, message = "film_unavailable", "This film is no longer available"
+
+
+class DownloadTokenRejected(Refused):
+    """A download URL's token that does not verify (its code says why)."""
+
+    code, message = "invalid_token", "Invalid or expired download link"

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,17 +28,22 @@ from redis.exceptions import RedisError
 
 from billing.store import grace_of
 from gateway import repository
+from gateway.ads.decide import LightAds
 from gateway.ads.inventory import Inventory
 from gateway.ads.service import Stitcher, confirm_after_content, plan_ads, track_ad_segment
 from gateway.errors import (
     AgeRestricted,
+    GatewayError,
     GeoBlocked,
     NotEntitled,
     PlaybackTokenRejected,
+    TokenRequired,
 )
+from gateway.metering import Tally, UsageKey, UsageMeter, usage_rows, utc_day
+from gateway.metrics import forget_active, note_active
 from gateway.playlists import Layouts, PlaylistCache, hls_root
 from gateway.repository import Movie, Viewer
-from hls import ContentRendition, MasterTemplate, PlaylistError
+from hls import ContentRendition, MasterTemplate, PlaylistError, VariantRef
 from origin import OriginStore
 from runtime.errors import TooManyRequests
 from runtime.redis import Keys
@@ -48,11 +53,10 @@ from tokens import (
     SessionSealer,
     TokenError,
     ip_prefix_of,
-    new_session_id,
     segment_token_ttl,
 )
 from tokens.service.playback_session import AdPlan, PlaybackSession
-from tokens.service.sessions import SessionStore
+from tokens.service.sessions import SessionRefused, SessionStore, session_id_for
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +199,21 @@ class ProgressQueue:
         return True
 
 
+def _uncounted(*_labels: str) -> None:
+    """A counter hook that counts nothing (the default, for code and tests without
+    metrics)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlaybackCounters:
+    """What the playback domain counts, as hooks (`gateway.metrics` wires them)."""
+
+    #: a playback start: (``started``, ``""``) or (``refused``, the code the player got)
+    start: Callable[[str, str], None] = _uncounted
+    #: a refused playback token (signed HLS URI), by the code the player gets
+    token_reject: Callable[[str], None] = _uncounted
+
+
 @dataclass(slots=True, kw_only=True)
 class Playback:
     """What the playback domain works with, built once per gateway process."""
@@ -218,6 +237,9 @@ class Playback:
     layouts: Layouts = field(default_factory=Layouts)
     #: when this process last queued each session's progress (monotonic seconds)
     progress_marks: dict[str, float] = field(default_factory=dict)
+    #: bytes delivered, counted here and added to PostgreSQL in batches (README "Data")
+    usage: UsageMeter
+    counters: PlaybackCounters = field(default_factory=PlaybackCounters)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -231,6 +253,8 @@ class Viewing:
     client_ip: str | None
     ip_prefix: str | None
     user_agent: str | None
+    #: the request asked to save data (``Save-Data: on``)
+    save_data: bool = False
 
 
 # ------------------------------------------------------------------ rules
@@ -306,9 +330,18 @@ async def start_session(pb: Playback, movie_id: str, who: Viewing) -> PlaybackSe
     viewer = await repository.load_viewer(pb.pool, who.user_id, grace=grace_of(pb.settings))
     check_rules(movie, viewer, who.country, year=now_year())
     await settle_progress(pb, viewer.id)
-    master = await pb.playlists.master(
-        movie, max_height=viewer.max_height, preferred=pb.settings.data_saver_height
-    )
+    data_saver = viewer.data_saver or who.save_data
+    max_height = viewer.max_height
+    if data_saver:
+        plan_master = await pb.playlists.master(
+            movie, max_height=viewer.max_height, preferred=pb.settings.data_saver_height
+        )
+        max_height = saver_max_height(
+            [v.height for v in plan_master.variants],
+            plan_max_height=viewer.max_height,
+            saver_max_height=pb.settings.data_saver_max_height,
+        )
+    master = await session_master(pb, movie, max_height=max_height, data_saver=data_saver)
     if not master.variants:
         raise NotEntitled("Your plan includes no rendition of this film")
     renditions: tuple[ContentRendition, ...] = ()
@@ -328,10 +361,11 @@ async def start_session(pb: Playback, movie_id: str, who: Viewing) -> PlaybackSe
             categories=await repository.movie_categories(pb.pool, movie.id),
             movie_id=movie.id,
             content=entry.parsed,
+            light=light_ads(pb.settings) if data_saver else None,
         )
     now = int(time.time())
     session = PlaybackSession(
-        id=new_session_id(),
+        id=session_id_for(viewer.id),
         user_id=viewer.id,
         movie_id=movie.id,
         plan=viewer.plan,
@@ -339,7 +373,7 @@ async def start_session(pb: Playback, movie_id: str, who: Viewing) -> PlaybackSe
         created_at=now,
         expires_at=now + segment_token_ttl(movie.duration_s),
         version=movie.version,
-        max_height=viewer.max_height,
+        max_height=max_height,
         content_renditions=renditions,
         family_id=who.family_id,
         ad_plan=ad_plan,
@@ -350,9 +384,76 @@ async def start_session(pb: Playback, movie_id: str, who: Viewing) -> PlaybackSe
         region=who.region,
         start_offset=await resume_offset(pb.pool, viewer.id, movie),
         max_streams=viewer.max_streams,
+        data_saver=data_saver,
     )
     await pb.sessions.create(session)
+    await _seen_playing(pb, session.id)
     return session
+
+
+async def stop_session(pb: Playback, session_id: str, user_id: str) -> bool:
+    """The viewer stopped: end the session (False if it is not theirs or already ended)
+    and stop counting it as active."""
+    ended = await pb.sessions.end(session_id, reason="stopped", user_id=user_id)
+    if ended:
+        try:
+            await forget_active(pb.redis, pb.keys, session_id)
+        except RedisError as exc:
+            log.debug("active session not forgotten: Redis unavailable (%s)", type(exc).__name__)
+    return ended
+
+
+async def _seen_playing(pb: Playback, session_id: str) -> None:
+    """Mark the session active now (``kush_playback_sessions_active``); best effort."""
+    try:
+        await note_active(pb.redis, pb.keys, session_id, time.time())
+    except RedisError as exc:
+        log.debug("active session not noted: Redis unavailable (%s)", type(exc).__name__)
+
+
+# ------------------------------------------------------------------ the data saver
+
+
+def saver_max_height(
+    heights: Sequence[int | None], *, plan_max_height: int, saver_max_height: int
+) -> int:
+    """The tallest rendition a data-saver session may play: ``KUSH_DATA_SAVER_MAX_HEIGHT``
+    within the plan; a film with no video rendition that low plays its smallest one."""
+    cap = min(plan_max_height, saver_max_height)
+    video = [h for h in heights if h and h <= plan_max_height]
+    if video and all(h > cap for h in video):
+        return min(video)
+    return cap
+
+
+def start_height(variants: Sequence[VariantRef], *, data_saver: bool, preferred: int) -> int:
+    """The height listed first in the master: the smallest video rendition for a
+    data-saver session, else ``KUSH_DATA_SAVER_HEIGHT`` (or the next one below it)."""
+    video = [v.height for v in variants if v.height]
+    if data_saver and video:
+        return min(video)
+    return preferred
+
+
+async def session_master(
+    pb: Playback, movie: Movie, *, max_height: int, data_saver: bool
+) -> MasterTemplate:
+    """The session's master template: renditions up to ``max_height``, in the order
+    the session lists them (smallest first for the data saver)."""
+    preferred = pb.settings.data_saver_height
+    master = await pb.playlists.master(movie, max_height=max_height, preferred=preferred)
+    first = start_height(master.variants, data_saver=data_saver, preferred=preferred)
+    if first != preferred:
+        master = await pb.playlists.master(movie, max_height=max_height, preferred=first)
+    return master
+
+
+def light_ads(settings: Settings) -> LightAds:
+    """The data saver's ad load, from the settings."""
+    return LightAds(
+        max_ad_s=float(settings.data_saver_ad_max_s),
+        midroll_every_s=float(settings.data_saver_midroll_every_s),
+    )
 
 
 async def content_renditions(
@@ -380,20 +481,27 @@ async def authorize_uri(
     pb: Playback,
     ring: SegmentKeyring,
     *,
-    token: str,
+    token: str | None,
     raw_path: str,
     client_ip: str | None,
     movie_id: str | None,
 ) -> PlaybackSession:
     """Verify one URI's token (no database) and load its live session (cached; a
-    session that ended raises :class:`~tokens.service.sessions.SessionGone`)."""
+    session that ended raises :class:`~tokens.service.sessions.SessionGone`). No token
+    raises :class:`~gateway.errors.TokenRequired`; every refusal is counted by its code."""
     try:
-        claims = ring.verify(token, raw_path, now=int(time.time()), client_ip=client_ip)
-    except TokenError as err:
-        raise PlaybackTokenRejected(code=err.code) from err
-    session = await pb.sessions.live(claims.session_id)
-    if movie_id is not None and session.movie_id != movie_id:
-        raise PlaybackTokenRejected("Token does not match this film")
+        if not token:
+            raise TokenRequired()
+        try:
+            claims = ring.verify(token, raw_path, now=int(time.time()), client_ip=client_ip)
+        except TokenError as err:
+            raise PlaybackTokenRejected(code=err.code) from err
+        session = await pb.sessions.live(claims.session_id)
+        if movie_id is not None and session.movie_id != movie_id:
+            raise PlaybackTokenRejected("Token does not match this film")
+    except (GatewayError, SessionRefused) as err:
+        pb.counters.token_reject(err.code)
+        raise
     return session
 
 
@@ -413,19 +521,11 @@ def check_ad(session: PlaybackSession, ad_id: str) -> None:
 
 
 async def master_text(pb: Playback, session: PlaybackSession, sealer: SessionSealer) -> bytes:
-    """The session's tier-filtered master playlist with a token on every URI (UTF-8).
-
-    The template compiled when the session started is reused without a database read
-    (a session that ended, e.g. because its film was withdrawn, never gets here)."""
-    preferred = pb.settings.data_saver_height
-    master = pb.playlists.compiled_master(
-        session.movie_id, session.version, max_height=session.max_height, preferred=preferred
+    """The session's tier-filtered master playlist with a token on every URI (UTF-8)."""
+    movie = await repository.load_movie(pb.pool, session.movie_id)
+    master = await session_master(
+        pb, movie, max_height=session.max_height, data_saver=session.data_saver
     )
-    if master is None:
-        movie = await repository.load_movie(pb.pool, session.movie_id)
-        master = await pb.playlists.master(
-            movie, max_height=session.max_height, preferred=preferred
-        )
     return pb.layouts.of(master.template).render(sealer, start_offset=session.start_offset)
 
 
@@ -511,7 +611,8 @@ def client_network(client_ip: str | None) -> str | None:
 async def heartbeat(pb: Playback, session: PlaybackSession, client_ip: str | None) -> None:
     """The stream is playing from this client: counted against the plan's limit and the
     session's networks (raises ``stream_limit`` / ``session_shared`` refusals)."""
-    await pb.sessions.heartbeat(session, client_network(client_ip))
+    if await pb.sessions.heartbeat(session, client_network(client_ip)):
+        await _seen_playing(pb, session.id)
 
 
 async def record_content_fetch(
@@ -627,3 +728,50 @@ async def progress_writer(pb: Playback) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await pb.progress.flush(write)
+
+
+# ------------------------------------------------------------------ data metering
+
+
+def meter(
+    pb: Playback, session: PlaybackSession, nbytes: int | None, *, edge: bool = False
+) -> None:
+    """Count bytes delivered to a session (a dictionary update; written in batches)."""
+    if nbytes:
+        key = UsageKey(session.id, session.user_id, session.movie_id, utc_day(time.time()))
+        pb.usage.add(key, nbytes, edge=edge)
+
+
+async def write_usage(pool: asyncpg.Pool, batch: Mapping[UsageKey, Tally]) -> None:
+    """The usage writer's step: one statement for everything counted."""
+    await repository.add_usage_batch(pool, usage_rows(batch))
+
+
+async def settle_usage(pb: Playback, user_id: str) -> None:
+    """Write this process's counts of one viewer now, so a usage read includes them
+    (other processes' counts arrive within ``KUSH_USAGE_FLUSH_S``)."""
+
+    async def write(batch: Mapping[UsageKey, Tally]) -> None:
+        await write_usage(pb.pool, batch)
+
+    await pb.usage.settle(write, user_id, timeout_s=PROGRESS_SETTLE_S)
+
+
+@contextlib.asynccontextmanager
+async def usage_writer(pb: Playback) -> AsyncIterator[None]:
+    """Run the background usage writer for as long as the app runs; at shutdown, write
+    what is left (bounded in time)."""
+
+    async def write(batch: Mapping[UsageKey, Tally]) -> None:
+        await write_usage(pb.pool, batch)
+
+    task = asyncio.create_task(
+        pb.usage.run(write, interval_s=pb.settings.usage_flush_s), name="usage-writer"
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await pb.usage.flush(write)

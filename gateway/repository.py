@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -43,6 +43,8 @@ class Viewer:
     max_height: int
     max_streams: int
     ads: bool
+    #: the account's data-saver setting (README "Data")
+    data_saver: bool = False
 
 
 def _uuid(value: str) -> uuid.UUID | None:
@@ -83,7 +85,8 @@ async def load_viewer(pool: asyncpg.Pool, user_id: str, *, grace: timedelta) -> 
     both services share (``grace``: how long ``past_due`` keeps the plan)."""
     key = uuid.UUID(user_id)
     row = await pool.fetchrow(
-        "SELECT id, birth_year FROM users WHERE id = $1 AND disabled_at IS NULL", key
+        "SELECT id, birth_year, data_saver FROM users WHERE id = $1 AND disabled_at IS NULL",
+        key,
     )
     if row is None:
         raise AccountDisabled()
@@ -95,6 +98,7 @@ async def load_viewer(pool: asyncpg.Pool, user_id: str, *, grace: timedelta) -> 
         max_height=limits.max_height,
         max_streams=limits.max_streams,
         ads=limits.ads,
+        data_saver=row["data_saver"],
     )
 
 
@@ -346,10 +350,11 @@ class Profile:
     display_name: str | None
     birth_year: int | None
     created_at: datetime
+    data_saver: bool = False
 
 
 _PROFILE_SQL = """
-SELECT u.id, u.email, u.role, u.display_name, u.birth_year, u.created_at,
+SELECT u.id, u.email, u.role, u.display_name, u.birth_year, u.created_at, u.data_saver,
        coalesce((SELECT s.plan_id FROM subscriptions s
                   WHERE s.user_id = u.id AND s.status IN ('active', 'trialing', 'past_due')
                   ORDER BY s.created_at DESC LIMIT 1), 'free') AS plan
@@ -365,6 +370,7 @@ def _profile(row: Any) -> Profile:
         display_name=row["display_name"],
         birth_year=row["birth_year"],
         created_at=row["created_at"],
+        data_saver=row["data_saver"],
     )
 
 
@@ -383,6 +389,7 @@ async def update_profile(
     birth_year: int | None,
     display_name: str | None,
     change_display_name: bool,
+    data_saver: bool | None = None,
 ) -> Profile:
     """Set the birth year once and/or change the display name (``None`` clears it).
 
@@ -400,12 +407,119 @@ async def update_profile(
             raise BirthYearLocked()
         await conn.execute(
             """UPDATE users SET birth_year = coalesce(birth_year, $2),
-                      display_name = CASE WHEN $3 THEN $4 ELSE display_name END
+                      display_name = CASE WHEN $3 THEN $4 ELSE display_name END,
+                      data_saver = coalesce($5, data_saver)
                 WHERE id = $1""",
             uid,
             birth_year,
             change_display_name,
             display_name,
+            data_saver,
         )
         updated = await conn.fetchrow(_PROFILE_SQL, uid)
     return _profile(updated)
+
+
+# ------------------------------------------------------------------ data usage
+
+
+async def add_usage_batch(
+    pool: asyncpg.Pool, rows: Sequence[tuple[str, date, str, str, int, int]]
+) -> None:
+    """Add many tallies at once: (session, UTC day, user, movie, bytes, edge bytes)."""
+    if not rows:
+        return
+    sessions, days, users, movies, nbytes, edge = zip(*rows, strict=True)
+    await pool.execute(
+        """INSERT INTO data_usage (session_id, day, user_id, movie_id, bytes, edge_bytes)
+           SELECT * FROM unnest($1::text[], $2::date[], $3::uuid[], $4::uuid[],
+                                $5::int8[], $6::int8[])
+           ON CONFLICT (session_id, day) DO UPDATE
+              SET bytes = data_usage.bytes + EXCLUDED.bytes,
+                  edge_bytes = data_usage.edge_bytes + EXCLUDED.edge_bytes,
+                  updated_at = now()""",
+        list(sessions),
+        list(days),
+        [uuid.UUID(u) for u in users],
+        [uuid.UUID(m) for m in movies],
+        list(nbytes),
+        list(edge),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FilmUsage:
+    """Bytes one viewer used on one film in a range of days, over how many sessions."""
+
+    movie_id: str
+    title: str
+    bytes: int
+    sessions: int
+
+
+async def usage_of(pool: asyncpg.Pool, user_id: str, first: date, last: date) -> list[FilmUsage]:
+    """A viewer's usage per film between two UTC days (inclusive), most bytes first:
+    what their playback sessions used plus the offline downloads delivered (a download
+    is not a session: it adds bytes, not sessions)."""
+    rows = await pool.fetch(
+        """WITH played AS (
+                SELECT movie_id, sum(bytes) AS bytes, count(DISTINCT session_id) AS sessions
+                  FROM data_usage
+                 WHERE user_id = $1 AND day BETWEEN $2 AND $3
+                 GROUP BY movie_id),
+            downloaded AS (
+                SELECT movie_id, sum(bytes) AS bytes
+                  FROM download_deliveries
+                 WHERE user_id = $1 AND (at AT TIME ZONE 'UTC')::date BETWEEN $2 AND $3
+                 GROUP BY movie_id)
+           SELECT m.id AS movie_id, m.title,
+                  (coalesce(p.bytes, 0) + coalesce(d.bytes, 0))::int8 AS bytes,
+                  coalesce(p.sessions, 0) AS sessions
+             FROM played p FULL JOIN downloaded d ON d.movie_id = p.movie_id
+             JOIN movies m ON m.id = coalesce(p.movie_id, d.movie_id)
+            ORDER BY bytes DESC, m.id""",
+        uuid.UUID(user_id),
+        first,
+        last,
+    )
+    return [
+        FilmUsage(str(r["movie_id"]), r["title"], int(r["bytes"]), int(r["sessions"])) for r in rows
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class RenditionSize:
+    """One rendition of a film and its size for the whole film (from its bandwidth)."""
+
+    name: str
+    height: int | None
+    bandwidth: int
+    megabytes: float
+
+
+async def rendition_sizes(
+    pool: asyncpg.Pool, movie_id: str, duration_s: float
+) -> list[RenditionSize]:
+    """The film's renditions, smallest first, each with the megabytes (10^6 bytes) the
+    whole film takes at its declared bandwidth (``BANDWIDTH`` is a peak: an upper-side
+    estimate)."""
+    rows = await pool.fetch(
+        """SELECT name, height, bandwidth FROM renditions WHERE movie_id = $1
+            ORDER BY bandwidth, name""",
+        uuid.UUID(movie_id),
+    )
+    return [
+        RenditionSize(
+            r["name"],
+            r["height"],
+            r["bandwidth"],
+            film_megabytes(r["bandwidth"], duration_s),
+        )
+        for r in rows
+    ]
+
+
+def film_megabytes(bandwidth_bps: int, duration_s: float) -> float:
+    """Megabytes (10^6 bytes) of ``duration_s`` seconds at ``bandwidth_bps`` bits per
+    second, to one decimal."""
+    return round(bandwidth_bps * max(duration_s, 0.0) / 8 / 1_000_000, 1)

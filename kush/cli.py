@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from kush import __version__
+from kush.supervisor import READY_FD_ENV, STOP_MARGIN_S
 from runtime.logs import setup_logging
 from runtime.settings import Settings, SettingsError
 
@@ -171,24 +172,42 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, service: str, port: int) -> int:
-    from aiohttp import web
+    """One service process: serve until SIGTERM/SIGINT, then drain (``runtime.serve``)."""
+    from runtime.serve import serve
 
-    _install_uvloop()
     if service == "gateway":
         from gateway.app import create_app
     else:
         from admin.app import create_app
-    log.info("%s listening on http://%s:%d (pid %d)", service, settings.host, port, os.getpid())
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=port,
-        reuse_port=True,
-        access_log=None,
-        print=None,
-        shutdown_timeout=5.0,
-    )
-    return 0
+
+    async def run() -> int:
+        await serve(
+            create_app(settings),
+            host=settings.host,
+            port=port,
+            drain_timeout_s=settings.drain_timeout_s,
+            on_ready=_ready_notifier(service, settings.host, port),
+        )
+        return 0
+
+    return run_async(run())
+
+
+def _ready_notifier(service: str, host: str, port: int) -> Callable[[], None]:
+    """Log that the service listens and, under the supervisor, tell it so: a byte on the
+    pipe named by ``KUSH_READY_FD`` (see ``kush.supervisor``)."""
+
+    def ready() -> None:
+        log.info("%s listening on http://%s:%d (pid %d)", service, host, port, os.getpid())
+        fd = os.environ.pop(READY_FD_ENV, None)
+        if fd is not None and fd.isdigit():
+            try:
+                os.write(int(fd), b"1")
+                os.close(int(fd))
+            except OSError as err:
+                log.warning("could not tell the supervisor %s is ready: %s", service, err)
+
+    return ready
 
 
 def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
@@ -197,10 +216,31 @@ def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     count = args.workers or settings.gateway_workers
     if count <= 1:
         return _serve(settings, "gateway", settings.gateway_port)
-    sup = Supervisor(dict(os.environ))
+    # the workers' metrics add up: prometheus-client's multiprocess mode, in a directory
+    # emptied now and when the gateway stops (runtime.metrics)
+    from functools import partial
+
+    from runtime.metrics import (
+        MULTIPROC_ENV,
+        clear_multiproc_dir,
+        forget_process,
+        prepare_multiproc_dir,
+    )
+
+    metrics_dir = settings.gateway_metrics_dir()
+    prepare_multiproc_dir(metrics_dir)
+    env = {**os.environ, MULTIPROC_ENV: str(metrics_dir)}
+    sup = Supervisor(
+        env,
+        on_exit=partial(forget_process, metrics_dir),
+        grace_s=settings.drain_timeout_s + STOP_MARGIN_S,
+    )
     for i in range(count):
-        sup.spawn(f"gateway-{i}", ["gateway", "--workers", "1"])
-    return sup.wait()
+        sup.spawn(f"gateway-{i}", ["gateway", "--workers", "1"], on_reload="roll")
+    try:
+        return sup.wait()
+    finally:
+        clear_multiproc_dir(metrics_dir)
 
 
 def cmd_admin(settings: Settings, _args: argparse.Namespace) -> int:
@@ -342,9 +382,11 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
             return 0
 
         run_async(prepare_all())
-        sup = Supervisor(env)
+        # the gateway's own supervisor drains its workers: wait for it a little longer
+        sup = Supervisor(env, grace_s=effective.drain_timeout_s + 2 * STOP_MARGIN_S)
         count = args.workers or min(effective.gateway_workers, 2)
-        sup.spawn("gateway", ["gateway", "--workers", str(count)])
+        # SIGHUP: passed on to it, a rolling restart of its workers
+        sup.spawn("gateway", ["gateway", "--workers", str(count)], on_reload="forward")
         sup.spawn("admin", ["admin"])
         sup.spawn("worker", ["worker"])
         if with_edge:

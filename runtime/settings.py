@@ -28,6 +28,17 @@ DEMO_WEBHOOK_SECRET = "whsec_demo"  # noqa: S105 - documented demo-mode default 
 DEMO_PASSWORD = "kush-demo"  # noqa: S105 - documented demo-mode default (DESIGN.md)
 DEFAULT_HLSJS_URL = "/static/vendor/hls.min.js"  # fetched by scripts/vendor.sh
 DEFAULT_MAIL_FROM = "Kush Films <no-reply@kushfilms.example>"
+DEMO_MOBILE_MONEY_CALLBACK_SECRET = "momo-demo-callback-secret"  # noqa: S105 - demo only
+#: the providers' documented endpoints, per KUSH_MOBILE_MONEY_ENV
+MTN_MOMO_BASE_URLS = {
+    "sandbox": "https://sandbox.momodeveloper.mtn.com",
+    "production": "https://proxy.momoapi.mtn.com",
+}
+AIRTEL_BASE_URLS = {
+    "sandbox": "https://openapiuat.airtel.africa",
+    "production": "https://openapi.airtel.africa",
+}
+MobileMoneyEnv = Literal["sandbox", "production"]
 
 _SECRET_FIELDS = frozenset(
     {
@@ -39,6 +50,10 @@ _SECRET_FIELDS = frozenset(
         "database_url",
         "redis_url",
         "smtp_url",
+        "mtn_momo_subscription_key",
+        "mtn_momo_api_key",
+        "airtel_client_secret",
+        "mobile_money_callback_secret",
     }
 )
 X264_PRESETS = (
@@ -114,6 +129,10 @@ class Settings:
     host: str = field(default="127.0.0.1", metadata=_var("KUSH_HOST"))
     gateway_port: int = field(default=8080, metadata=_var("KUSH_GATEWAY_PORT"))
     admin_port: int = field(default=8081, metadata=_var("KUSH_ADMIN_PORT"))
+    #: ``kush worker``'s /metrics (0: none)
+    worker_metrics_port: int = field(default=8082, metadata=_var("KUSH_WORKER_METRICS_PORT"))
+    #: where the gateway's workers keep their metric files (see ``gateway_metrics_dir``)
+    metrics_dir: Path | None = field(default=None, metadata=_var("KUSH_METRICS_DIR"))
     gateway_workers: int = field(
         default_factory=lambda: os.cpu_count() or 1, metadata=_var("KUSH_GATEWAY_WORKERS")
     )
@@ -139,6 +158,7 @@ class Settings:
     max_body_bytes: int = field(default=1024 * 1024, metadata=_var("KUSH_MAX_BODY_BYTES"))
     # -- stalled clients and slow origins (README "Reliability") --
     client_write_timeout_s: int = field(default=30, metadata=_var("KUSH_CLIENT_WRITE_TIMEOUT_S"))
+    drain_timeout_s: int = field(default=25, metadata=_var("KUSH_DRAIN_TIMEOUT_S"))
     body_read_timeout_s: int = field(default=15, metadata=_var("KUSH_BODY_READ_TIMEOUT_S"))
     shared_fetch_buffer_bytes: int = field(
         default=64 * 1024 * 1024, metadata=_var("KUSH_SHARED_FETCH_BUFFER_BYTES")
@@ -164,6 +184,14 @@ class Settings:
     trusted_proxies: tuple[str, ...] = field(default=(), metadata=_var("KUSH_TRUSTED_PROXIES"))
     segment_ip_binding: bool = field(default=False, metadata=_var("KUSH_SEGMENT_IP_BINDING"))
     data_saver_height: int = field(default=480, metadata=_var("KUSH_DATA_SAVER_HEIGHT"))
+    # the data saver (README "Data"): the session's cap and its lighter ad load
+    data_saver_max_height: int = field(default=360, metadata=_var("KUSH_DATA_SAVER_MAX_HEIGHT"))
+    data_saver_ad_max_s: int = field(default=15, metadata=_var("KUSH_DATA_SAVER_AD_MAX_S"))
+    data_saver_midroll_every_s: int = field(
+        default=1800, metadata=_var("KUSH_DATA_SAVER_MIDROLL_EVERY_S")
+    )
+    # data metering: how often each gateway process adds its counted bytes to PostgreSQL
+    usage_flush_s: int = field(default=2, metadata=_var("KUSH_USAGE_FLUSH_S"))
     hotlink_allowed_hosts: tuple[str, ...] = field(
         default=(), metadata=_var("KUSH_HOTLINK_ALLOWED_HOSTS")
     )
@@ -188,6 +216,8 @@ class Settings:
     job_max_attempts: int = field(default=3, metadata=_var("KUSH_JOB_MAX_ATTEMPTS"))
     ingest_cpu_factor: int = field(default=20, metadata=_var("KUSH_INGEST_CPU_FACTOR"))
     ingest_preset: str = field(default="veryfast", metadata=_var("KUSH_INGEST_PRESET"))
+    # -- offline downloads (README "Offline downloads")
+    download_url_ttl_s: int = field(default=600, metadata=_var("KUSH_DOWNLOAD_URL_TTL_S"))
     # -------- billing (Stripe) and mail
     stripe_price_basic: str | None = field(default=None, metadata=_var("STRIPE_PRICE_BASIC"))
     stripe_price_premium: str | None = field(default=None, metadata=_var("STRIPE_PRICE_PREMIUM"))
@@ -198,6 +228,37 @@ class Settings:
     billing_grace_hours: int = field(default=72, metadata=_var("KUSH_BILLING_GRACE_HOURS"))
     smtp_url: str | None = field(default=None, metadata=_var("KUSH_SMTP_URL"))
     mail_from: str = field(default=DEFAULT_MAIL_FROM, metadata=_var("KUSH_MAIL_FROM"))
+    # -------- mobile money (README "Mobile money"): MTN MoMo and Airtel Money collections
+    provisional_minutes: int = field(default=10, metadata=_var("KUSH_PROVISIONAL_MINUTES"))
+    mobile_money_env: MobileMoneyEnv | None = field(
+        default=None, metadata=_var("KUSH_MOBILE_MONEY_ENV")
+    )
+    mobile_money_expire_minutes: int = field(
+        default=30, metadata=_var("KUSH_MOBILE_MONEY_EXPIRE_MINUTES")
+    )
+    mobile_money_timeout_s: float = field(
+        default=10.0, metadata=_var("KUSH_MOBILE_MONEY_TIMEOUT_S")
+    )
+    mobile_money_callback_url: str | None = field(
+        default=None, metadata=_var("KUSH_MOBILE_MONEY_CALLBACK_URL")
+    )
+    mobile_money_callback_secret: str | None = field(
+        default=None, metadata=_var("KUSH_MOBILE_MONEY_CALLBACK_SECRET")
+    )
+    mtn_momo_base_url: str | None = field(default=None, metadata=_var("KUSH_MTN_MOMO_BASE_URL"))
+    mtn_momo_subscription_key: str | None = field(
+        default=None, metadata=_var("KUSH_MTN_MOMO_SUBSCRIPTION_KEY")
+    )
+    mtn_momo_api_user: str | None = field(default=None, metadata=_var("KUSH_MTN_MOMO_API_USER"))
+    mtn_momo_api_key: str | None = field(default=None, metadata=_var("KUSH_MTN_MOMO_API_KEY"))
+    mtn_momo_target_environment: str | None = field(
+        default=None, metadata=_var("KUSH_MTN_MOMO_TARGET_ENVIRONMENT")
+    )
+    airtel_base_url: str | None = field(default=None, metadata=_var("KUSH_AIRTEL_BASE_URL"))
+    airtel_client_id: str | None = field(default=None, metadata=_var("KUSH_AIRTEL_CLIENT_ID"))
+    airtel_client_secret: str | None = field(
+        default=None, metadata=_var("KUSH_AIRTEL_CLIENT_SECRET")
+    )
     # the nginx edge (nginx/, `kush edge`; `kush up` starts it when KUSH_EDGE is on)
     edge: bool = field(default=False, metadata=_var("KUSH_EDGE"))
     edge_port: int = field(default=8088, metadata=_var("KUSH_EDGE_PORT"))
@@ -214,6 +275,12 @@ class Settings:
     def is_demo(self) -> bool:
         """Demo mode seeds data and may default secrets; production never does."""
         return self.mode == "demo"
+
+    def gateway_metrics_dir(self) -> Path:
+        """The directory ``kush gateway --workers N`` shares its workers' metrics through
+        (``KUSH_METRICS_DIR`` or ``<data dir>/metrics/gateway-<port>``), absolute."""
+        chosen = self.metrics_dir or self.data_dir / "metrics" / f"gateway-{self.gateway_port}"
+        return chosen.resolve()
 
     @property
     def origin_root(self) -> Path:
@@ -259,6 +326,58 @@ class Settings:
             return self.billing_cancel_url
         query = "" if outcome == "portal" else f"?checkout={outcome}"
         return f"{self.gateway_url().rstrip('/')}/upgrade{query}"
+
+    # -- mobile money
+
+    @property
+    def momo_env(self) -> MobileMoneyEnv | None:
+        """Sandbox or production endpoints (``KUSH_MOBILE_MONEY_ENV``; sandbox by default
+        in demo mode only)."""
+        return self.mobile_money_env or ("sandbox" if self.is_demo else None)
+
+    @property
+    def mtn_configured(self) -> bool:
+        """Whether MTN MoMo collections can be used (every credential set)."""
+        return bool(
+            self.mtn_momo_subscription_key
+            and self.mtn_momo_api_user
+            and self.mtn_momo_api_key
+            and self.momo_env
+        )
+
+    @property
+    def airtel_configured(self) -> bool:
+        """Whether Airtel Money collections can be used (client id and secret set)."""
+        return bool(self.airtel_client_id and self.airtel_client_secret and self.momo_env)
+
+    def mtn_base(self) -> str:
+        """MTN MoMo's API base URL (``KUSH_MTN_MOMO_BASE_URL`` or the environment's)."""
+        return (self.mtn_momo_base_url or MTN_MOMO_BASE_URLS[self.momo_env or "sandbox"]).rstrip(
+            "/"
+        )
+
+    def mtn_target_environment(self) -> str:
+        """MTN's ``X-Target-Environment``: ``sandbox``, or ``mtnuganda`` in production."""
+        if self.mtn_momo_target_environment:
+            return self.mtn_momo_target_environment
+        return "sandbox" if self.momo_env != "production" else "mtnuganda"
+
+    def airtel_base(self) -> str:
+        """Airtel's API base URL (``KUSH_AIRTEL_BASE_URL`` or the environment's)."""
+        return (self.airtel_base_url or AIRTEL_BASE_URLS[self.momo_env or "sandbox"]).rstrip("/")
+
+    @property
+    def callback_secret(self) -> str | None:
+        """The secret signing our callback URLs (a documented default in demo mode only)."""
+        if self.mobile_money_callback_secret:
+            return self.mobile_money_callback_secret
+        return DEMO_MOBILE_MONEY_CALLBACK_SECRET if self.is_demo else None
+
+    def callback_base(self) -> str | None:
+        """Base URL at which the providers reach the admin service's callbacks."""
+        if self.mobile_money_callback_url:
+            return self.mobile_money_callback_url.rstrip("/")
+        return self.admin_url() if self.is_demo else None
 
     def gateway_url(self) -> str:
         """Base URL players use to reach the gateway."""
@@ -446,6 +565,35 @@ class _Parser:
             "edge_templates": self.path("KUSH_EDGE_TEMPLATES"),
         }
 
+    def mobile_money(self, demo: bool) -> dict[str, Any]:
+        """The mobile money settings (``KUSH_PROVISIONAL_MINUTES``, ``KUSH_MTN_MOMO_*``,
+        ``KUSH_AIRTEL_*``, ``KUSH_MOBILE_MONEY_*``)."""
+        env = self.text("KUSH_MOBILE_MONEY_ENV")
+        momo_env: MobileMoneyEnv | None = None
+        if env is not None:
+            chosen = self.choice("KUSH_MOBILE_MONEY_ENV", ("sandbox", "production"), "sandbox")
+            momo_env = "production" if chosen == "production" else "sandbox"
+        return {
+            "provisional_minutes": self.integer("KUSH_PROVISIONAL_MINUTES", 10, 0, 24 * 60),
+            "mobile_money_env": momo_env,
+            "mobile_money_expire_minutes": self.integer(
+                "KUSH_MOBILE_MONEY_EXPIRE_MINUTES", 30, 1, 24 * 60
+            ),
+            "mobile_money_timeout_s": float(self.integer("KUSH_MOBILE_MONEY_TIMEOUT_S", 10, 1, 60)),
+            "mobile_money_callback_url": self.url(
+                "KUSH_MOBILE_MONEY_CALLBACK_URL", ("http", "https")
+            ),
+            "mobile_money_callback_secret": self.text("KUSH_MOBILE_MONEY_CALLBACK_SECRET"),
+            "mtn_momo_base_url": self.url("KUSH_MTN_MOMO_BASE_URL", ("http", "https")),
+            "mtn_momo_subscription_key": self.text("KUSH_MTN_MOMO_SUBSCRIPTION_KEY"),
+            "mtn_momo_api_user": self.text("KUSH_MTN_MOMO_API_USER"),
+            "mtn_momo_api_key": self.text("KUSH_MTN_MOMO_API_KEY"),
+            "mtn_momo_target_environment": self.text("KUSH_MTN_MOMO_TARGET_ENVIRONMENT"),
+            "airtel_base_url": self.url("KUSH_AIRTEL_BASE_URL", ("http", "https")),
+            "airtel_client_id": self.text("KUSH_AIRTEL_CLIENT_ID"),
+            "airtel_client_secret": self.text("KUSH_AIRTEL_CLIENT_SECRET"),
+        }
+
     def build(self) -> Settings:
         mode = self.choice("KUSH_MODE", ("demo", "production"), "demo")
         demo = mode == "demo"
@@ -463,6 +611,8 @@ class _Parser:
             host=self.text("KUSH_HOST") or "127.0.0.1",
             gateway_port=self.integer("KUSH_GATEWAY_PORT", 8080, 1, 65535),
             admin_port=self.integer("KUSH_ADMIN_PORT", 8081, 1, 65535),
+            worker_metrics_port=self.integer("KUSH_WORKER_METRICS_PORT", 8082, 0, 65535),
+            metrics_dir=self.path("KUSH_METRICS_DIR"),
             gateway_workers=self.integer("KUSH_GATEWAY_WORKERS", os.cpu_count() or 1, 1, 256),
             public_url=self.url("KUSH_PUBLIC_URL", ("http", "https")),
             database_url=self.url("DATABASE_URL", ("postgres", "postgresql")),
@@ -488,6 +638,7 @@ class _Parser:
             max_body_bytes=self.integer("KUSH_MAX_BODY_BYTES", 1024 * 1024, 1024, 1024**3),
             # -- stalled clients and slow origins (README "Reliability") --
             client_write_timeout_s=self.integer("KUSH_CLIENT_WRITE_TIMEOUT_S", 30, 1, 3600),
+            drain_timeout_s=self.integer("KUSH_DRAIN_TIMEOUT_S", 25, 0, 3600),
             body_read_timeout_s=self.integer("KUSH_BODY_READ_TIMEOUT_S", 15, 1, 3600),
             shared_fetch_buffer_bytes=self.integer(
                 "KUSH_SHARED_FETCH_BUFFER_BYTES", 64 * 1024 * 1024, 0, 1024**4
@@ -513,6 +664,12 @@ class _Parser:
             trusted_proxies=self.networks("KUSH_TRUSTED_PROXIES"),
             segment_ip_binding=self.boolean("KUSH_SEGMENT_IP_BINDING", False),
             data_saver_height=self.integer("KUSH_DATA_SAVER_HEIGHT", 480, 144, 4320),
+            data_saver_max_height=self.integer("KUSH_DATA_SAVER_MAX_HEIGHT", 360, 144, 4320),
+            data_saver_ad_max_s=self.integer("KUSH_DATA_SAVER_AD_MAX_S", 15, 1, 600),
+            data_saver_midroll_every_s=self.integer(
+                "KUSH_DATA_SAVER_MIDROLL_EVERY_S", 1800, 60, 86400
+            ),
+            usage_flush_s=self.integer("KUSH_USAGE_FLUSH_S", 2, 1, 60),
             hotlink_allowed_hosts=self.listing("KUSH_HOTLINK_ALLOWED_HOSTS", ()),
             cors_allowed_origins=self.listing("KUSH_CORS_ALLOWED_ORIGINS", ("*",)),
             log_format="json" if log_format == "json" else "text",
@@ -531,6 +688,7 @@ class _Parser:
             job_max_attempts=self.integer("KUSH_JOB_MAX_ATTEMPTS", 3, 1, 20),
             ingest_cpu_factor=self.integer("KUSH_INGEST_CPU_FACTOR", 20, 1, 1000),
             ingest_preset=self.choice("KUSH_INGEST_PRESET", X264_PRESETS, "veryfast"),
+            download_url_ttl_s=self.integer("KUSH_DOWNLOAD_URL_TTL_S", 600, 60, 24 * 3600),
             stripe_price_basic=self.text("STRIPE_PRICE_BASIC"),
             stripe_price_premium=self.text("STRIPE_PRICE_PREMIUM"),
             stripe_api_base=self.url("STRIPE_API_BASE", ("http", "https")),
@@ -540,6 +698,7 @@ class _Parser:
             billing_grace_hours=self.integer("KUSH_BILLING_GRACE_HOURS", 72, 0, 24 * 60),
             smtp_url=self.url("KUSH_SMTP_URL", ("smtp", "smtps")),
             mail_from=self.text("KUSH_MAIL_FROM") or DEFAULT_MAIL_FROM,
+            **self.mobile_money(demo),
             **self.edge(),
         )
         # Cross-field rules only judge values that were read cleanly: a typo in one
@@ -570,6 +729,8 @@ def check(settings: Settings) -> list[str]:
         problems.append("KUSH_ADMIN_PORT: must differ from KUSH_GATEWAY_PORT")
     if settings.edge_port in (settings.gateway_port, settings.admin_port):
         problems.append("KUSH_EDGE_PORT: must differ from the gateway and admin ports")
+    if settings.worker_metrics_port in (settings.gateway_port, settings.admin_port):
+        problems.append("KUSH_WORKER_METRICS_PORT: must differ from the gateway and admin ports")
     if (settings.edge_tls_cert is None) != (settings.edge_tls_key is None):
         problems.append("KUSH_EDGE_TLS_CERT: set both KUSH_EDGE_TLS_CERT and KUSH_EDGE_TLS_KEY")
     if settings.is_demo:
@@ -583,6 +744,37 @@ def check(settings: Settings) -> list[str]:
     ):
         if not value:
             problems.append(f"{name}: required in production mode (no defaults for secrets)")
+    problems.extend(mobile_money_problems(settings))
+    return problems
+
+
+def mobile_money_problems(settings: Settings) -> list[str]:
+    """Production mode with a mobile money provider half-configured: every credential,
+    the environment, the callback URL and its secret are required (none defaults)."""
+    mtn = (
+        settings.mtn_momo_subscription_key,
+        settings.mtn_momo_api_user,
+        settings.mtn_momo_api_key,
+    )
+    airtel = (settings.airtel_client_id, settings.airtel_client_secret)
+    problems: list[str] = []
+    if any(mtn) and not all(mtn):
+        problems.append(
+            "KUSH_MTN_MOMO_API_USER: set all of KUSH_MTN_MOMO_SUBSCRIPTION_KEY, "
+            "KUSH_MTN_MOMO_API_USER and KUSH_MTN_MOMO_API_KEY, or none"
+        )
+    if any(airtel) and not all(airtel):
+        problems.append(
+            "KUSH_AIRTEL_CLIENT_ID: set both KUSH_AIRTEL_CLIENT_ID and KUSH_AIRTEL_CLIENT_SECRET"
+        )
+    if any(mtn) or any(airtel):
+        for name, value in (
+            ("KUSH_MOBILE_MONEY_ENV", settings.mobile_money_env),
+            ("KUSH_MOBILE_MONEY_CALLBACK_URL", settings.mobile_money_callback_url),
+            ("KUSH_MOBILE_MONEY_CALLBACK_SECRET", settings.mobile_money_callback_secret),
+        ):
+            if not value:
+                problems.append(f"{name}: required in production mode with mobile money")
     return problems
 
 

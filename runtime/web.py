@@ -19,14 +19,14 @@ import termios
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
 import redis.exceptions
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.exposition import generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
@@ -40,6 +40,7 @@ from runtime.errors import (
     ServiceUnavailable,
 )
 from runtime.logs import request_id_var
+from runtime.metrics import Metrics
 from runtime.redis import Keys, create_redis
 from runtime.settings import Settings
 
@@ -90,33 +91,6 @@ _DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.TimeoutError,
     TimeoutError,
 )
-
-
-class Metrics:
-    """Per-app Prometheus registry: request counts and latency by route and status."""
-
-    def __init__(self, service: str) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "kush_http_requests_total",
-            "HTTP requests by route, method and status",
-            ["service", "route", "method", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "kush_http_request_duration_seconds",
-            "HTTP request latency by route",
-            ["service", "route"],
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
-            registry=self.registry,
-        )
-        self.write_timeouts = Counter(
-            "kush_http_write_timeouts_total",
-            "Connections dropped because the client stopped reading its response",
-            ["service"],
-            registry=self.registry,
-        )
-        self.service = service
 
 
 metrics_key = web.AppKey("metrics", Metrics)
@@ -346,8 +320,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_view(request: web.Request) -> web.Response:
-    """Prometheus text exposition of this process's metrics."""
-    body = generate_latest(request.app[metrics_key].registry)
+    """Prometheus text exposition of the service's metrics (every worker's, added up,
+    when the gateway runs several: `runtime.metrics`)."""
+    body = await request.app[metrics_key].exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -459,17 +434,28 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await client.aclose()
 
 
+async def _metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with app[metrics_key].refreshing():
+        yield
+
+
 def base_app(
-    settings: Settings, service: str, *, client_max_size: int | None = None
+    settings: Settings,
+    service: str,
+    *,
+    client_max_size: int | None = None,
+    metrics_dir: Path | None = None,
 ) -> web.Application:
-    """An application with the shared middlewares, health routes and resources."""
+    """An application with the shared middlewares, health routes and resources;
+    ``metrics_dir`` when it is one of several processes whose metrics add up
+    (`runtime.metrics`)."""
     app = web.Application(
         middlewares=[observe_middleware, error_middleware],
         client_max_size=client_max_size or settings.max_body_bytes,
     )
     app[settings_key] = settings
     app[service_key] = service
-    metrics = Metrics(service)
+    metrics = Metrics(service, multiproc=metrics_dir)
     app[metrics_key] = metrics
     app[write_watchdog_key] = WriteWatchdog(
         settings.client_write_timeout_s,
@@ -480,6 +466,7 @@ def base_app(
     app.cleanup_ctx.append(_watchdog_ctx)
     app.cleanup_ctx.append(_pg_ctx)
     app.cleanup_ctx.append(_redis_ctx)
+    app.cleanup_ctx.append(_metrics_ctx)
     app.on_response_prepare.append(_watch_writes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

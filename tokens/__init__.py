@@ -5,6 +5,12 @@ storage of the auth service build on it. Verification raises only
 :class:`~tokens.errors.TokenError` subclasses.
 """
 
+from tokens.download import (
+    download_file_path,
+    new_download_id,
+    sign_download,
+    verify_download,
+)
 from tokens.errors import (
     InvalidEmail,
     KeyUnsealError,
@@ -87,6 +93,7 @@ __all__ = [
     "WeakPassword",
     "check_password_policy",
     "decode_jwt",
+    "download_file_path",
     "dummy_verify",
     "encode_jwt",
     "generate_ed25519",
@@ -99,6 +106,7 @@ __all__ = [
     "load_public_key",
     "needs_rehash",
     "new_access_claims",
+    "new_download_id",
     "new_kid",
     "new_refresh_token",
     "new_session_id",
@@ -108,7 +116,9 @@ __all__ = [
     "public_key_bytes",
     "seal",
     "segment_token_ttl",
+    "sign_download",
     "unseal",
+    "verify_download",
     "verify_password",
     "verify_segment_token",
 ]

@@ -18,7 +18,7 @@ Token layout (version 1)
                   bits 1-3 reserved and must be 0)
     1       1     kid: which master secret of the key ring (0..255)
     2       4     expires_at: Unix seconds, unsigned big-endian (valid until 2106)
-    6       12    session id (random)
+    6       12    session id (random but for its first 18 bits, the user's Redis shard)
     18      15    tag = BLAKE2s(key=K_s, digest_size=15, data=UTF-8 path)   (120 bits)
 
     K_s = HMAC-SHA256(master[kid],
@@ -147,6 +147,7 @@ __all__ = [
     "SessionSealer",
     "SessionSigner",
     "ip_prefix_of",
+    "is_session_id",
     "new_session_id",
     "segment_token_ttl",
     "verify_segment_token",
@@ -192,9 +193,25 @@ class SegmentClaims(NamedTuple):
     kid: int
 
 
-def new_session_id() -> str:
-    """Return a fresh playback session id: 12 random bytes as 16 base64url characters."""
-    return base64.urlsafe_b64encode(secrets.token_bytes(SESSION_ID_BYTES)).decode("ascii")
+_LEAD_RE: Final = re.compile(r"[A-Za-z0-9_-]{0,4}")
+
+
+def new_session_id(lead: str = "") -> str:
+    """Return a fresh playback session id: 12 random bytes as 16 base64url characters,
+    the first of them ``lead`` (at most 4 base64url characters) when given.
+
+    The gateway leads with the user's Redis shard (``runtime.redis.user_shard``), so a
+    session's keys share a Redis Cluster slot with its user's stream set; the other 13
+    characters (78 bits) stay random."""
+    if _LEAD_RE.fullmatch(lead) is None:
+        raise ValueError("lead must be at most 4 base64url characters")
+    random = base64.urlsafe_b64encode(secrets.token_bytes(SESSION_ID_BYTES)).decode("ascii")
+    return lead + random[len(lead) :]
+
+
+def is_session_id(text: str) -> bool:
+    """Whether ``text`` has the form of a playback session id (16 base64url characters)."""
+    return isinstance(text, str) and _SESSION_ID_RE.fullmatch(text) is not None
 
 
 def _session_id_bytes(session_id: str) -> bytes:

@@ -10,75 +10,50 @@ once; the job row is the retry should that fail (``kush worker`` picks it up).
 Enforcing ends the user's live sessions started under a plan above the new one
 (``tokens.service.sessions.end_sessions_beyond_plan``): their next segment is refused with
 ``plan_changed`` on every gateway worker within a second (the workers' session cache
-lives 0.5 s). New playback reads the plan fresh, so it needs nothing.
+lives 0.5 s). New playback reads the plan fresh, so it needs nothing. A plan without
+offline downloads also revokes the user's downloads (`billing.downloads`): their
+gateway download URLs are refused from then on.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
 
-from billing.store import UserPlan, load_user_plan, utcnow
+from billing.downloads import revoke_downloads
+from billing.entitlements import PlanChange, lock_user, record_plan
+from billing.store import UserPlan, load_user_plan
+from tokens.service.session_endings import PAYMENT_NOT_CONFIRMED, PLAN_CHANGED
 from tokens.service.sessions import SessionStore, end_sessions_beyond_plan
 
 log = logging.getLogger(__name__)
 
-INLINE_GRACE_S = 30
+__all__ = [
+    "PlanChange",
+    "allowed_plans",
+    "ending_reason",
+    "enforce_plan",
+    "lock_user",
+    "record_plan",
+    "run_jobs",
+]
 
 
-@dataclass(frozen=True, slots=True)
-class PlanChange:
-    """The effective plan of one user moved (``old`` None: never recorded before)."""
-
-    user_id: str
-    old: str | None
-    new: str
-    job_id: int
-
-
-async def lock_user(conn: asyncpg.Connection, user_id: str) -> None:
-    """Serialise billing writes of one user until the transaction ends."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('kush-billing:' || $1::text, 0))",
-        user_id,
+async def ending_reason(conn: asyncpg.Connection | asyncpg.Pool, user_id: str) -> str:
+    """Why sessions above the user's plan end now: ``payment_not_confirmed`` when a
+    provisional grant of the past hour ended without a confirmed payment, else
+    ``plan_changed``."""
+    unconfirmed = await conn.fetchval(
+        """SELECT EXISTS (SELECT 1 FROM mobile_money_payments
+                           WHERE user_id = $1 AND status <> 'successful'
+                             AND provisional_until > now() - interval '1 hour'
+                             AND (status <> 'pending' OR provisional_until <= now()))""",
+        uuid.UUID(user_id),
     )
-
-
-async def record_plan(
-    conn: asyncpg.Connection, user_id: str, *, grace: timedelta, now: datetime | None = None
-) -> PlanChange | None:
-    """In the caller's transaction: store the user's effective plan and, if it changed,
-    queue its enforcement. Returns the change, or None."""
-    key = uuid.UUID(user_id)
-    current = await load_user_plan(conn, key, grace=grace, now=now or utcnow())
-    old = await conn.fetchval("SELECT plan_id FROM entitlements WHERE user_id = $1 FOR UPDATE", key)
-    new = current.plan
-    await conn.execute(
-        """INSERT INTO entitlements (user_id, plan_id, recheck_at) VALUES ($1, $2, $3)
-           ON CONFLICT (user_id) DO UPDATE
-              SET plan_id = EXCLUDED.plan_id, recheck_at = EXCLUDED.recheck_at,
-                  changed_at = CASE WHEN entitlements.plan_id <> EXCLUDED.plan_id
-                                    THEN now() ELSE entitlements.changed_at END""",
-        key,
-        new,
-        current.effective.recheck_at,
-    )
-    if old == new:
-        return None
-    # the caller enforces right after its commit; the worker only takes the job if that
-    # did not happen (run_after leaves the caller the time to do it)
-    job_id = await conn.fetchval(
-        """INSERT INTO billing_jobs (kind, user_id, run_after)
-           VALUES ('enforce_plan', $1, now() + make_interval(secs => $2)) RETURNING id""",
-        key,
-        INLINE_GRACE_S,
-    )
-    log.info("plan of user %s: %s -> %s", user_id, old or "(unrecorded)", new)
-    return PlanChange(user_id, old, new, int(job_id))
+    return PAYMENT_NOT_CONFIRMED if unconfirmed else PLAN_CHANGED
 
 
 def allowed_plans(current: UserPlan) -> frozenset[str]:
@@ -90,9 +65,19 @@ def allowed_plans(current: UserPlan) -> frozenset[str]:
 async def enforce_plan(
     pool: asyncpg.Pool, sessions: SessionStore, user_id: str, *, grace: timedelta
 ) -> list[str]:
-    """End the user's live sessions above their effective plan (read fresh); idempotent."""
+    """End the user's live sessions above their effective plan (read fresh), and revoke
+    their downloads if it includes none; idempotent. Sessions end with
+    ``payment_not_confirmed`` when the plan fell because provisional access of an
+    unconfirmed mobile money payment ran out, else ``plan_changed``."""
     current = await load_user_plan(pool, user_id, grace=grace)
-    ended = await end_sessions_beyond_plan(sessions, user_id, allowed_plans=allowed_plans(current))
+    reason = await ending_reason(pool, user_id)
+    if not current.limits.downloads:
+        revoked = await revoke_downloads(pool, user_id, reason=PLAN_CHANGED)
+        if revoked:
+            log.info("revoked %d downloads of user %s (plan %s)", revoked, user_id, current.plan)
+    ended = await end_sessions_beyond_plan(
+        sessions, user_id, allowed_plans=allowed_plans(current), reason=reason
+    )
     if ended:
         log.info(
             "ended %d playback sessions of user %s above plan %s",

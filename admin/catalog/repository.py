@@ -361,3 +361,45 @@ async def views_report(conn: Conn, first: date, last: date) -> list[ViewsRow]:
         )
         for r in rows
     ]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageRow:
+    """Data delivered for one film on one day."""
+
+    movie_id: str
+    title: str
+    day: date
+    bytes: int
+    edge_bytes: int
+    sessions: int
+    viewers: int
+
+
+async def usage_report(conn: Conn, first: date, last: date) -> list[UsageRow]:
+    """Bytes delivered (all, and the edge's part), sessions and viewers per film and day,
+    ``first`` to ``last`` (UTC days)."""
+    rows = await conn.fetch(
+        """SELECT u.movie_id, m.title, u.day, sum(u.bytes)::int8 AS bytes,
+                  sum(u.edge_bytes)::int8 AS edge_bytes,
+                  count(DISTINCT u.session_id) AS sessions,
+                  count(DISTINCT u.user_id) AS viewers
+             FROM data_usage u JOIN movies m ON m.id = u.movie_id
+            WHERE u.day BETWEEN $1 AND $2
+            GROUP BY u.movie_id, m.title, u.day
+            ORDER BY u.day, bytes DESC, u.movie_id""",
+        first,
+        last,
+    )
+    return [
+        UsageRow(
+            movie_id=str(r["movie_id"]),
+            title=r["title"],
+            day=r["day"],
+            bytes=int(r["bytes"]),
+            edge_bytes=int(r["edge_bytes"]),
+            sessions=int(r["sessions"]),
+            viewers=int(r["viewers"]),
+        )
+        for r in rows
+    ]

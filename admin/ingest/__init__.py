@@ -23,6 +23,8 @@ from admin.ingest.ladder import (
     select_rungs,
 )
 from admin.ingest.transcode import (
+    DOWNLOAD_FILE,
+    DownloadFile,
     HlsPackage,
     Rendition,
     RenditionPlan,
@@ -35,6 +37,8 @@ from admin.ingest.transcode import (
 __all__ = [
     "AUDIO_RUNG_NAME",
     "DEFAULT_LADDER",
+    "DOWNLOAD_FILE",
+    "DownloadFile",
     "FfmpegError",
     "HlsPackage",
     "IngestError",

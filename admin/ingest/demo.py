@@ -213,8 +213,10 @@ async def build_demo_film(
     on_progress: Callable[[float], None] | None = None,
     preset: str = "superfast",
     label: str = "Kush Films demo",
+    download: bool = True,
 ) -> HlsPackage:
-    """Generate a 1080p synthetic film and package it as HLS with exactly ``heights``.
+    """Generate a 1080p synthetic film and package it as HLS with exactly ``heights``,
+    with its offline MP4 unless ``download`` is False (an ad).
 
     The source lives in a temporary directory beside ``out_dir`` and is deleted after.
     x264 ``superfast`` by default: a test pattern needs no better, and `kush up` is
@@ -246,6 +248,7 @@ async def build_demo_film(
             out_dir,
             rungs=rungs,
             preset=preset,
+            download=download,
             on_progress=None
             if on_progress is None
             else (lambda f: on_progress(generate_share + (1 - generate_share) * f)),

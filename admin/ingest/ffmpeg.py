@@ -284,6 +284,9 @@ async def run_ffmpeg(
 
 
 _NOT_ALLOWED_RE = re.compile(r"^\[(\w+) @ [^\]]*\] Format not on whitelist", re.MULTILINE)
+# ffmpeg 7.1+ no longer probes a playlist saved under a video's extension (trailer.mp4):
+# it says so, then fails on it as a broken MP4. Still a playlist, not an unreadable video.
+_HLS_UNDETECTED_RE = re.compile(r"^Not detecting m3u8/hls with non standard extension", re.M)
 _INPUT_RE = re.compile(r"^Input #0, ([\w,]+), from ")
 _DURATION_RE = re.compile(r"^\s*Duration:\s*(?:(\d+):(\d{2}):(\d{2}(?:\.\d+)?)|N/A)")
 _STREAM_RE = re.compile(r"^\s*Stream #\d+:\d+.*?: (Video|Audio): (\w+)(.*)$")
@@ -376,10 +379,11 @@ async def probe(
         raise
     stderr = stderr_bytes.decode("utf-8", "replace")
     info = parse_probe_output(stderr)
-    if (found := _NOT_ALLOWED_RE.search(stderr)) is not None:
+    if (found := _NOT_ALLOWED_RE.search(stderr)) is not None or _HLS_UNDETECTED_RE.search(stderr):
+        demuxer = found.group(1) if found is not None else "hls"
         raise SourceRefused(
             "not_a_video",
-            f"the file is not a video file we accept: ffmpeg reads it as '{found.group(1)}' "
+            f"the file is not a video file we accept: ffmpeg reads it as '{demuxer}' "
             "(a playlist, a list of files or another format that is not a plain video "
             "container)",
         )

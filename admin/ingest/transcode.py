@@ -11,6 +11,7 @@ Package layout written into ``out_dir`` (later uploaded as ``videos/{id}/...``):
     {rendition}/index.m3u8       one media playlist per rung (1080p ... 240p, audio)
     {rendition}/seg_00000.ts     MPEG-TS segments, keyframe-aligned across renditions
     poster.jpg
+    download.mp4                 the offline copy: one rendition remuxed (`write_download`)
 
 One ffmpeg process decodes the source once and ``split``s the picture into one scaled
 H.264 encode per rung, so every encoder sees identical frames and identical keyframe
@@ -39,11 +40,18 @@ segments of the same index, so its playlist states the video's durations (after
 checking every cut is within two AAC frames of the video's and never drifts): all
 renditions of a film, and of an ad creative, then have identical EXTINF values, which
 is what the ad stitcher's 1 ms alignment rule (`hls.ads.align_pods`) compares.
+
+The offline download (premium, README "Offline downloads") is the 480p rendition's
+segments remuxed, not encoded again, into one progressive MP4 with its index (``moov``)
+before the media (``+faststart``), so a phone can start playing a partial file and a
+download resumes with Range requests. Copying costs a read and a write of one rendition
+and no encoder time; the picture and sound are exactly the 480p stream's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import os
@@ -87,13 +95,18 @@ from hls import (
 from hls.tags import EXTINF
 
 __all__ = [
+    "DOWNLOAD_FILE",
+    "DownloadFile",
     "HlsPackage",
     "Rendition",
     "RenditionPlan",
+    "build_download_args",
     "build_hls_args",
+    "choose_download_rendition",
     "plan_renditions",
     "render_master_playlist",
     "transcode_to_hls",
+    "write_download",
 ]
 
 logger = logging.getLogger(__name__)
@@ -101,6 +114,11 @@ logger = logging.getLogger(__name__)
 MASTER_PLAYLIST: Final = "master.m3u8"
 MEDIA_PLAYLIST: Final = "index.m3u8"
 POSTER: Final = "poster.jpg"
+#: The offline copy's file name in a package (and on the origin, in the version's folder).
+DOWNLOAD_FILE: Final = "download.mp4"
+#: The offline copy's picture height (DESIGN.md: premium downloads; 480p holds a
+#: two-hour film in about 1 GB on the phone).
+DOWNLOAD_HEIGHT: Final = 480
 SEGMENT_PATTERN: Final = "seg_%05d.ts"
 POSTER_WIDTH: Final = 640
 #: RFC 6381 codec string of AAC-LC (object type 2), the only audio codec we encode.
@@ -134,6 +152,7 @@ MASTER_VERSION: Final = 3
 #: room to spare and is far below a segment.
 LADDER_ALIGNMENT_TOLERANCE_S: Final = 0.1
 _POSTER_TIMEOUT_S: Final = 120.0
+_DOWNLOAD_TIMEOUT_S: Final = 120.0
 #: Longest trailing audio-only sliver folded into the previous segment; short enough
 #: that the merged EXTINF still rounds to the target duration (RFC 8216 §4.3.3.1).
 _MAX_TRAILING_FRAGMENT_S: Final = 0.25
@@ -187,13 +206,26 @@ class Rendition:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DownloadFile:
+    """The progressive MP4 of a package, offered for offline viewing."""
+
+    path: Path
+    size: int
+    rendition: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HlsPackage:
-    """A finished, validated HLS package on disk."""
+    """A finished, validated HLS package on disk (``download``: its offline MP4, if
+    one was asked for)."""
 
     renditions: tuple[Rendition, ...]
     duration_s: float
     master_path: Path
     poster_path: Path
+    download: DownloadFile | None = None
 
 
 def plan_renditions(
@@ -586,6 +618,72 @@ async def _extract_poster(src: Path, dest: Path, at_s: float) -> None:
         raise FfmpegError(f"no frame at {at_s:.1f} s for the poster")
 
 
+def choose_download_rendition(renditions: Sequence[Rendition]) -> Rendition | None:
+    """The rendition the offline MP4 is made of: the tallest video rendition at most
+    `DOWNLOAD_HEIGHT` high, else (a ladder without one) the smallest video rendition;
+    None without video."""
+    videos = [r for r in renditions if not r.is_audio_only]
+    if not videos:
+        return None
+    fitting = [r for r in videos if r.height <= DOWNLOAD_HEIGHT]
+    if fitting:
+        return max(fitting, key=lambda r: (r.height, r.bandwidth))
+    return min(videos, key=lambda r: (r.height, r.bandwidth))
+
+
+def build_download_args(playlist: Path, out: Path) -> list[str]:
+    """The ffmpeg arguments that remux a rendition of ours (its VOD media playlist) into
+    one progressive MP4: streams copied, the first video and (if any) audio stream only,
+    the index written first (``+faststart``). Our own files: only the ``file`` protocol,
+    through the ``hls`` demuxer."""
+    return [
+        "-protocol_whitelist",
+        "file",
+        "-f",
+        "hls",
+        "-i",
+        file_url(playlist),
+        "-map",
+        "0:v:0",
+        "-map",
+        "0:a:0?",
+        "-c",
+        "copy",
+        "-map_metadata",
+        "-1",
+        "-movflags",
+        "+faststart",
+        "-f",
+        "mp4",
+        "-y",
+        str(out),
+    ]
+
+
+async def write_download(
+    package_dir: Path, renditions: Sequence[Rendition], *, duration_s: float
+) -> DownloadFile | None:
+    """Write ``download.mp4`` into ``package_dir`` from the rendition
+    `choose_download_rendition` picks (`FfmpegError` if ffmpeg fails); None without a
+    video rendition."""
+    chosen = choose_download_rendition(renditions)
+    if chosen is None:
+        return None
+    out = package_dir / DOWNLOAD_FILE
+    args = build_download_args(package_dir / chosen.name / MEDIA_PLAYLIST, out)
+    # a copy: bounded by reading and writing one rendition, not by an encoder
+    await run_ffmpeg(args, timeout_s=_DOWNLOAD_TIMEOUT_S + duration_s)
+    try:
+        size = (await asyncio.to_thread(out.stat)).st_size
+    except FileNotFoundError as err:
+        raise FfmpegError("ffmpeg wrote no download file") from err
+    if size == 0:
+        raise FfmpegError("ffmpeg wrote an empty download file")
+    return DownloadFile(
+        path=out, size=size, rendition=chosen.name, width=chosen.width, height=chosen.height
+    )
+
+
 def output_budget(plans: Sequence[RenditionPlan], duration_s: float) -> int:
     """The most bytes a package may take: twice every rung's peak rate over the film,
     plus room for playlists, the poster and short films' overheads."""
@@ -634,6 +732,7 @@ async def transcode_to_hls(
     info: MediaInfo | None = None,
     limits: Limits | None = None,
     max_output_bytes: int | None = None,
+    download: bool = True,
 ) -> HlsPackage:
     """Transcode ``src`` into a validated HLS package in ``out_dir``.
 
@@ -644,6 +743,7 @@ async def transcode_to_hls(
     fails or times out (``timeout_s`` defaults to ten times the duration plus ten
     minutes), passes ``limits`` or ``max_output_bytes`` (default `output_budget`), or
     when the renditions come out misaligned. ``info`` is the source's probe, if known.
+    ``download``: also write the offline MP4 (`write_download`; ads need none).
     """
     if info is None:
         info = await probe(src)
@@ -689,6 +789,9 @@ async def transcode_to_hls(
         )
         renditions, duration = await asyncio.to_thread(_finish_package, staging, plans, fps)
         await check_start_times(staging, [plan.name for plan in plans])
+        offline = (
+            await write_download(staging, renditions, duration_s=duration) if download else None
+        )
         await _extract_poster(src, staging / POSTER, at_s=duration * 0.1)
         await asyncio.to_thread(_publish, staging, out_dir)
     except BaseException:
@@ -702,6 +805,9 @@ async def transcode_to_hls(
         duration_s=duration,
         master_path=out_dir / MASTER_PLAYLIST,
         poster_path=out_dir / POSTER,
+        download=None
+        if offline is None
+        else dataclasses.replace(offline, path=out_dir / DOWNLOAD_FILE),
     )
 
 

@@ -285,8 +285,9 @@ async def _sign_out(request: web.Request, user_id: uuid.UUID, *, end_sessions: b
     "/admin/v1/users/{user_id}/export",
     summary="Everything we hold about an account, as JSON (a data access request; "
     "admin, moderator)",
-    description="The account, subscriptions, logins, playback sessions, watch progress, "
-    "ad events and the audit lines about the person. The export itself is audited.",
+    description="The account, subscriptions, mobile money payments, logins, playback "
+    "sessions, watch progress, ad events and the audit lines about the person. The "
+    "export itself is audited.",
     replies={200: UserExport},
     auth=SIGNED_IN,
     errors={**ROLE_ERRORS, **NO_USER},
@@ -307,9 +308,10 @@ async def export_account(request: web.Request) -> web.Response:
     summary="Erase an account's personal data (a GDPR erasure request; admin)",
     description="The account is disabled and anonymised (the email becomes a tombstone, "
     "the password hash, name, birth year and country are cleared), its watch progress "
-    "deleted and its sessions' addresses cleared; every login is revoked and every live "
-    "session ended. Subscriptions, ad delivery counts and the audit log are kept, "
-    "pointing at the anonymised account. Erasing again changes nothing.",
+    "deleted, its sessions' addresses and its mobile money numbers cleared; every login "
+    "is revoked and every live session ended. Subscriptions, payments, ad delivery counts "
+    "and the audit log are kept, pointing at the anonymised account. Erasing again "
+    "changes nothing.",
     replies={200: ErasureReport},
     auth=SIGNED_IN,
     errors={**ROLE_ERRORS, **NO_USER, 409: "Your own account (`cannot_change_self`)"},

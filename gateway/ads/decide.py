@@ -155,3 +155,32 @@ def campaign_uses(pods: Sequence[PodPlan]) -> dict[str, int]:
 def plan_summary(pods: Sequence[PodPlan]) -> dict[str, Any]:
     """The JSON stored with the session."""
     return {"pods": list(pods)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LightAds:
+    """The data saver's lighter ad load: one short ad per pod (at most ``max_ad_s``), no
+    post-roll, and mid-rolls at least ``midroll_every_s`` apart (``KUSH_DATA_SAVER_*``)."""
+
+    max_ad_s: float
+    midroll_every_s: float
+
+
+def lighter_breaks(times: Sequence[float], *, end: float, light: LightAds) -> list[float]:
+    """The break times a data-saver session keeps: the pre-roll, then only the mid-rolls
+    at least ``light.midroll_every_s`` after the previous kept break (or the start);
+    never the post-roll at ``end``."""
+    kept: list[float] = []
+    last = 0.0
+    for at in sorted(times):
+        if at <= 0.0:
+            kept.append(0.0)
+        elif at < end and at - last >= light.midroll_every_s:
+            kept.append(at)
+            last = at
+    return kept
+
+
+def lighter_pods(max_pod_s: float, max_ads_per_pod: int, light: LightAds) -> tuple[float, int]:
+    """A data-saver session's pod limits: (seconds, ads) per pod, one short ad."""
+    return min(max_pod_s, light.max_ad_s), min(max_ads_per_pod, 1)

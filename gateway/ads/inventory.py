@@ -25,6 +25,12 @@ INVENTORY_TTL_S = 10.0
 FREQUENCY_TTL_S = 2 * 86400
 
 
+def frequency_key(keys: Keys, user_id: str, campaign_id: str, day: str) -> str:
+    """A viewer's impressions of one campaign on one day. Under the user's hash tag: one
+    MGET reads a viewer's counters of every candidate campaign (one Redis Cluster slot)."""
+    return keys.for_user(user_id, "freq", campaign_id, user_id, day)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Policy:
     """Break policy of a film (or the default)."""
@@ -116,7 +122,7 @@ class Inventory:
         viewer: dict[str, int] = {}
         if campaign_ids:
             values = await self.redis.mget(
-                [self.keys("freq", cid, user_id, day) for cid in campaign_ids]
+                [frequency_key(self.keys, user_id, cid, day) for cid in campaign_ids]
             )
             viewer = {cid: int(v or 0) for cid, v in zip(campaign_ids, values, strict=True)}
         return Counts(today=self._today, total=self._total, viewer_today=viewer)
@@ -128,7 +134,7 @@ class Inventory:
         day = datetime.now(UTC).strftime("%Y%m%d")
         async with self.redis.pipeline(transaction=False) as pipe:
             for cid, n in uses.items():
-                key = self.keys("freq", cid, user_id, day)
+                key = frequency_key(self.keys, user_id, cid, day)
                 pipe.incrby(key, n)
                 pipe.expire(key, FREQUENCY_TTL_S)
             await pipe.execute()

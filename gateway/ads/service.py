@@ -14,7 +14,14 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis
 
-from gateway.ads.decide import Viewer, decide_pods, eligible_campaigns
+from gateway.ads.decide import (
+    LightAds,
+    Viewer,
+    decide_pods,
+    eligible_campaigns,
+    lighter_breaks,
+    lighter_pods,
+)
 from gateway.ads.inventory import Inventory
 from gateway.ads.tracking import confirm_pods, emit, segment_events
 from hls import (
@@ -133,12 +140,13 @@ async def plan_ads(
     content: MediaPlaylist,
     renditions: Sequence[ContentRendition],
     rng: random.Random | None = None,
+    light: LightAds | None = None,
 ) -> AdPlan:
     """Decide the session's pods once; empty when there is nothing to show.
 
     Only ads that can actually play in every rendition of the session are kept (and
     counted against frequency caps); a failure anywhere in deciding means no ads,
-    never a failed playback start.
+    never a failed playback start. ``light``: a data-saver session's lighter load.
     """
     try:
         return await _plan_ads(
@@ -153,6 +161,7 @@ async def plan_ads(
             content=content,
             renditions=renditions,
             rng=rng,
+            light=light,
         )
     except Exception as err:  # best effort: the film plays without ads
         log.warning("ad decision failed, playing without ads: %s", type(err).__name__)
@@ -173,6 +182,7 @@ async def _plan_ads(
     content: MediaPlaylist,
     renditions: Sequence[ContentRendition],
     rng: random.Random | None,
+    light: LightAds | None,
 ) -> AdPlan:
     campaigns = await inventory.campaigns()
     if not campaigns:
@@ -186,6 +196,11 @@ async def _plan_ads(
         return ()
     policy = await inventory.policy(movie_id)
     times = plan_break_times(content, break_policy(policy))
+    max_pod_s, max_ads_per_pod = policy.max_pod_s, policy.max_ads_per_pod
+    if light is not None:
+        end = sum(segment.duration for segment in content.segments)
+        times = lighter_breaks(times, end=end, light=light)
+        max_pod_s, max_ads_per_pod = lighter_pods(max_pod_s, max_ads_per_pod, light)
     left = {
         c.id: c.frequency_cap_per_day - counts.viewer_today.get(c.id, 0)
         for c in eligible
@@ -194,8 +209,8 @@ async def _plan_ads(
     decided = decide_pods(
         times,
         eligible,
-        max_pod_s=policy.max_pod_s,
-        max_ads_per_pod=policy.max_ads_per_pod,
+        max_pod_s=max_pod_s,
+        max_ads_per_pod=max_ads_per_pod,
         rng=rng or random.Random(),  # noqa: S311 - not security relevant
         frequency_left=left,
     )

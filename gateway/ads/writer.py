@@ -147,3 +147,30 @@ async def ad_events_job(ctx: WorkerContext, stop: asyncio.Event) -> None:
         except (OSError, asyncpg.PostgresError, RedisError) as exc:
             log.warning("ad event writer paused: %s", type(exc).__name__)
             await asyncio.sleep(1.0)
+
+
+def _entry_seconds(entry_id: Any) -> float:
+    """When the gateway added a stream entry (its id is ``<unix ms>-<seq>``)."""
+    return int(_text(entry_id).split("-", 1)[0]) / 1000
+
+
+async def oldest_unwritten_age(redis: Redis, keys: Keys, now: float) -> float:
+    """Seconds the oldest ad event not yet written to PostgreSQL has waited (0 when none
+    waits): the oldest entry read but not acknowledged by the writers' group, else the
+    first one after the group's last delivered entry (the whole stream without a group)."""
+    stream = stream_key(keys)
+    try:
+        pending = await redis.xpending(stream, GROUP)
+    except ResponseError as err:
+        if "NOGROUP" not in str(err):
+            raise
+        first = await redis.xrange(stream, count=1)
+    else:
+        if pending["pending"]:
+            return max(0.0, now - _entry_seconds(pending["min"]))
+        (group,) = [g for g in await redis.xinfo_groups(stream) if _text(g["name"]) == GROUP]
+        after = "(" + _text(group["last-delivered-id"])
+        first = await redis.xrange(stream, min=after, count=1)
+    if not first:
+        return 0.0
+    return max(0.0, now - _entry_seconds(first[0][0]))

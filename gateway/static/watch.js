@@ -6,9 +6,12 @@
 import { ApiError, api } from './api.js';
 import { AdLabel, AdSchedule, adPodsFromCues, adPodsFromDetails } from './ads.js';
 import { AUTO, dataSaverCap, levelOptions, loadDataSaver, saveDataSaver } from './quality.js';
+import { MobileMoney } from './momo.js';
 import { formatDuration, startShell } from './shell.js';
+import { estimateLine, usageLine } from './usage.js';
 
 const PROGRESS_EVERY_MS = 15000;
+const USAGE_EVERY_MS = 10000;
 const NETWORK_RETRIES = 3;
 const MEDIA_RECOVERIES = 2;
 
@@ -51,6 +54,8 @@ class WatchPage {
       document.getElementById('ad-label'), document.getElementById('ad-remaining'));
     this.overlayAction = null;
     this.progressTimer = null;
+    this.usageTimer = null;
+    this.usage = document.getElementById('data-usage');
     this.lastReported = -1;
     this.networkRetries = 0;
     this.mediaRecoveries = 0;
@@ -63,9 +68,17 @@ class WatchPage {
       level: AUTO, // the menu's choice: AUTO or an index of hls.levels
       dataSaver: loadDataSaver(shell.user ? shell.user.plan : 'free'),
       ad: null, // {id, remaining} while the playhead is in an ad pod
+      serverDataSaver: false, // the session is a data-saver one (360p at most, fewer ads)
+      usage: null, // the last /v1/me/usage answer
       adPods: [],
     };
     window.kushPlayer = { hls: null, video: this.video, state: this.state };
+    // "Pay with mobile money": once paid, a refused or stopped film starts again
+    this.momo = new MobileMoney(document.getElementById('momo'), {
+      onSettled: (payment) => {
+        if (payment.status === 'successful' && this.state.phase !== 'playing') location.reload();
+      },
+    });
 
     this.dataSaver.checked = this.state.dataSaver;
     this.overlay.action.addEventListener('click', () => this.overlayAction?.());
@@ -129,6 +142,7 @@ class WatchPage {
       this.askToSignIn('Watching needs a Kush Films account. Free accounts can watch with ads.');
       return;
     }
+    this.momo.start();
     const engine = this.pickEngine();
     if (!engine) return;
     this.setPhase('starting');
@@ -141,6 +155,9 @@ class WatchPage {
     }
     this.state.sessionId = session.session_id;
     this.state.engine = engine;
+    this.state.serverDataSaver = Boolean(session.data_saver);
+    this.showUsage();
+    this.usageTimer = setInterval(() => this.showUsage(), USAGE_EVERY_MS);
     if (engine === 'hls.js') this.attachHls(session.manifest_url);
     else this.attachNative(session.manifest_url);
     this.progressTimer = setInterval(() => {
@@ -156,6 +173,10 @@ class WatchPage {
       document.getElementById('movie-description').textContent = movie.description || '';
       document.title = movie.title + ' · Kush Films';
       if (movie.poster_url) this.video.poster = movie.poster_url;
+      const estimate = estimateLine(movie.renditions);
+      const estimateEl = document.getElementById('movie-estimate');
+      estimateEl.textContent = estimate;
+      estimateEl.hidden = !estimate;
       return movie;
     } catch (err) {
       if (err instanceof ApiError && err.status === 404) {
@@ -341,6 +362,13 @@ class WatchPage {
       }
     }
     this.state.error = { code: code || 'session_ended', message };
+    if (code === 'payment_not_confirmed') {
+      this.fail('payment_not_confirmed', 'Payment not confirmed', message
+        || 'Your mobile money payment was not confirmed, so the access it started has ended.',
+        { label: 'Pay with mobile money', run: () => { this.hideOverlay(); this.momo.open(); } },
+        { label: 'Start again', href: location.pathname });
+      return;
+    }
     if (code === 'plan_changed') {
       this.fail('plan_changed', 'Your plan changed', message
         || 'Your plan no longer includes this quality. Start the film again to continue.',
@@ -374,6 +402,22 @@ class WatchPage {
     this.state.dataSaver = on;
     saveDataSaver(on);
     this.applyDataSaver();
+    // the account's setting too: the next session is capped by the gateway (360p, fewer ads)
+    if (this.shell.user) {
+      api('/v1/me', { method: 'PATCH', body: { data_saver: on } }).catch(() => {});
+    }
+  }
+
+  /** "This film used 84 MB so far · 312 MB this month", refreshed while watching. */
+  async showUsage() {
+    try {
+      this.state.usage = await api('/v1/me/usage');
+    } catch {
+      return; // best effort: the line keeps its last value
+    }
+    const saver = this.state.serverDataSaver ? ' · data saver on' : '';
+    this.usage.textContent = usageLine(this.state.usage, this.movieId) + saver;
+    this.usage.hidden = false;
   }
 
   /** Cap ABR at ≤ 480p; a manual pick above the cap goes back to Auto when it turns on. */
@@ -433,6 +477,7 @@ class WatchPage {
     this.reportProgress({ keepalive: true });
     this.state.sessionId = null;
     clearInterval(this.progressTimer);
+    clearInterval(this.usageTimer);
     this.setPhase('ended');
     api('/v1/playback/' + encodeURIComponent(sessionId), { method: 'DELETE', keepalive: true })
       .catch(() => {});

@@ -74,7 +74,9 @@ class RedirectUrl(ReplyModel):
 class NextChange(ReplyModel):
     """What happens next to the plan."""
 
-    kind: Literal["none", "renews", "ends", "grace_ends", "grant_ends"]
+    kind: Literal[
+        "none", "renews", "ends", "grace_ends", "grant_ends", "pass_ends", "provisional_ends"
+    ]
     at: DateTimeStr | None
     plan: str | None = Field(description="The plan from then on")
 
@@ -99,7 +101,10 @@ class SubscriptionState(ReplyModel):
     plan: str = Field(description="The plan in force now (what playback allows)")
     plan_name: str
     status: str | None = Field(description="Status of the subscription giving the plan")
-    provider: str | None = Field(description="`stripe`, or a grant by hand (`manual`…)")
+    provider: str | None = Field(
+        description="`stripe`, `mobile_money` (a pass or 30 days paid by mobile money), "
+        "`provisional` (a mobile money payment pending), or a grant by hand (`manual`…)"
+    )
     current_period_end: DateTimeStr | None
     cancel_at_period_end: bool
     grace_until: DateTimeStr | None = Field(

@@ -76,6 +76,24 @@ class MovieCard(ReplyModel):
     categories: list[str]
 
 
+class RenditionEstimate(ReplyModel):
+    """One rendition of the film and roughly how much data the whole film takes in it."""
+
+    name: str = Field(description="The rendition folder, e.g. `480p` (`audio`: sound only)")
+    height: int | None = Field(description="Picture height; null for audio only")
+    bandwidth: int = Field(description="Declared peak bits per second")
+    megabytes: float = Field(
+        description="About how many megabytes (10^6 bytes) the whole film uses at this "
+        "rendition: bandwidth x duration (an upper-side estimate; ads not included)"
+    )
+
+
+class MovieDetail(MovieCard):
+    """A published film with the data each rendition would use."""
+
+    renditions: list[RenditionEstimate] = Field(description="Smallest first")
+
+
 class MoviePage(ReplyModel):
     """One page of films."""
 
@@ -191,16 +209,20 @@ async def list_categories(request: web.Request) -> web.Response:
 @routes.get(
     "/v1/movies/{movie_id}",
     summary="One published film",
-    replies={200: MovieCard},
+    replies={200: MovieDetail},
     errors=NO_FILM,
     path_params={"movie_id": MOVIE_ID},
 )
 async def get_movie(request: web.Request) -> web.Response:
-    """GET /v1/movies/{id}."""
-    card = await repository.published_movie_card(
-        request.app[pg_key], request.match_info["movie_id"]
-    )
-    return json_response(MovieCard.model_validate(card))
+    """GET /v1/movies/{id} -> the film and its renditions' estimated sizes."""
+    pool = request.app[pg_key]
+    card = await repository.published_movie_card(pool, request.match_info["movie_id"])
+    sizes = await repository.rendition_sizes(pool, card["id"], card["duration_s"])
+    card["renditions"] = [
+        {"name": r.name, "height": r.height, "bandwidth": r.bandwidth, "megabytes": r.megabytes}
+        for r in sizes
+    ]
+    return json_response(MovieDetail.model_validate(card))
 
 
 RANGE = Param("Range", "header", "One byte range, e.g. `bytes=0-65535` (answered 206)")

@@ -10,7 +10,7 @@ import zlib
 
 from aiohttp import web
 
-from gateway.errors import HotlinkDenied, TokenRequired
+from gateway.errors import HotlinkDenied
 from gateway.keys import playback_key
 from gateway.playback import (
     authorize_uri,
@@ -19,6 +19,7 @@ from gateway.playback import (
     heartbeat,
     master_text,
     media_text,
+    meter,
     record_ad_fetch,
     record_content_fetch,
     segment_slot,
@@ -27,7 +28,7 @@ from gateway.playback import (
 from gateway.playlists import origin_key_for
 from origin import object_key
 from runtime.api import Content, Param, PathParam, Routes
-from runtime.net import client_ip
+from runtime.net import client_ip, trusted_header
 from runtime.web import settings_key
 from tokens.service.playback_session import PlaybackSession
 from tokens.service.views import keystore_key
@@ -47,6 +48,9 @@ PLAYLIST_SUFFIX = ".m3u8"
 # `make bench-edge` prints size and time per level for a two-hour playlist.
 PLAYLIST_GZIP_LEVEL = 1
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip wrapper, as Content-Encoding: gzip expects
+#: Set by the nginx edge on the segment requests it forwards: it reports the bytes it
+#: sends the viewer itself (``/_edge/usage``), so the gateway does not count them again.
+EDGE_METERED_HEADER = "X-Kush-Edge-Metered"
 
 # ------------------------------------------------------------------ what the document says
 # The token ``t`` is read by hand, not by a model: it is a credential (absent: 401
@@ -116,14 +120,11 @@ FILE_REPLIES = {
 
 async def _session_for(request: web.Request) -> PlaybackSession:
     """The live session this URI's token was issued to."""
-    token = request.query.get("t")
-    if not token:
-        raise TokenRequired()
     settings = request.app[settings_key]
     return await authorize_uri(
         request.app[playback_key],
         request.app[keystore_key].keys.segments,
-        token=token,
+        token=request.query.get("t"),
         raw_path=request.rel_url.raw_path,
         client_ip=client_ip(request, settings.trusted_proxies),
         movie_id=request.match_info.get("movie_id"),
@@ -144,6 +145,27 @@ def _check_hotlink(request: web.Request) -> None:
             host = value.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0].lower()
             if host not in allowed:
                 raise HotlinkDenied()
+
+
+def _edge_meters(request: web.Request) -> bool:
+    """The edge in front counts this response's bytes itself (believed from a trusted
+    proxy only)."""
+    trusted = request.app[settings_key].trusted_proxies
+    return trusted_header(request, trusted, EDGE_METERED_HEADER) == "1"
+
+
+def _metered_bytes(request: web.Request, resp: web.StreamResponse) -> int:
+    """The body bytes a file response delivered (its Content-Length: what was sent, or
+    began to be), 0 for a HEAD, a 304 or a 416."""
+    if request.method != "GET" or resp.status not in (200, 206):
+        return 0
+    return resp.content_length if resp.content_length is not None else resp.body_length
+
+
+def _meter_playlist(request: web.Request, session: PlaybackSession, body: bytes) -> None:
+    """Count a playlist's bytes, uncompressed; a HEAD sends none."""
+    if request.method == "GET":
+        meter(request.app[playback_key], session, len(body))
 
 
 def gzip_playlist(body: bytes, level: int = PLAYLIST_GZIP_LEVEL) -> bytes:
@@ -167,7 +189,10 @@ async def _serve_segment(
     (429 with Retry-After: 1 beyond ``KUSH_SESSION_MAX_CONCURRENT_SEGMENTS``)."""
     pb = request.app[playback_key]
     with segment_slot(pb, session):
-        return await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)
+        resp = await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)
+    if not _edge_meters(request):
+        meter(pb, session, _metered_bytes(request, resp))
+    return resp
 
 
 @routes.get(
@@ -183,9 +208,10 @@ async def master_playlist(request: web.Request) -> web.Response:
     _check_hotlink(request)
     session = await _session_for(request)
     sealer = session_sealer(request.app[keystore_key].keys.segments, session)
-    return _playlist_response(
-        request, await master_text(request.app[playback_key], session, sealer)
-    )
+    pb = request.app[playback_key]
+    body = await master_text(pb, session, sealer)
+    _meter_playlist(request, session, body)
+    return _playlist_response(request, body)
 
 
 @routes.get(
@@ -201,13 +227,15 @@ async def media_playlist(request: web.Request) -> web.Response:
     _check_hotlink(request)
     session = await _session_for(request)
     sealer = session_sealer(request.app[keystore_key].keys.segments, session)
+    pb = request.app[playback_key]
     body = await media_text(
-        request.app[playback_key],
+        pb,
         session,
         request.match_info["rendition"],
         request.match_info["name"] + PLAYLIST_SUFFIX,
         sealer,
     )
+    _meter_playlist(request, session, body)
     return _playlist_response(request, body)
 
 
@@ -256,7 +284,9 @@ async def ad_playlist(request: web.Request) -> web.StreamResponse:
     await heartbeat(pb, session, _client(request))
     name = request.match_info["name"] + PLAYLIST_SUFFIX
     key = object_key("ads", ad_id, request.match_info["rendition"], name)
-    return await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)
+    resp = await pb.origin.serve(request, key, cache_control=SEGMENT_CACHE_CONTROL)
+    meter(pb, session, _metered_bytes(request, resp))
+    return resp
 
 
 @routes.get(

@@ -61,6 +61,12 @@ class ProfileChange(BodyModel):
         description="Set once: the same year again is a no-op, another one is 409 "
         "`birth_year_locked` (null: unchanged)",
     )
+    data_saver: bool | None = Field(
+        default=None,
+        description="Every playback session a data-saver one (360p at most, the smallest "
+        "rendition first, lighter ads), as `Save-Data: on` does per request (null: "
+        "unchanged)",
+    )
 
 
 class Profile(ReplyModel):
@@ -73,6 +79,7 @@ class Profile(ReplyModel):
     display_name: str | None
     birth_year: int | None = Field(description="Needed for age-restricted films")
     birth_year_locked: bool = Field(description="The birth year is set and cannot change")
+    data_saver: bool = Field(description="Your sessions are data-saver sessions")
     created_at: DateTimeStr
 
 
@@ -86,6 +93,7 @@ def _reply(p: repository.Profile) -> Profile:
             "display_name": p.display_name,
             "birth_year": p.birth_year,
             "birth_year_locked": p.birth_year is not None,
+            "data_saver": p.data_saver,
             "created_at": p.created_at.isoformat(),
         }
     )
@@ -107,7 +115,7 @@ async def get_me(request: web.Request) -> web.Response:
 
 @routes.patch(
     "/v1/me",
-    summary="Set your display name, and your birth year (once)",
+    summary="Set your display name, the data saver, and your birth year (once)",
     body=ProfileChange,
     replies={200: Profile},
     auth=SIGNED_IN,
@@ -118,7 +126,7 @@ async def get_me(request: web.Request) -> web.Response:
     },
 )
 async def patch_me(request: web.Request) -> web.Response:
-    """PATCH /v1/me {display_name?, birth_year?} -> the profile."""
+    """PATCH /v1/me {display_name?, birth_year?, data_saver?} -> the profile."""
     claims = await authenticate(request)
     change = await parse_body(request, ProfileChange)
     pool = request.app[pg_key]
@@ -129,6 +137,7 @@ async def patch_me(request: web.Request) -> web.Response:
         birth_year=change.birth_year,
         display_name=change.display_name,
         change_display_name="display_name" in change.model_fields_set,
+        data_saver=change.data_saver,
     )
     if before.birth_year is None and profile.birth_year is not None:
         # when an age gate opened, not the year itself (personal data stays in users)

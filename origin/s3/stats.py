@@ -20,3 +20,4 @@ class OriginStats:
     rejected: int = 0  # operations refused by the open circuit breaker
     aborted_streams: int = 0  # client responses cut off by an origin failure mid-body
     presigns: int = 0  # URLs signed (most requests reuse a cached one)
+    bytes_read: int = 0  # body bytes received from the origin

@@ -273,6 +273,19 @@ class S3Origin:
             ExpiresIn=expires_in,
         )
 
+    def presign_get(self, key: str, *, expires_in: int, filename: str | None = None) -> str:
+        """A presigned GetObject URL for ``key``, valid ``expires_in`` seconds (an offline
+        download: the client fetches the bytes straight from the bucket, with Range).
+        ``filename`` asks the origin to answer with ``Content-Disposition: attachment``
+        under that name. The URL is a credential: never log it."""
+        split_key(key)
+        params: dict[str, str] = {"Bucket": self._bucket, "Key": key}
+        if filename:
+            params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
+        return self._client.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=expires_in
+        )
+
     def _delete_all(self, prefix: str) -> int:
         deleted = 0
         paginator = self._client.get_paginator("list_objects_v2")

@@ -203,9 +203,12 @@ class Upstream:
         whose message may hold the presigned URL.
         """
         try:
-            return await response.content.read(size)
+            chunk = await response.content.read(size)
         except (aiohttp.ClientError, TimeoutError) as err:
             failure = describe(err)
+        else:
+            self.stats.bytes_read += len(chunk)
+            return chunk
         log.warning("origin stream of %s failed mid-body: %s", key, failure)
         self.stats.failures += 1
         self.breaker.record_failure(Permit(trial=False))

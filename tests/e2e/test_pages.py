@@ -124,3 +124,20 @@ def test_hlsjs_url_is_read_from_the_environment() -> None:
     assert Settings.from_env({"KUSH_HLSJS_URL": url}).hlsjs_url == url
     with pytest.raises(ValueError, match="KUSH_HLSJS_URL"):
         Settings.from_env({"KUSH_HLSJS_URL": "javascript:alert(1)"})
+
+
+async def test_watch_page_offers_mobile_money_and_shows_its_pending_state(
+    client: TestClient,
+) -> None:
+    text = await (await client.get(f"/watch/{uuid.uuid4()}")).text()
+    assert 'id="momo"' in text
+    assert "Pay with mobile money" in text
+    assert 'id="momo-msisdn"' in text
+    assert 'id="momo-status"' in text
+    script = await (await client.get("/static/momo.js")).text()
+    assert "/v1/billing/mobile-money" in script
+    assert "/v1/billing/payments/" in script
+    assert "Waiting for your approval" in script
+    watch = await (await client.get("/static/watch.js")).text()
+    assert "from './momo.js'" in watch
+    assert "payment_not_confirmed" in watch

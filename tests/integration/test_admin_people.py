@@ -42,6 +42,9 @@ URL_TOKEN_ROUTES: set[tuple[str, str]] = {("PUT", "/admin/v1/uploads/{upload_id}
 #: Admin routes without a bearer token, each authenticated another way.
 PUBLIC_ADMIN_ROUTES: set[tuple[str, str]] = {
     ("POST", "/billing/stripe/webhook"),  # Stripe's signature of the body (400 without)
+    # the provider's callback: the signed reference in its URL (400 without)
+    ("POST", "/billing/mobile-money/{provider}/callback"),
+    ("PUT", "/billing/mobile-money/{provider}/callback"),
 }
 
 

@@ -53,8 +53,24 @@ async def test_demo_film_and_ad_seeded_once(settings: Settings, pg: asyncpg.Conn
         assert await seed_demo_film(pg, origin, duration_s=6, work_dir=work) == movie_id
         again = await pg.fetchval("SELECT version FROM movies WHERE slug = $1", DEMO_SLUG)
         assert again == row["version"]
+        # the offline copy is part of the demo film (`make up` films are downloadable)
+        key = f"videos/{movie_id}/download.mp4"
+        assert (
+            await pg.fetchval("SELECT download_key FROM movies WHERE slug = $1", DEMO_SLUG) == key
+        )
+        assert await origin.exists(key)
+        # a film seeded before downloads existed is made again, with its copy
+        await pg.execute("UPDATE movies SET download_key = NULL WHERE slug = $1", DEMO_SLUG)
+        await origin.delete_prefix(f"videos/{movie_id}")
+        assert await seed_demo_film(pg, origin, duration_s=6, work_dir=work) == movie_id
+        row2 = await pg.fetchrow(
+            "SELECT version, download_key FROM movies WHERE slug = $1", DEMO_SLUG
+        )
+        assert (row2["version"], row2["download_key"]) == (row["version"] + 1, key)
+        assert await origin.exists(key)
         ad_id = await seed_demo_ads(pg, origin, duration_s=6, work_dir=work)
         assert await pg.fetchval("SELECT status FROM ads WHERE id = $1::uuid", ad_id) == "ready"
+        assert not await origin.exists(f"ads/{ad_id}/download.mp4")  # ads need no copy
         assert await seed_demo_ads(pg, origin, duration_s=6, work_dir=work) == ad_id
         assert await pg.fetchval("SELECT count(*) FROM break_policies WHERE movie_id IS NULL") == 1
     finally:

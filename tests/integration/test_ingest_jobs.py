@@ -155,11 +155,13 @@ async def test_upload_ingest_publish_and_play_with_a_real_ad(
     conn = await db.connect(jobs_settings)
     try:
         row = await conn.fetchrow(
-            "SELECT status, version, master_key FROM movies WHERE id = $1::uuid", movie_id
+            "SELECT status, version, master_key, download_key FROM movies WHERE id = $1::uuid",
+            movie_id,
         )
         assert row["status"] == "draft"  # ingest never publishes by itself
         assert row["version"] == 2
         assert row["master_key"] == f"videos/{movie_id}/v2/master.m3u8"
+        assert row["download_key"] == f"videos/{movie_id}/v2/download.mp4"
         names = sorted(
             r["name"]
             for r in await conn.fetch(
@@ -255,6 +257,7 @@ async def test_upload_ingest_publish_and_play_with_a_real_ad(
         "v3-480p",
         "v3-audio",
     ]
+    assert sorted(p.name for p in (origin / "v3").iterdir()) == ["download.mp4", "master.m3u8"]
 
 
 async def test_playlists_and_non_video_files_are_refused_with_their_reasons(

@@ -182,9 +182,14 @@ def test_no_staging_directories_are_left_behind(built: Built) -> None:
         "480p",
         "720p",
         "audio",
+        "download.mp4",
         "master.m3u8",
         "poster.jpg",
     ]
+    download = built.package.download
+    assert download is not None
+    assert download.path == built.out_dir / "download.mp4"
+    assert (download.rendition, download.height) == ("480p", 480)
 
 
 @pytest.mark.slow

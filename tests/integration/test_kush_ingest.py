@@ -77,11 +77,17 @@ async def test_ingest_publishes_a_ladder_no_taller_than_the_source(settings: Set
         conn = await db.connect(dataclasses.replace(settings, db_schema=schema))
         try:
             row = await conn.fetchrow(
-                "SELECT title, status, duration_s FROM movies WHERE id = $1", uuid.UUID(movie_id)
+                """SELECT title, status, duration_s, download_key, download_bytes
+                     FROM movies WHERE id = $1""",
+                uuid.UUID(movie_id),
             )
             assert row["title"] == "Kampala Nights"
             assert row["status"] == "published"
             assert row["duration_s"] == pytest.approx(7, abs=0.5)
+            # the offline copy sits in the version's folder, switched with it
+            assert row["download_key"] == f"videos/{movie_id}/v2/download.mp4"
+            download = origin / "videos" / movie_id / "v2" / "download.mp4"
+            assert row["download_bytes"] == download.stat().st_size > 0
             names = {
                 r["name"]
                 for r in await conn.fetch(

@@ -34,11 +34,21 @@ async def test_from_empty_then_rerun_is_noop(settings: Settings) -> None:
         assert await db.migrate(conn, fresh.db_schema) == []
         rows = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
         assert [r["version"] for r in rows] == versions
-        plans = await conn.fetch("SELECT id, max_height, max_streams FROM plans ORDER BY rank")
+        plans = await conn.fetch(
+            "SELECT id, max_height, max_streams FROM plans WHERE kind = 'plan' ORDER BY rank"
+        )
         assert [(p["id"], p["max_height"], p["max_streams"]) for p in plans] == [
             ("free", 480, 1),
             ("basic", 720, 1),
             ("premium", 1080, 3),
+        ]
+        passes = await conn.fetch(
+            """SELECT id, grants_plan, period_days, amount_ugx, currency FROM plans
+                WHERE kind = 'pass' ORDER BY period_days"""
+        )
+        assert [tuple(p) for p in passes] == [
+            ("day_pass", "premium", 1, 1000, "ugx"),
+            ("week_pass", "premium", 7, 5000, "ugx"),
         ]
     finally:
         await conn.close()

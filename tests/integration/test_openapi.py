@@ -22,6 +22,7 @@ from tests.integration.helpers import bearer, register_and_login
 
 ADMIN_DOC = "/admin/v1/openapi.json"
 STRIPE_WEBHOOK = "/billing/stripe/webhook"
+MOBILE_MONEY_CALLBACK = "/billing/mobile-money/{provider}/callback"
 PUBLIC_DOC = "/v1/openapi.json"
 
 #: Routes that are deliberately not in the documents, and why.
@@ -183,6 +184,12 @@ async def test_admin_document_declares_parameters_and_schemas(admin: TestClient)
                 assert "security" not in op
                 headers = [p["name"] for p in op["parameters"] if p["in"] == "header"]
                 assert headers == ["Stripe-Signature"]
+                continue
+            if path == MOBILE_MONEY_CALLBACK:
+                # authenticated by the signed reference in its URL, not by a token
+                assert "security" not in op
+                queries = [p["name"] for p in op["parameters"] if p["in"] == "query"]
+                assert queries == ["sig", "ref"]
                 continue
             if path == "/admin/v1/uploads/{upload_id}/data":
                 # the streaming upload is authorised by the one-time token in its URL

@@ -17,6 +17,7 @@ from runtime.settings import Settings
 from runtime.web import redis_key, rkeys_key
 from tests.integration.conftest import DEMO_PASSWORD, Film
 from tests.integration.helpers import bearer, ffmpeg_reads, register_and_login
+from tokens.service.session_endings import session_key
 
 
 @pytest.fixture
@@ -191,7 +192,7 @@ async def test_unreadable_stored_session_is_refused_not_a_crash(
     token = await login(client, "premium")
     body = await (await start(client, token, film.movie_id)).json()
     redis = client.app[redis_key]
-    key = client.app[rkeys_key]("ps", body["session_id"])
+    key = session_key(client.app[rkeys_key], body["session_id"])
     await redis.set(key, b"\x7f" + b'{"id": "from the future"}', ex=60)
     resp = await client.get(local(body["manifest_url"]))
     assert resp.status == 403

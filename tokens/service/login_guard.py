@@ -14,7 +14,8 @@ Only **failed** logins count, and a success resets them:
   Ugandan mobile users reach us through carrier-grade NAT, so thousands of honest viewers
   share one address; successful logins never count against it.
 
-Counters live in Redis and expire 15 minutes after the last failure. Every check happens
+Counters live in Redis (an account's under its own hash tag) and expire 15 minutes after
+the last failure. Every check happens
 before the password is verified, so a locked pair costs no argon2 work.
 """
 
@@ -77,6 +78,12 @@ class LoginGuard:
         self.keys = keys
         self.limits = limits
 
+    def _key(self, account: str, *parts: str) -> str:
+        """One account's counters, locks and known networks share its hash tag
+        (``{a:<account>}``): a success deletes them together (one slot on Redis
+        Cluster). The per-address counter has no tag."""
+        return self.keys.tagged("a:" + account, *parts)
+
     def _pair(self, account: str, address: str) -> str:
         return f"{account}:{address}"
 
@@ -88,9 +95,9 @@ class LoginGuard:
         net = network_of(address)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.get(k("login-fail-ip", address, str(minute)))
-            pipe.pttl(k("login-lock", "pair", self._pair(account, address)))
-            pipe.pttl(k("login-lock", "acct", account))
-            pipe.sismember(k("login-known", account), net)
+            pipe.pttl(self._key(account, "login-lock", "pair", self._pair(account, address)))
+            pipe.pttl(self._key(account, "login-lock", "acct", account))
+            pipe.sismember(self._key(account, "login-known", account), net)
             ip_failures, pair_ttl, acct_ttl, known = await pipe.execute()
         if ip_failures is not None and int(ip_failures) >= self.limits.address_failures_per_minute:
             raise _too_many((minute + 1) * 60 - now)
@@ -103,8 +110,8 @@ class LoginGuard:
         """Count a failed attempt and start or lengthen the backoff."""
         k = self.keys
         minute = int(time.time() // 60)
-        pair_key = k("login-fail", "pair", self._pair(account, address))
-        acct_key = k("login-fail", "acct", account)
+        pair_key = self._key(account, "login-fail", "pair", self._pair(account, address))
+        acct_key = self._key(account, "login-fail", "acct", account)
         ip_key = k("login-fail-ip", address, str(minute))
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.incr(pair_key)
@@ -118,21 +125,21 @@ class LoginGuard:
         acct_wait = backoff_s(int(acct_n) - self.limits.account_free + 1)
         async with self.redis.pipeline(transaction=False) as pipe:
             if pair_wait:
-                pipe.set(k("login-lock", "pair", self._pair(account, address)), b"1", ex=pair_wait)
+                pair_lock = self._key(account, "login-lock", "pair", self._pair(account, address))
+                pipe.set(pair_lock, b"1", ex=pair_wait)
             if acct_wait:
-                pipe.set(k("login-lock", "acct", account), b"1", ex=acct_wait)
+                pipe.set(self._key(account, "login-lock", "acct", account), b"1", ex=acct_wait)
             await pipe.execute()
 
     async def succeeded(self, account: str, address: str) -> None:
         """A correct password: forget the failures and remember this network."""
-        k = self.keys
-        known = k("login-known", account)
+        known = self._key(account, "login-known", account)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.delete(
-                k("login-fail", "pair", self._pair(account, address)),
-                k("login-lock", "pair", self._pair(account, address)),
-                k("login-fail", "acct", account),
-                k("login-lock", "acct", account),
+                self._key(account, "login-fail", "pair", self._pair(account, address)),
+                self._key(account, "login-lock", "pair", self._pair(account, address)),
+                self._key(account, "login-fail", "acct", account),
+                self._key(account, "login-lock", "acct", account),
             )
             pipe.sadd(known, network_of(address))
             pipe.expire(known, KNOWN_NETWORK_TTL_S)

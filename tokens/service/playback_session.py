@@ -61,6 +61,9 @@ class PlaybackSession:
     start_offset: float | None = None
     #: the plan's concurrent-stream limit, checked again when a paused stream resumes
     max_streams: int = 1
+    #: a data-saver session (the account's setting or ``Save-Data: on``): capped height,
+    #: smallest rendition listed first, lighter ads
+    data_saver: bool = False
 
     def ad_ids(self) -> frozenset[str]:
         """Every creative planned in this session's pods."""
@@ -146,6 +149,7 @@ def _session_dict(s: PlaybackSession) -> dict[str, Any]:
         "region": s.region,
         "start_offset": s.start_offset,
         "max_streams": s.max_streams,
+        "data_saver": s.data_saver,
     }
 
 
@@ -179,6 +183,7 @@ def _session_from(d: dict[str, Any]) -> PlaybackSession:
         start_offset=None if offset is None else float(offset),
         # entries written before the field existed: the smallest plan's limit
         max_streams=int(d.get("max_streams", 1)),
+        data_saver=bool(d.get("data_saver", False)),
     )
 
 

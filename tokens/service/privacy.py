@@ -6,7 +6,8 @@ Erasure keeps the account row, anonymised, so the records the law or the busines
 keep (subscriptions and payments, ad delivery counts, the audit log) keep their
 references without pointing at a person: the email becomes a tombstone, the password
 hash, name, birth year and country are cleared, watch progress is deleted, playback
-sessions lose their address, user agent and location, every login is revoked and every
+sessions lose their address, user agent and location, mobile money payments their
+paying number, every login is revoked and every
 live session ended.
 """
 
@@ -22,7 +23,7 @@ import orjson
 from pydantic import Field
 from redis.asyncio import Redis
 
-from runtime.api import DateTimeStr, ReplyModel, UuidStr
+from runtime.api import DateStr, DateTimeStr, ReplyModel, UuidStr
 from runtime.errors import NotFound
 from runtime.redis import Keys
 from tokens.service.auth import AuthService
@@ -113,6 +114,15 @@ class ExportedAdEvent(ReplyModel):
     occurred_at: DateTimeStr
 
 
+class ExportedUsage(ReplyModel):
+    """Data delivered to one of the person's playback sessions on one day (UTC)."""
+
+    session_id: str
+    movie_id: UuidStr
+    day: DateStr
+    bytes: int
+
+
 class ExportedAuditRow(ReplyModel):
     """An audit log line about the person, or by them."""
 
@@ -125,6 +135,34 @@ class ExportedAuditRow(ReplyModel):
     details: dict[str, Any]
 
 
+class ExportedDownload(ReplyModel):
+    """A film the person took offline, and how many bytes of it were delivered."""
+
+    id: str
+    movie_id: UuidStr
+    title: str
+    bytes: int
+    bytes_delivered: int
+    created_at: DateTimeStr
+    expires_at: DateTimeStr
+    revoked_at: DateTimeStr | None
+
+
+class ExportedMobileMoneyPayment(ReplyModel):
+    """A mobile money payment (the paying number is personal data)."""
+
+    id: UuidStr
+    provider: str
+    product: str
+    msisdn: str | None = Field(description="The paying number (null once erased)")
+    amount_ugx: int
+    status: str
+    reason: str | None
+    provisional_until: DateTimeStr | None
+    created_at: DateTimeStr
+    settled_at: DateTimeStr | None
+
+
 class UserExport(ReplyModel):
     """Everything we hold about one person."""
 
@@ -135,7 +173,10 @@ class UserExport(ReplyModel):
     sessions: list[ExportedSession]
     progress: list[ExportedProgress]
     ad_events: list[ExportedAdEvent]
+    data_usage: list[ExportedUsage]
+    downloads: list[ExportedDownload]
     audit: list[ExportedAuditRow]
+    mobile_money_payments: list[ExportedMobileMoneyPayment]
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -174,6 +215,9 @@ async def export_user(pool: asyncpg.Pool, user_id: str) -> UserExport:
         logins = await conn.fetch(
             "SELECT * FROM refresh_families WHERE user_id = $1 ORDER BY created_at", uid
         )
+        momo = await conn.fetch(
+            "SELECT * FROM mobile_money_payments WHERE user_id = $1 ORDER BY created_at", uid
+        )
         sessions = await conn.fetch(
             """SELECT s.*, m.title FROM playback_sessions s JOIN movies m ON m.id = s.movie_id
                 WHERE s.user_id = $1 ORDER BY s.created_at""",
@@ -188,6 +232,16 @@ async def export_user(pool: asyncpg.Pool, user_id: str) -> UserExport:
             """SELECT e.* FROM ad_events e
                 WHERE e.session_id IN (SELECT id FROM playback_sessions WHERE user_id = $1)
                 ORDER BY e.occurred_at, e.id""",
+            uid,
+        )
+        usage = await conn.fetch(
+            """SELECT session_id, movie_id, day, bytes FROM data_usage
+                WHERE user_id = $1 ORDER BY day, session_id""",
+            uid,
+        )
+        downloads = await conn.fetch(
+            """SELECT d.*, m.title FROM downloads d JOIN movies m ON m.id = d.movie_id
+                WHERE d.user_id = $1 ORDER BY d.created_at, d.id""",
             uid,
         )
         audit = await conn.fetch(
@@ -212,6 +266,21 @@ async def export_user(pool: asyncpg.Pool, user_id: str) -> UserExport:
             disabled_at=_ts(acc["disabled_at"]),
             erased_at=_ts(acc["erased_at"]),
         ),
+        mobile_money_payments=[
+            ExportedMobileMoneyPayment(
+                id=str(r["id"]),
+                provider=r["provider"],
+                product=r["product"],
+                msisdn=r["msisdn"],
+                amount_ugx=r["amount_ugx"],
+                status=r["status"],
+                reason=r["reason"],
+                provisional_until=_ts(r["provisional_until"]),
+                created_at=r["created_at"].isoformat(),
+                settled_at=_ts(r["settled_at"]),
+            )
+            for r in momo
+        ],
         subscriptions=[
             ExportedSubscription(
                 id=str(r["id"]),
@@ -274,6 +343,28 @@ async def export_user(pool: asyncpg.Pool, user_id: str) -> UserExport:
                 occurred_at=r["occurred_at"].isoformat(),
             )
             for r in events
+        ],
+        data_usage=[
+            ExportedUsage(
+                session_id=r["session_id"],
+                movie_id=str(r["movie_id"]),
+                day=r["day"].isoformat(),
+                bytes=r["bytes"],
+            )
+            for r in usage
+        ],
+        downloads=[
+            ExportedDownload(
+                id=r["id"],
+                movie_id=str(r["movie_id"]),
+                title=r["title"],
+                bytes=r["bytes"],
+                bytes_delivered=r["bytes_delivered"],
+                created_at=r["created_at"].isoformat(),
+                expires_at=r["expires_at"].isoformat(),
+                revoked_at=_ts(r["revoked_at"]),
+            )
+            for r in downloads
         ],
         audit=[
             ExportedAuditRow(
@@ -344,6 +435,15 @@ async def erase_user(auth: AuthService, redis: Redis, keys: Keys, user_id: str) 
                 WHERE user_id = $1""",
             uid,
         )
+        # the offline copies stop with the account (the file route refuses revoked ones)
+        await conn.execute(
+            """UPDATE downloads SET revoked_at = now(), revoked_reason = 'erased'
+                WHERE user_id = $1 AND revoked_at IS NULL""",
+            uid,
+        )
+
+        # mobile money payments are kept (accounting) without the paying number
+        await conn.execute("UPDATE mobile_money_payments SET msisdn = NULL WHERE user_id = $1", uid)
         families = await conn.fetch(
             "SELECT id FROM refresh_families WHERE user_id = $1 AND revoked_at IS NULL", uid
         )

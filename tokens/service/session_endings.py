@@ -20,6 +20,9 @@ FILM_UNAVAILABLE = "film_unavailable"
 #: Why a session ends when its viewer's plan no longer covers it (a downgrade, a failed
 #: payment past its grace): the code its next request is refused with.
 PLAN_CHANGED = "plan_changed"
+#: Why a session ends when provisional access (while a mobile money payment was pending)
+#: ran out without the payment being confirmed: declined, failed or never approved.
+PAYMENT_NOT_CONFIRMED = "payment_not_confirmed"
 
 
 def _uuid(value: str | None) -> uuid.UUID | None:
@@ -29,6 +32,32 @@ def _uuid(value: str | None) -> uuid.UUID | None:
         return uuid.UUID(value)
     except ValueError:
         return None
+
+
+# -- the Redis keys of playback sessions ----------------------------------------------
+# A user's keys and the keys of each of the user's sessions carry the user's shard as
+# their hash tag ({u:XYZ}, runtime/redis.py): the session scripts touch them together,
+# so on Redis Cluster they must share a slot.
+
+
+def streams_key(keys: Keys, user_id: str) -> str:
+    """The user's live streams: session ids scored by their last heartbeat."""
+    return keys.for_user(user_id, "streams", user_id)
+
+
+def session_key(keys: Keys, session_id: str) -> str:
+    """The live session's stored form (expires with it)."""
+    return keys.for_session(session_id, "ps", session_id)
+
+
+def ended_key(keys: Keys, session_id: str) -> str:
+    """The ended session's tombstone: why it ended."""
+    return keys.for_session(session_id, "ps-end", session_id)
+
+
+def networks_key(keys: Keys, session_id: str) -> str:
+    """The networks (/24, /48) the session was played from."""
+    return keys.for_session(session_id, "ps-net", session_id)
 
 
 #: (session id, user id, expires at in unix seconds, reason)
@@ -57,9 +86,9 @@ async def evict(redis: Redis, keys: Keys, ended: Iterable[Eviction], now: float)
             ttl = int(expires_at - now)
             if ttl <= 0:
                 continue
-            pipe.set(keys("ps-end", session_id), reason, ex=ttl)
-            pipe.delete(keys("ps", session_id), keys("ps-net", session_id))
-            pipe.zrem(keys("streams", user_id), session_id)
+            pipe.set(ended_key(keys, session_id), reason, ex=ttl)
+            pipe.delete(session_key(keys, session_id), networks_key(keys, session_id))
+            pipe.zrem(streams_key(keys, user_id), session_id)
             count += 1
         if count:
             await pipe.execute()

@@ -41,6 +41,12 @@ Concurrent streams
     as idle, and a refused heartbeat is never remembered, so every later segment checks
     again.
 
+Redis Cluster
+    The keys above (built in ``session_endings``) carry the user's shard as their hash tag
+    (``{u:XYZ}``, ``runtime/redis.py``) and every session id begins with it
+    (:func:`session_id_for`), so each script's keys share one slot although a segment
+    request knows only the session id.
+
 Shared manifests
     Each heartbeat also adds the client's network (/24 for IPv4, /48 for IPv6) to
     ``ps-net:<id>``; a session seen from more than ``max_networks``
@@ -63,12 +69,23 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from runtime.redis import Keys
+from runtime.redis import Keys, session_shard, user_shard
+from tokens.segment import is_session_id, new_session_id
 from tokens.service.playback_session import (
     PlaybackSession,
     SessionFormatError,
 )
-from tokens.service.session_endings import FILM_UNAVAILABLE, PLAN_CHANGED, evict, eviction_rows
+from tokens.service.session_endings import (
+    FILM_UNAVAILABLE,
+    PAYMENT_NOT_CONFIRMED,
+    PLAN_CHANGED,
+    ended_key,
+    evict,
+    eviction_rows,
+    networks_key,
+    session_key,
+    streams_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +203,17 @@ class PlanNoLongerCovers(SessionGone):
     message = "Your plan changed and no longer includes this quality; start the film again"
 
 
+class PaymentNotConfirmed(SessionGone):
+    """Ended because provisional access ran out and the mobile money payment was not
+    confirmed (declined, failed, or not approved in time)."""
+
+    code = PAYMENT_NOT_CONFIRMED
+    message = (
+        "Your mobile money payment was not confirmed, so the access it started has ended; "
+        "pay again or keep watching on the free plan"
+    )
+
+
 def gone(reason: str | None) -> SessionGone:
     """The error a request for a session that ended for ``reason`` gets."""
     if reason == SHARED:
@@ -194,7 +222,15 @@ def gone(reason: str | None) -> SessionGone:
         return FilmWithdrawn(reason)
     if reason == PLAN_CHANGED:
         return PlanNoLongerCovers(reason)
+    if reason == PAYMENT_NOT_CONFIRMED:
+        return PaymentNotConfirmed(reason)
     return SessionGone(reason)
+
+
+def session_id_for(user_id: str) -> str:
+    """A new playback session id for ``user_id``: it begins with the user's Redis shard,
+    so the session's keys share a Redis Cluster slot with the user's stream set."""
+    return new_session_id(lead=user_shard(user_id))
 
 
 def _read_session(raw: bytes | str) -> PlaybackSession | None:
@@ -266,11 +302,15 @@ class SessionStore:
     # ------------------------------------------------------------ start
 
     async def create(self, session: PlaybackSession) -> None:
-        """Store a new session, refusing it when the plan's stream limit is reached."""
+        """Store a new session, refusing it when the plan's stream limit is reached.
+
+        Its id must come from :func:`session_id_for` (its user's shard first)."""
+        if session_shard(session.id) != user_shard(session.user_id):
+            raise ValueError("a playback session id must begin with its user's shard")
         now = self.clock()
         ttl = max(1, session.expires_at - int(now))
         ok = await self._create(
-            keys=[self.keys("streams", session.user_id), self.keys("ps", session.id)],
+            keys=[streams_key(self.keys, session.user_id), session_key(self.keys, session.id)],
             args=[now - self.idle_s, session.max_streams, now, session.id, ttl, session.to_bytes()],
             client=self.redis,
         )
@@ -307,8 +347,8 @@ class SessionStore:
             # not recorded in PostgreSQL: never handed out, so it must not hold a slot
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.delete(self.keys("ps", session.id))
-                    pipe.zrem(self.keys("streams", session.user_id), session.id)
+                    pipe.delete(session_key(self.keys, session.id))
+                    pipe.zrem(streams_key(self.keys, session.user_id), session.id)
                     await pipe.execute()
             except RedisError:
                 log.warning("could not take back a half-started playback session")
@@ -365,10 +405,11 @@ class SessionStore:
     async def _read_stored(self, session_id: str) -> tuple[Any, Any]:
         """``ps:<id>`` and ``ps-end:<id>`` as Redis has them now.
 
-        Lookups that start in the same event-loop turn share one ``MGET`` (every request
-        that is ready runs before the callback that sends it): under load one round trip
-        answers several segment and playlist requests, each still reading Redis after it
-        arrived, so nothing is answered from older data than a lookup of its own would."""
+        Lookups that start in the same event-loop turn share one pipelined round trip
+        (every request that is ready runs before the callback that sends it): under load
+        one round trip answers several segment and playlist requests, each still reading
+        Redis after it arrived, so nothing is answered from older data than a lookup of
+        its own would."""
         future: asyncio.Future[tuple[Any, Any]] = asyncio.get_running_loop().create_future()
         batch = self._reads
         if batch is None:
@@ -384,11 +425,13 @@ class SessionStore:
         task.add_done_callback(self._flights.discard)
 
     async def _mget(self, batch: list[tuple[str, asyncio.Future[tuple[Any, Any]]]]) -> None:
-        keys: list[str] = []
-        for session_id, _ in batch:
-            keys += (self.keys("ps", session_id), self.keys("ps-end", session_id))
         try:
-            values = await self.redis.mget(keys)
+            # one MGET per session (its two keys share the session's hash tag, so this
+            # stays valid on a Redis Cluster), all in one pipelined round trip
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for session_id, _ in batch:
+                    pipe.mget(session_key(self.keys, session_id), ended_key(self.keys, session_id))
+                values = await pipe.execute()
         except asyncio.CancelledError:
             for _, future in batch:
                 future.cancel()
@@ -398,9 +441,9 @@ class SessionStore:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for i, (_, future) in enumerate(batch):
+        for (_, future), (raw, ended) in zip(batch, values, strict=True):
             if not future.done():  # its request may have been cancelled meanwhile
-                future.set_result((values[2 * i], values[2 * i + 1]))
+                future.set_result((raw, ended))
 
     def _decode(
         self, session_id: str, raw: bytes | str
@@ -441,14 +484,14 @@ class SessionStore:
         if ttl <= 0:
             return None, reason
         if session is None:
-            await self.redis.set(self.keys("ps-end", session_id), reason or "ended", ex=ttl)
+            await self.redis.set(ended_key(self.keys, session_id), reason or "ended", ex=ttl)
             return None, reason
         wall = self.clock()
         primed = await self._reprime(
             keys=[
-                self.keys("ps", session_id),
-                self.keys("ps-end", session_id),
-                self.keys("streams", session.user_id),
+                session_key(self.keys, session_id),
+                ended_key(self.keys, session_id),
+                streams_key(self.keys, session.user_id),
             ],
             args=[
                 session.to_bytes(),
@@ -461,7 +504,7 @@ class SessionStore:
             client=self.redis,
         )
         if not primed:  # ended while we were reading
-            ended = await self.redis.get(self.keys("ps-end", session_id))
+            ended = await self.redis.get(ended_key(self.keys, session_id))
             return None, _text(ended) if ended is not None else "ended"
         # its next heartbeat from this process goes through the limit check again
         self._beats.pop(session_id, None)
@@ -488,9 +531,9 @@ class SessionStore:
         try:
             result = await self._beat(
                 keys=[
-                    self.keys("streams", session.user_id),
-                    self.keys("ps", session.id),
-                    self.keys("ps-net", session.id),
+                    streams_key(self.keys, session.user_id),
+                    session_key(self.keys, session.id),
+                    networks_key(self.keys, session.id),
                 ],
                 args=[
                     wall - self.idle_s,
@@ -543,14 +586,16 @@ class SessionStore:
         """End a session now (its stream slot frees immediately); False if unknown,
         already ended or someone else's. PostgreSQL first (the truth), then Redis; if
         Redis fails, ``kush worker`` removes it there."""
+        if not is_session_id(session_id):  # from a URL: no key can be built from it
+            return False
         try:
-            raw = await self.redis.get(self.keys("ps", session_id))
+            raw = await self.redis.get(session_key(self.keys, session_id))
         except RedisError:
             raw = None
         if raw is not None:
             session = _read_session(raw)
             if session is None:
-                await self.redis.delete(self.keys("ps", session_id))
+                await self.redis.delete(session_key(self.keys, session_id))
                 return False
             if user_id is not None and session.user_id != user_id:
                 return False
@@ -607,7 +652,7 @@ class SessionStore:
         """Sessions of the user that are not idle."""
         return int(
             await self.redis.zcount(
-                self.keys("streams", user_id), self.clock() - self.idle_s, "+inf"
+                streams_key(self.keys, user_id), self.clock() - self.idle_s, "+inf"
             )
         )
 
@@ -622,7 +667,11 @@ def _alive(seen: _Seen) -> PlaybackSession:
 
 
 async def end_sessions_beyond_plan(
-    store: SessionStore, user_id: str, *, allowed_plans: frozenset[str]
+    store: SessionStore,
+    user_id: str,
+    *,
+    allowed_plans: frozenset[str],
+    reason: str = PLAN_CHANGED,
 ) -> list[str]:
     """End every live session of ``user_id`` started under a plan not in ``allowed_plans``
     (a downgrade: premium sessions when the plan falls to basic or free), their next
@@ -631,7 +680,7 @@ async def end_sessions_beyond_plan(
     Live sessions are found in the ``streams:<user>`` set and, for sessions idle long
     enough to have left it (paused), in ``playback_sessions``. Returns the ended ids.
     """
-    members = await store.redis.zrange(store.keys("streams", user_id), 0, -1)
+    members = await store.redis.zrange(streams_key(store.keys, user_id), 0, -1)
     ids = {m.decode() if isinstance(m, bytes) else str(m) for m in members}
     rows = await store.pool.fetch(
         """SELECT id FROM playback_sessions
@@ -641,10 +690,10 @@ async def end_sessions_beyond_plan(
     ids.update(r["id"] for r in rows)
     ended: list[str] = []
     for session_id in sorted(ids):
-        raw = await store.redis.get(store.keys("ps", session_id))
+        raw = await store.redis.get(session_key(store.keys, session_id))
         session = _read_session(raw) if raw else None
         if session is None or session.user_id != user_id or session.plan in allowed_plans:
             continue
-        if await store.end(session_id, reason=PLAN_CHANGED, user_id=user_id):
+        if await store.end(session_id, reason=reason, user_id=user_id):
             ended.append(session_id)
     return ended

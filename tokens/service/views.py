@@ -32,7 +32,7 @@ from runtime.api import (
 from runtime.errors import Forbidden, Unauthorized
 from runtime.net import client_ip
 from runtime.settings import Settings
-from runtime.web import json_response, pg_key, redis_key, rkeys_key, settings_key
+from runtime.web import json_response, metrics_key, pg_key, redis_key, rkeys_key, settings_key
 from tokens.errors import TokenError
 from tokens.jwt import ACCESS_TOKEN_TTL_S, AccessClaims, Plan, Role
 from tokens.keys import parse_master_key
@@ -208,6 +208,7 @@ async def authenticate(request: web.Request) -> AccessClaims:
     if header:
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
+            request.app[metrics_key].reject_token("access", "invalid_token")
             raise Unauthorized("Use 'Authorization: Bearer <token>'", code="invalid_token")
         token = value.strip()
     else:
@@ -222,6 +223,7 @@ async def authenticate(request: web.Request) -> AccessClaims:
     try:
         claims = await request.app[auth_key].authenticate(token)
     except TokenError as err:
+        request.app[metrics_key].reject_token("access", err.code)
         raise Unauthorized(
             str(err) or "Invalid token", code=err.code, headers={"WWW-Authenticate": "Bearer"}
         ) from err
@@ -368,6 +370,7 @@ async def refresh(request: web.Request) -> web.Response:
     try:
         issued = await request.app[auth_key].refresh(token)
     except TokenError as err:
+        request.app[metrics_key].reject_token("refresh", err.code)
         resp_err = Unauthorized(str(err) or "Invalid refresh token", code=err.code)
         raise resp_err from err
     return _token_response(request, issued, web_client=web_client)

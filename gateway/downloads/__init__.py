@@ -1,0 +1,1 @@
+"""Offline downloads (premium): the domain (``service``) and its SQL (``repository``)."""
