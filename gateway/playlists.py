@@ -156,13 +156,6 @@ class PlaylistCache:
             self._remember(self._master_texts, cache_key, text)
         return text
 
-    def compiled_master(
-        self, movie_id: str, version: int, *, max_height: int, preferred: int
-    ) -> MasterTemplate | None:
-        """The master template of a film version if this process compiled it already
-        (no database read: a session knows its film version)."""
-        return self._masters.get((movie_id, version, max_height, preferred))
-
     async def master(self, movie: Movie, *, max_height: int, preferred: int) -> MasterTemplate:
         cache_key = (movie.id, movie.version, max_height, preferred)
         found = self._masters.get(cache_key)
