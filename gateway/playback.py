@@ -41,7 +41,7 @@ from gateway.errors import (
 )
 from gateway.metering import Tally, UsageKey, UsageMeter, usage_rows, utc_day
 from gateway.metrics import forget_active, note_active
-from gateway.playlists import PlaylistCache, hls_root
+from gateway.playlists import Layouts, PlaylistCache, hls_root
 from gateway.repository import Movie, Viewer
 from hls import ContentRendition, MasterTemplate, PlaylistError, VariantRef
 from origin import OriginStore
@@ -50,7 +50,7 @@ from runtime.redis import Keys
 from runtime.settings import Settings
 from tokens import (
     SegmentKeyring,
-    SessionSigner,
+    SessionSealer,
     TokenError,
     ip_prefix_of,
     segment_token_ttl,
@@ -233,6 +233,8 @@ class Playback:
     confirmed: set[tuple[str, int]] = field(default_factory=set)
     #: positions waiting for the background writer
     progress: ProgressQueue
+    #: playlist templates laid out as bytes, with their path digests
+    layouts: Layouts = field(default_factory=Layouts)
     #: when this process last queued each session's progress (monotonic seconds)
     progress_marks: dict[str, float] = field(default_factory=dict)
     #: bytes delivered, counted here and added to PostgreSQL in batches (README "Data")
@@ -470,9 +472,9 @@ async def content_renditions(
     return tuple(out)
 
 
-def session_signer(ring: SegmentKeyring, session: PlaybackSession) -> SessionSigner:
-    """Signs the URIs of one session's playlists."""
-    return ring.session_signer(session.id, session.expires_at, ip_prefix=session.ip_prefix)
+def session_sealer(ring: SegmentKeyring, session: PlaybackSession) -> SessionSealer:
+    """Signs the URIs of one session's playlists (version 2 tokens)."""
+    return ring.session_sealer(session.id, session.expires_at, ip_prefix=session.ip_prefix)
 
 
 async def authorize_uri(
@@ -518,27 +520,28 @@ def check_ad(session: PlaybackSession, ad_id: str) -> None:
 # ------------------------------------------------------------------ playlists
 
 
-async def master_text(pb: Playback, session: PlaybackSession, signer: SessionSigner) -> str:
-    """The session's tier-filtered master playlist with a token on every URI."""
+async def master_text(pb: Playback, session: PlaybackSession, sealer: SessionSealer) -> bytes:
+    """The session's tier-filtered master playlist with a token on every URI (UTF-8)."""
     movie = await repository.load_movie(pb.pool, session.movie_id)
     master = await session_master(
         pb, movie, max_height=session.max_height, data_saver=session.data_saver
     )
-    return master.render(signer.sign_many(master.paths), start_offset=session.start_offset)
+    return pb.layouts.of(master.template).render(sealer, start_offset=session.start_offset)
 
 
 async def media_text(
-    pb: Playback, session: PlaybackSession, rendition: str, name: str, signer: SessionSigner
-) -> str:
-    """The session's media playlist: tokenized, with its ad pods stitched in if any."""
+    pb: Playback, session: PlaybackSession, rendition: str, name: str, sealer: SessionSealer
+) -> bytes:
+    """The session's media playlist (UTF-8): tokenized, with its ad pods stitched in if
+    any."""
     check_rendition(session, rendition)
     entry = await pb.playlists.media(session.movie_id, session.version, rendition, name)
+    if not session.ad_plan or entry.parsed.i_frames_only:
+        # no ads; or an I-frame (trick-play) playlist, which carries no pods
+        return pb.layouts.of(entry.template).render(sealer, start_offset=session.start_offset)
     stitchable = [r for r in session.content_renditions if r.name == rendition]
-    if not session.ad_plan or not stitchable or entry.parsed.i_frames_only:
-        # no ads; or an I-frame (trick-play) or subtitle playlist, which carry no pods
-        return entry.template.render(
-            signer.sign_many(entry.template.paths), start_offset=session.start_offset
-        )
+    if not stitchable:  # e.g. a subtitle playlist: no pods
+        return pb.layouts.of(entry.template).render(sealer, start_offset=session.start_offset)
     try:
         stitched = await pb.stitcher.stitched(
             movie_id=session.movie_id,
@@ -554,13 +557,10 @@ async def media_text(
     except (PlaylistError, ValueError) as err:  # ads are best effort: serve the film
         log.warning("stitching failed, serving without ads: %s", type(err).__name__)
         pb.stitcher.on_fallback("stitch_failed")
-        return entry.template.render(
-            signer.sign_many(entry.template.paths), start_offset=session.start_offset
-        )
+        return pb.layouts.of(entry.template).render(sealer, start_offset=session.start_offset)
     offset = session.start_offset
-    return stitched.render(
-        signer.sign_many(stitched.paths),
-        start_offset=stitched.output_time(offset) if offset is not None else None,
+    return pb.layouts.of(stitched.template).render(
+        sealer, start_offset=stitched.output_time(offset) if offset is not None else None
     )
 
 

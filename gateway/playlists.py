@@ -1,7 +1,9 @@
-"""Origin playlists compiled once into templates, per film version (no HTTP here)."""
+"""Origin playlists compiled once into templates, per film version (no HTTP here), and
+their byte layouts for serving (:class:`TokenLayout`)."""
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,82 @@ from hls import (
 )
 from hls.text import MAX_PLAYLIST_BYTES, decode_playlist
 from origin import OriginStore, object_key
+from tokens import TAG_CHARS, PathHasher, SessionSealer
+
+#: byte layouts kept per process (each holds its template's bytes and path digests)
+MAX_LAYOUTS = 2048
+#: path digests kept per layout: one per key ring in use (a rotation adds one)
+_DIGESTS_PER_LAYOUT = 4
+
+
+class TokenLayout:
+    """A compiled playlist laid out as bytes around fixed-width token holes.
+
+    Built once per template. Serving a session is then: the session's AES over the
+    template's path digests (computed once per key ring, :meth:`digests`), one base64
+    call, one C-level split of the tags into 20-byte pieces, and one ``bytes.join`` of
+    ``chunk, header, tag, chunk, ...``: no per-URI Python code and no text re-encoding.
+    The output is byte for byte ``template.render`` with the session's version 2 tokens.
+    """
+
+    __slots__ = ("_digests", "_parts", "_split", "count", "template")
+
+    def __init__(self, template: PlaylistTemplate) -> None:
+        self.template = template
+        self.count = len(template.paths)
+        parts: list[bytes] = [b""] * (3 * self.count + 1)
+        parts[::3] = [chunk.encode("utf-8") for chunk in template.chunks]
+        self._parts = parts
+        self._split = struct.Struct(f"{TAG_CHARS}s" * self.count)
+        self._digests: dict[PathHasher, bytes] = {}
+
+    def digests(self, hasher: PathHasher) -> bytes:
+        """The template's path digests under ``hasher`` (computed once per hasher)."""
+        found = self._digests.get(hasher)
+        if found is None:
+            found = hasher.digest_many(self.template.paths)
+            if len(self._digests) >= _DIGESTS_PER_LAYOUT:
+                self._digests.clear()
+            self._digests[hasher] = found
+        return found
+
+    def render(self, sealer: SessionSealer, *, start_offset: float | None = None) -> bytes:
+        """The playlist for one session, as UTF-8 bytes (see ``PlaylistTemplate.render``
+        for ``start_offset``)."""
+        parts = self._parts.copy()
+        if self.count:
+            tags = sealer.seal(self.digests(sealer.hasher))
+            parts[1::3] = [sealer.prefix] * self.count
+            parts[2::3] = self._split.unpack(tags)
+        if start_offset is not None:
+            template = self.template
+            head = PlaylistTemplate(chunks=template.chunks[:1], paths=(), start=template.start)
+            parts[0] = head.render((), start_offset=start_offset).encode("utf-8")
+        return b"".join(parts)
+
+
+class Layouts:
+    """Byte layouts by template, bounded: media, stitched and master templates alike.
+
+    Keyed on the template object (its id, with the template kept alive beside the
+    layout so the id cannot be reused while the entry exists)."""
+
+    def __init__(self, max_entries: int = MAX_LAYOUTS) -> None:
+        self.max_entries = max_entries
+        self._layouts: dict[int, TokenLayout] = {}
+
+    def __len__(self) -> int:
+        return len(self._layouts)
+
+    def of(self, template: PlaylistTemplate) -> TokenLayout:
+        """The layout of ``template``, built on first use."""
+        found = self._layouts.get(id(template))
+        if found is None or found.template is not template:
+            found = TokenLayout(template)
+            if len(self._layouts) >= self.max_entries:
+                self._layouts.pop(next(iter(self._layouts)))
+            self._layouts[id(template)] = found
+        return found
 
 
 def hls_root(movie_id: str) -> str:

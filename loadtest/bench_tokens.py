@@ -81,6 +81,21 @@ def _bench_segment(paths: Sequence[str]) -> None:
     cold_s = _median_seconds(lambda: verify_all(cold_ring), repeats=30)
     _row("verify, cold (derive session key)", n / cold_s, f"{cold_s / n * 1e6:.2f} us each")
 
+    # version 2, what playlists hand out: digests once per template, one AES call per session
+    hasher = keyring.path_hasher()
+    sealer = keyring.session_sealer(new_session_id(), NOW + 6 * 3600)
+    digests = hasher.digest_many(paths)
+    print(f"segment tokens, version 2 ({n} URIs)")
+    digest_s = _median_seconds(lambda: hasher.digest_many(paths), repeats=100)
+    _row("path digests (once per template)", n / digest_s, f"{digest_s * 1e3:.3f} ms")
+    seal_s = _median_seconds(lambda: sealer.seal(digests), repeats=500)
+    _row("seal (per session and playlist)", n / seal_s, f"median {seal_s * 1e3:.3f} ms")
+    pairs = [(sealer.sign(p), p) for p in paths]
+    warm_s = _median_seconds(lambda: verify_all(keyring), repeats=50)
+    _row("verify, warm session-key cache", n / warm_s, f"{warm_s / n * 1e6:.2f} us each")
+    cold_s = _median_seconds(lambda: verify_all(cold_ring), repeats=30)
+    _row("verify, cold (derive session key)", n / cold_s, f"{cold_s / n * 1e6:.2f} us each")
+
 
 def _bench_alternatives(paths: Sequence[str]) -> None:
     n = len(paths)

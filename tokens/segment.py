@@ -1,5 +1,8 @@
 """Per-segment tokens: one URL path, one playback session, one expiry, no database.
 
+(Version 1 is described first; playlists hand out version 2, below, which keeps the
+layout and changes how the tag is computed.)
+
 Every URI in a media playlist (segments, ``EXT-X-MAP`` init segments, ``EXT-X-KEY``
 keys, variant and I-frame playlists) carries its own token. The proxy verifies it with
 one MAC and a constant-time comparison, so a token for ``.../seg_00042.ts`` cannot be
@@ -59,6 +62,45 @@ HMAC-SHA256 once per session, which keeps the master secret behind the HMAC-SHA2
 family the design calls for and gives every session (and IP binding) its own key.
 Verifying costs about 2.3 us with a warm session-key cache and 5.2 us cold.
 
+Token layout (version 2): what playlists hand out
+-------------------------------------------------
+
+The same 33 bytes and 44 characters, with version nibble 2 and another tag::
+
+    D   = BLAKE2s(key=K_p, digest_size=16, data=UTF-8 path)           (the path digest)
+    tag = first 15 bytes of AES-256_{K_s2}(D)                          (one block)
+
+    K_p  = HMAC-SHA256(master[kid], "kush-films/segment-token/v2/path-key")
+    K_s2 = HMAC-SHA256(master[kid],
+                       "kush-films/segment-token/v2" 0x00 || bytes 0..17 || ip_prefix)
+
+Why: version 1 costs one keyed MAC per URI per request (0.6-1.2 ms for the 1 200 URIs
+of a two-hour film), and a film's paths never change. In version 2 the per-path work
+moves to compile time: ``D`` depends only on the kid and the path, so a playlist
+template computes its digests once (:meth:`PathHasher.digest_many`) and every session
+reuses them; per session, one AES-ECB call under ``K_s2`` over all the digests gives all
+the tags at once (:meth:`SessionSealer.seal`: AES-NI, one deletion of every 16th byte,
+one base64 call, no per-URI Python code). ECB is used here as what it is, the block
+cipher applied to independent blocks; each block is a distinct keyed digest, so nothing
+is encrypted whose patterns could leak.
+
+Properties kept: a tag binds exactly one path (``D`` is a PRF of the path under a secret
+key, so two paths collide with probability 2^-128, and nobody without ``K_p`` can search
+for collisions), one session, expiry, kid and IP prefix (all in ``K_s2``'s derivation, as
+in version 1), and the version itself (the version byte is in the derived header, so a
+tag cannot move between versions); 120-bit tags; constant-time comparison; rotation by
+kid (each kid has its own ``K_p`` and ``K_s2``). Verification is one keyed digest and one
+AES block.
+
+Medians measured on this machine (CPython 3.11.7, 2-vCPU EPYC shared with other jobs;
+1 200 paths of ~60 bytes): version 1 ``sign_many`` 0.86 ms; version 2 digests 0.70 ms
+once per template, then ``seal`` 0.038 ms per session (22x less); verify with a warm
+session-key cache 3.5 us (version 1: 2.9 us), cold 15.6 us (9.9 us: building an AES
+context costs more than a BLAKE2s state).
+
+Version 1 tokens (``SessionSigner``) still verify: URLs handed out before an upgrade
+keep playing until they expire.
+
 Verification order: shape, version and flags, kid, MAC (constant time), then expiry. The
 tag is checked before the expiry so that a token which fails is reported as
 :class:`~tokens.errors.TokenInvalid` unless it is genuine. Derived session keys are kept
@@ -87,16 +129,22 @@ import re
 import secrets
 import struct
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, NamedTuple
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from tokens.errors import TokenExpired, TokenInvalid, UnknownKey
 
 __all__ = [
+    "DIGEST_BYTES",
     "FLAG_IP_BOUND",
     "SEGMENT_TOKEN_LENGTH",
+    "TAG_CHARS",
+    "PathHasher",
     "SegmentClaims",
     "SegmentKeyring",
+    "SessionSealer",
     "SessionSigner",
     "ip_prefix_of",
     "is_session_id",
@@ -106,6 +154,7 @@ __all__ = [
 ]
 
 VERSION: Final = 1
+VERSION_2: Final = 2
 FLAG_IP_BOUND: Final = 0x01
 _KNOWN_FLAGS: Final = FLAG_IP_BOUND
 
@@ -118,11 +167,16 @@ HEADER_BYTES: Final = _HEADER.size  # 18
 _HEADER_CHARS: Final = HEADER_BYTES * 4 // 3  # 24
 _SESSION_ID_CHARS: Final = slice(8, 24)  # bytes 6..17, aligned on a base64 quantum
 _TAG_CHARS: Final = TAG_BYTES * 4 // 3  # 20
+TAG_CHARS: Final = _TAG_CHARS
+DIGEST_BYTES: Final = 16  # one AES block per path (version 2)
 SEGMENT_TOKEN_LENGTH: Final = _HEADER_CHARS + _TAG_CHARS  # 44 characters
 MAX_EXPIRES_AT: Final = 2**32 - 1
 
 _FROM_URLSAFE: Final = bytes.maketrans(b"-_", b"+/")
+_TO_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
 _DERIVATION_LABEL: Final = b"kush-films/segment-token/v1\x00"
+_DERIVATION_LABEL_V2: Final = b"kush-films/segment-token/v2\x00"
+_PATH_KEY_LABEL_V2: Final = b"kush-films/segment-token/v2/path-key"
 _TOKEN_RE: Final = re.compile(rf"[A-Za-z0-9_-]{{{SEGMENT_TOKEN_LENGTH}}}")
 _SESSION_ID_RE: Final = re.compile(rf"[A-Za-z0-9_-]{{{SESSION_ID_LENGTH}}}")
 _IPV4_MASK: Final = (2**32 - 1) ^ (2**8 - 1)  # /24
@@ -256,6 +310,98 @@ class SessionSigner:
         return [prefix + encoded[i : i + _TAG_CHARS] for i in range(0, len(encoded), _TAG_CHARS)]
 
 
+Encrypt = Callable[[bytes], bytes]
+"""AES-256 in ECB mode under one session key: independent 16-byte blocks in, tags out."""
+
+
+class PathHasher:
+    """Version 2's per-path digest: keyed BLAKE2s-128 under one kid's path key.
+
+    The same for every session of a kid, so a playlist template computes the digests of
+    its paths once (:meth:`digest_many`) and every session reuses them. Digests never
+    leave the process; only their encryption under a session key (the tag) does.
+    """
+
+    __slots__ = ("_mac", "kid")
+
+    def __init__(self, kid: int, path_key: bytes) -> None:
+        self.kid = kid
+        self._mac = hashlib.blake2s(key=path_key, digest_size=DIGEST_BYTES)
+
+    def __repr__(self) -> str:
+        return f"PathHasher(kid={self.kid})"
+
+    def digest(self, path: str) -> bytes:
+        """The 16-byte digest of one URL path."""
+        h = self._mac.copy()
+        h.update(_encode_path(path))
+        return h.digest()
+
+    def digest_many(self, paths: Sequence[str]) -> bytes:
+        """The digests of ``paths``, concatenated in order (16 bytes each)."""
+        return b"".join([self.digest(path) for path in paths])
+
+
+class SessionSealer:
+    """Version 2 tokens for one session: one AES call turns many path digests into tags.
+
+    ``prefix`` is the 24 ASCII characters every token of the session starts with (the
+    encoded header); :meth:`seal` returns the 20-character tags of all given digests,
+    concatenated, so a token is ``prefix + tags[20 * i : 20 * i + 20]``.
+    """
+
+    __slots__ = ("_encrypt", "expires_at", "hasher", "kid", "prefix", "session_id")
+
+    def __init__(
+        self,
+        *,
+        prefix: bytes,
+        encrypt: Encrypt,
+        hasher: PathHasher,
+        session_id: str,
+        expires_at: int,
+    ) -> None:
+        self.prefix = prefix
+        self._encrypt = encrypt
+        self.hasher = hasher
+        self.kid = hasher.kid
+        self.session_id = session_id
+        self.expires_at = expires_at
+
+    def __repr__(self) -> str:
+        return f"SessionSealer(session_id=<{len(self.session_id)} chars>, kid={self.kid})"
+
+    def seal(self, digests: bytes) -> bytes:
+        """Tags for concatenated 16-byte digests (from ``hasher``), 20 characters each.
+
+        One AES-ECB call over every block, one deletion of each block's 16th byte (tags
+        are 120 bits), one base64 call: no per-path Python work.
+        """
+        if len(digests) % DIGEST_BYTES:
+            raise ValueError("digests must be a whole number of 16-byte blocks")
+        tags = bytearray(self._encrypt(digests))
+        del tags[TAG_BYTES::DIGEST_BYTES]
+        # two replace() passes are ~6x faster than translate() here ('+' and '/' are rare)
+        return binascii.b2a_base64(tags, newline=False).replace(b"+", b"-").replace(b"/", b"_")
+
+    def sign(self, path: str) -> str:
+        """The version 2 token for one URL path."""
+        return (self.prefix + self.seal(self.hasher.digest(path))).decode("ascii")
+
+    def sign_many(self, paths: Sequence[str]) -> list[str]:
+        """Version 2 tokens for many paths, in order (digests computed here, not cached)."""
+        tags = self.seal(self.hasher.digest_many(paths)).decode("ascii")
+        prefix = self.prefix.decode("ascii")
+        return [prefix + tags[i : i + _TAG_CHARS] for i in range(0, len(tags), _TAG_CHARS)]
+
+
+def _aes_ecb(key: bytes) -> Encrypt:
+    """AES-256 as a pseudorandom permutation on independent blocks (a MAC's last step,
+    not encryption of data: every block is a distinct keyed digest, so ECB's pattern
+    leak does not apply)."""
+    return Cipher(algorithms.AES(key), modes.ECB()).encryptor().update  # noqa: S305
+
+
 class SegmentKeyring:
     """The master secrets for segment tokens, by kid, and the kid new tokens use.
 
@@ -263,7 +409,7 @@ class SegmentKeyring:
     MAC states, keyed by the full derivation input (header and IP prefix).
     """
 
-    __slots__ = ("_cache", "_cache_size", "_current_kid", "_keys")
+    __slots__ = ("_cache", "_cache_size", "_current_kid", "_hashers", "_keys", "_sealers")
 
     def __init__(
         self,
@@ -287,6 +433,8 @@ class SegmentKeyring:
         self._current_kid = current_kid
         self._cache_size = cache_size
         self._cache: OrderedDict[bytes, hashlib.blake2s] = OrderedDict()
+        self._sealers: OrderedDict[bytes, Encrypt] = OrderedDict()
+        self._hashers: dict[int, PathHasher] = {}  # built on first use of each kid
 
     def __repr__(self) -> str:
         # Never the secrets: rings end up in logs and tracebacks.
@@ -343,6 +491,61 @@ class SegmentKeyring:
         if len(cache) > self._cache_size:
             cache.popitem(last=False)
 
+    def _derive_v2(self, secret: bytes, header: bytes, ip_prefix: bytes) -> Encrypt:
+        """Derive the version 2 session key (HMAC-SHA256) and return its AES-256."""
+        return _aes_ecb(hmac.digest(secret, _DERIVATION_LABEL_V2 + header + ip_prefix, "sha256"))
+
+    def _remember_v2(self, cache_key: bytes, encrypt: Encrypt) -> None:
+        """The same bounded FIFO as :meth:`_remember`, for version 2 session keys."""
+        if self._cache_size == 0:
+            return
+        cache = self._sealers
+        cache[cache_key] = encrypt
+        if len(cache) > self._cache_size:
+            cache.popitem(last=False)
+
+    def path_hasher(self, kid: int | None = None) -> PathHasher:
+        """The path digests of ``kid`` (default: the current kid) for version 2 tokens.
+
+        One object per kid per ring: callers may key caches of digests on it (a new ring
+        after a rotation gives new objects, so stale digests are never reused)."""
+        kid = self._current_kid if kid is None else kid
+        hasher = self._hashers.get(kid)
+        if hasher is None:
+            path_key = hmac.digest(self._keys[kid], _PATH_KEY_LABEL_V2, "sha256")
+            hasher = self._hashers[kid] = PathHasher(kid, path_key)
+        return hasher
+
+    def session_sealer(
+        self, session_id: str, expires_at: int, *, ip_prefix: str | None = None
+    ) -> SessionSealer:
+        """Return a version 2 sealer for one session's URIs, under the current kid.
+
+        Arguments as :meth:`session_signer`; playlists use this one (see the module
+        docstring, "Version 2")."""
+        sid = _session_id_bytes(session_id)
+        if type(expires_at) is not int or not 0 <= expires_at <= MAX_EXPIRES_AT:
+            raise ValueError("expires_at must be an integer Unix time in 0..2**32-1")
+        flags = 0
+        prefix_bytes = b""
+        if ip_prefix is not None:
+            prefix_bytes = _canonical_ip_prefix(ip_prefix).encode("ascii")
+            flags |= FLAG_IP_BOUND
+        kid = self._current_kid
+        header = _HEADER.pack((VERSION_2 << 4) | flags, kid, expires_at, sid)
+        cache_key = header + prefix_bytes
+        encrypt = self._sealers.get(cache_key)
+        if encrypt is None:
+            encrypt = self._derive_v2(self._keys[kid], header, prefix_bytes)
+            self._remember_v2(cache_key, encrypt)
+        return SessionSealer(
+            prefix=binascii.b2a_base64(header, newline=False).translate(_TO_URLSAFE),
+            encrypt=encrypt,
+            hasher=self.path_hasher(kid),
+            session_id=session_id,
+            expires_at=expires_at,
+        )
+
     def session_signer(
         self, session_id: str, expires_at: int, *, ip_prefix: str | None = None
     ) -> SessionSigner:
@@ -395,7 +598,8 @@ class SegmentKeyring:
         # 44 characters of the alphabet always decode to exactly 33 bytes, one-to-one.
         raw = binascii.a2b_base64(token.encode("ascii").translate(_FROM_URLSAFE))
         version_flags, kid, expires_at, _ = _HEADER.unpack_from(raw)
-        if version_flags >> 4 != VERSION:
+        version = version_flags >> 4
+        if version != VERSION and version != VERSION_2:
             raise TokenInvalid("unsupported segment token version")
         flags = version_flags & 0x0F
         if flags & ~_KNOWN_FLAGS:
@@ -413,19 +617,43 @@ class SegmentKeyring:
                 raise TokenInvalid("segment token is bound to a client network") from err
         header = raw[:HEADER_BYTES]
         cache_key = header + prefix_bytes
-        mac = self._cache.get(cache_key)
-        cached = mac is not None
-        if mac is None:
-            mac = self._derive(secret, header, prefix_bytes)
-        h = mac.copy()
-        h.update(_encode_path(path))
-        if not hmac.compare_digest(h.digest(), raw[HEADER_BYTES:]):
-            raise TokenInvalid("segment token does not match this path")
-        if not cached:
-            self._remember(cache_key, mac)
+        if version == VERSION_2:
+            self._check_v2(secret, kid, header, prefix_bytes, cache_key, path, raw)
+        else:
+            mac = self._cache.get(cache_key)
+            cached = mac is not None
+            if mac is None:
+                mac = self._derive(secret, header, prefix_bytes)
+            h = mac.copy()
+            h.update(_encode_path(path))
+            if not hmac.compare_digest(h.digest(), raw[HEADER_BYTES:]):
+                raise TokenInvalid("segment token does not match this path")
+            if not cached:
+                self._remember(cache_key, mac)
         if now >= expires_at + leeway:
             raise TokenExpired("segment token expired")
         return SegmentClaims(token[_SESSION_ID_CHARS], expires_at, kid)
+
+    def _check_v2(
+        self,
+        secret: bytes,
+        kid: int,
+        header: bytes,
+        prefix_bytes: bytes,
+        cache_key: bytes,
+        path: str,
+        raw: bytes,
+    ) -> None:
+        """One keyed digest, one AES block, a constant-time comparison."""
+        encrypt = self._sealers.get(cache_key)
+        cached = encrypt is not None
+        if encrypt is None:
+            encrypt = self._derive_v2(secret, header, prefix_bytes)
+        tag = encrypt(self.path_hasher(kid).digest(path))[:TAG_BYTES]
+        if not hmac.compare_digest(tag, raw[HEADER_BYTES:]):
+            raise TokenInvalid("segment token does not match this path")
+        if not cached:
+            self._remember_v2(cache_key, encrypt)
 
 
 def verify_segment_token(

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from gateway.errors import GatewayError, SessionNotFound
 from gateway.keys import playback_key
-from gateway.playback import Viewing, iso_utc, session_signer, start_session, stop_session
+from gateway.playback import Viewing, iso_utc, session_sealer, start_session, stop_session
 from gateway.playlists import hls_root
 from runtime import ratelimit
 from runtime.api import DateTimeStr, Param, PathParam, ReplyModel, Routes
@@ -118,7 +118,7 @@ async def start_playback(request: web.Request) -> web.Response:
         raise
     pb.counters.start("started", "")
     path = hls_root(session.movie_id) + "master.m3u8"
-    token = session_signer(request.app[keystore_key].keys.segments, session).sign(path)
+    token = session_sealer(request.app[keystore_key].keys.segments, session).sign(path)
     return json_response(
         PlaybackStarted(
             session_id=session.id,

@@ -56,11 +56,13 @@ Shared manifests
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import orjson
@@ -284,6 +286,12 @@ class SessionStore:
         self.clock = clock
         self.monotonic = monotonic
         self._cache: dict[str, _Seen] = {}
+        # session id -> (its stored form, decoded): a re-read that finds the same bytes in
+        # Redis (the usual case) skips decoding them again
+        self._decoded: dict[str, tuple[bytes, PlaybackSession]] = {}
+        # lookups waiting for the next shared MGET, and the MGETs in flight
+        self._reads: list[tuple[str, asyncio.Future[tuple[Any, Any]]]] | None = None
+        self._flights: set[asyncio.Future[None]] = set()
         # session id -> network -> when this process last counted it (monotonic)
         self._beats: dict[str, dict[str, float]] = {}
         self._redis_down_until = 0.0
@@ -387,15 +395,71 @@ class SessionStore:
         return seen
 
     async def _lookup(self, session_id: str) -> tuple[PlaybackSession | None, str | None]:
-        raw, ended = await self.redis.mget(
-            session_key(self.keys, session_id), ended_key(self.keys, session_id)
-        )
+        raw, ended = await self._read_stored(session_id)
         if ended is not None:
             return None, _text(ended)
         if raw is not None:
-            session = _read_session(raw)
-            return (session, None) if session is not None else (None, "unreadable")
+            return self._decode(session_id, raw)
         return await self._rebuild(session_id)
+
+    async def _read_stored(self, session_id: str) -> tuple[Any, Any]:
+        """``ps:<id>`` and ``ps-end:<id>`` as Redis has them now.
+
+        Lookups that start in the same event-loop turn share one pipelined round trip
+        (every request that is ready runs before the callback that sends it): under load
+        one round trip answers several segment and playlist requests, each still reading
+        Redis after it arrived, so nothing is answered from older data than a lookup of
+        its own would."""
+        future: asyncio.Future[tuple[Any, Any]] = asyncio.get_running_loop().create_future()
+        batch = self._reads
+        if batch is None:
+            batch = self._reads = []
+            asyncio.get_running_loop().call_soon(self._send_reads)
+        batch.append((session_id, future))
+        return await future
+
+    def _send_reads(self) -> None:
+        batch, self._reads = self._reads or [], None
+        task = asyncio.ensure_future(self._mget(batch))
+        self._flights.add(task)
+        task.add_done_callback(self._flights.discard)
+
+    async def _mget(self, batch: list[tuple[str, asyncio.Future[tuple[Any, Any]]]]) -> None:
+        try:
+            # one MGET per session (its two keys share the session's hash tag, so this
+            # stays valid on a Redis Cluster), all in one pipelined round trip
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for session_id, _ in batch:
+                    pipe.mget(session_key(self.keys, session_id), ended_key(self.keys, session_id))
+                values = await pipe.execute()
+        except asyncio.CancelledError:
+            for _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:  # every waiter gets the error (RedisError: an outage)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), (raw, ended) in zip(batch, values, strict=True):
+            if not future.done():  # its request may have been cancelled meanwhile
+                future.set_result((raw, ended))
+
+    def _decode(
+        self, session_id: str, raw: bytes | str
+    ) -> tuple[PlaybackSession | None, str | None]:
+        """The stored form read from Redis, decoded (once per distinct stored form)."""
+        data = raw.encode() if isinstance(raw, str) else raw
+        known = self._decoded.get(session_id)
+        if known is not None and known[0] == data:
+            return known[1], None
+        session = _read_session(data)
+        if session is None:
+            return None, "unreadable"
+        if len(self._decoded) >= CACHE_MAX:
+            self._decoded.clear()
+        self._decoded[session_id] = (data, session)
+        return session, None
 
     async def _row(self, session_id: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow(_ROW_SQL, session_id, timeout=PG_LOOKUP_TIMEOUT_S)
@@ -547,6 +611,7 @@ class SessionStore:
         if row is None:
             return False
         self._cache.pop(session_id, None)
+        self._decoded.pop(session_id, None)
         self._beats.pop(session_id, None)
         expires = int(row["expires_at"].timestamp())
         try:
