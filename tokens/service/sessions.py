@@ -426,12 +426,14 @@ class SessionStore:
 
     async def _mget(self, batch: list[tuple[str, asyncio.Future[tuple[Any, Any]]]]) -> None:
         try:
-            # one MGET per session (its two keys share the session's hash tag, so this
-            # stays valid on a Redis Cluster), all in one pipelined round trip
+            # two GETs per session, all in one pipelined round trip (not MGET: a Redis
+            # Cluster client refuses multi-key commands inside a pipeline, and GETs
+            # need no shared slot)
             async with self.redis.pipeline(transaction=False) as pipe:
                 for session_id, _ in batch:
-                    pipe.mget(session_key(self.keys, session_id), ended_key(self.keys, session_id))
-                values = await pipe.execute()
+                    pipe.get(session_key(self.keys, session_id))
+                    pipe.get(ended_key(self.keys, session_id))
+                flat = await pipe.execute()
         except asyncio.CancelledError:
             for _, future in batch:
                 future.cancel()
@@ -441,6 +443,7 @@ class SessionStore:
                 if not future.done():
                     future.set_exception(exc)
             return
+        values = zip(flat[0::2], flat[1::2], strict=True)
         for (_, future), (raw, ended) in zip(batch, values, strict=True):
             if not future.done():  # its request may have been cancelled meanwhile
                 future.set_result((raw, ended))
