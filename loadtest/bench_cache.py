@@ -402,7 +402,8 @@ def main() -> None:
     work.chmod(0o755)  # the direct nginx's workers (nobody, when started as root) read it
     shutil.copy(source, static / "seg.ts")
     try:
-        asyncio.run(_prepare_db(settings, movie_id))
+        # bench-edge's schema also plans a free-tier ad (its id); these viewers are premium
+        asyncio.run(_prepare_db(settings, movie_id, str(uuid.uuid4())))
         asyncio.run(make_viewers(settings, args.viewers))
         with (
             _process([sys.executable, "-m", "kush", "gateway", "--workers", "1"], env) as gw,
