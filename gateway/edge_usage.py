@@ -27,6 +27,7 @@ import ipaddress
 import logging
 import re
 import socket
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -144,12 +145,15 @@ Count = Callable[[str], None]
 
 class UsageReceiver(asyncio.DatagramProtocol):
     """Takes the edge's datagrams: sorts out what is not a usage line from the edge and
-    queues the rest (bounded) for :meth:`check`."""
+    queues the rest (bounded) for the checkers, which take them in batches (one wake-up
+    for all the lines that arrived meanwhile, not one per line)."""
 
     def __init__(self, trusted: tuple[str, ...], count: Count, *, maxsize: int = QUEUE_MAX):
         self.trusted = PeerFilter(trusted)
         self.count = count
-        self.queue: asyncio.Queue[UsageLine] = asyncio.Queue(maxsize=maxsize)
+        self.maxsize = maxsize
+        self.lines: deque[UsageLine] = deque()
+        self.ready = asyncio.Event()
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         if not self.trusted(str(addr[0])):
@@ -164,10 +168,12 @@ class UsageReceiver(asyncio.DatagramProtocol):
             return
         if line.nbytes <= 0:
             return  # a HEAD, or nothing sent: nothing to count
-        try:
-            self.queue.put_nowait(line)
-        except asyncio.QueueFull:
+        if len(self.lines) >= self.maxsize:
             self.count("dropped")
+            return
+        self.lines.append(line)
+        if not self.ready.is_set():
+            self.ready.set()
 
     def error_received(self, exc: Exception) -> None:
         log.debug("edge usage socket: %s", exc)
@@ -195,19 +201,29 @@ async def count_line(pb: Playback, ring: SegmentKeyring, line: UsageLine) -> boo
     return True
 
 
-async def _checker(
+async def check_lines(
     receiver: UsageReceiver, pb: Playback, keyring: Callable[[], SegmentKeyring]
 ) -> None:
-    while True:
-        line = await receiver.queue.get()
+    """Count the lines queued so far (and those that arrive meanwhile)."""
+    lines = receiver.lines
+    while lines:
+        line = lines.popleft()
         try:
             counted = await count_line(pb, keyring(), line)
         except Exception:  # a bug or an outage must not stop the metering of the rest
             log.exception("edge usage line not counted")
             counted = False
-        finally:
-            receiver.queue.task_done()
         receiver.count("counted" if counted else "refused")
+
+
+async def _checker(
+    receiver: UsageReceiver, pb: Playback, keyring: Callable[[], SegmentKeyring]
+) -> None:
+    while True:
+        await receiver.ready.wait()
+        await check_lines(receiver, pb, keyring)
+        # nothing left (no await since the last check): wait for the next datagram
+        receiver.ready.clear()
 
 
 def usage_socket(host: str, port: int) -> socket.socket:
@@ -263,7 +279,7 @@ async def listening(
         # what was received is checked (bounded) so the usage writer's last flush has it
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(DRAIN_S):
-                await receiver.queue.join()
+                await check_lines(receiver, pb, keyring)
         for task in tasks:
             task.cancel()
         for task in tasks:

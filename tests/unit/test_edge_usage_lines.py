@@ -76,15 +76,15 @@ def test_the_receiver_queues_good_lines_and_counts_the_rest() -> None:
     receiver.datagram_received(b"<190>hello", ("127.0.0.1", 40000))
     receiver.datagram_received(LINE.replace(b" 1000 ", b" 0 "), ("127.0.0.1", 40000))
     assert results == ["untrusted", "oversized", "malformed"]  # 0 bytes: nothing to count
-    assert receiver.queue.qsize() == 1
-    assert receiver.queue.get_nowait() == UsageLine(206, 1000, "203.0.113.7", SEGMENT)
+    assert list(receiver.lines) == [UsageLine(206, 1000, "203.0.113.7", SEGMENT)]
+    assert receiver.ready.is_set()
 
 
 def test_a_full_queue_drops_and_counts() -> None:
     receiver, results = _receiver(maxsize=2)
     for _ in range(5):
         receiver.datagram_received(LINE, ("127.0.0.1", 40000))
-    assert receiver.queue.qsize() == 2
+    assert len(receiver.lines) == 2
     assert results == ["dropped"] * 3
 
 
