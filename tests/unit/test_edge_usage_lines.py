@@ -13,6 +13,7 @@ from gateway.edge_usage import (
     UsageReceiver,
     parse_line,
     segment_uri,
+    usage_socket,
 )
 from gateway.errors import PlaybackTokenRejected
 
@@ -99,3 +100,14 @@ def test_segment_uris_only() -> None:
     for bad in ("/hls/3f1c/master.m3u8?t=x", "http://evil.example/hls/a/b/c.ts", "/hls/x"):
         with pytest.raises(PlaybackTokenRejected):
             segment_uri(bad)
+
+
+def test_every_worker_binds_the_same_port() -> None:
+    """SO_REUSEPORT: the gateway's workers (and a rolling restart's replacement) share it."""
+    first = usage_socket("127.0.0.1", 0)
+    try:
+        port = first.getsockname()[1]
+        second = usage_socket("127.0.0.1", port)
+        second.close()
+    finally:
+        first.close()
