@@ -13,8 +13,11 @@ them (per nginx worker socket). A line counts when it comes from a trusted peer
 live session (:func:`gateway.playback.authorize_uri`, no bookkeeping: ``/_edge/auth``
 did that); its bytes go to the session's data usage as the edge's part.
 
-Nothing here can slow a viewer down: nginx never waits for UDP, a datagram the gateway
-cannot take (socket buffer full, a worker restarting) is that one segment's count lost,
+Each worker reads its socket every ``POLL_S`` (all the datagrams waiting, then checks
+them in a batch): a wake-up of the event loop per datagram would cost several times the
+line itself. Nothing here can slow a viewer down: nginx never waits for UDP, a datagram
+the gateway cannot take (socket buffer full, a worker restarting) is that one segment's
+count lost,
 and each result (``counted``, ``refused``, ``malformed``, ``oversized``, ``untrusted``,
 ``dropped``) is counted in ``kush_edge_usage_lines_total``.
 """
@@ -52,6 +55,12 @@ MAX_DATAGRAM = 2048
 QUEUE_MAX = 10_000
 #: lines checked at once (a session not in this process's cache costs a Redis read)
 CHECKERS = 8
+#: how often a worker reads its socket: every datagram it holds at once, not one wake-up
+#: per datagram (a wake-up costs far more than a line); the kernel keeps what arrives
+#: meanwhile (``SO_RCVBUF``, up to ``net.core.rmem_max``)
+POLL_S = 0.02
+#: datagrams read per turn at most, before the lines are checked and the loop runs others
+READ_BUDGET = 2000
 #: at shutdown, how long the lines already received may take to be checked
 DRAIN_S = 1.0
 LOOPBACK = ("127.0.0.0/8", "::1/128")
@@ -143,7 +152,7 @@ class PeerFilter:
 Count = Callable[[str], None]
 
 
-class UsageReceiver(asyncio.DatagramProtocol):
+class UsageReceiver:
     """Takes the edge's datagrams: sorts out what is not a usage line from the edge and
     queues the rest (bounded) for the checkers, which take them in batches (one wake-up
     for all the lines that arrived meanwhile, not one per line)."""
@@ -174,9 +183,6 @@ class UsageReceiver(asyncio.DatagramProtocol):
         self.lines.append(line)
         if not self.ready.is_set():
             self.ready.set()
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("edge usage socket: %s", exc)
 
 
 async def count_line(pb: Playback, ring: SegmentKeyring, line: UsageLine) -> bool:
@@ -226,6 +232,28 @@ async def _checker(
         receiver.ready.clear()
 
 
+def read_socket(sock: socket.socket, receiver: UsageReceiver, budget: int = READ_BUDGET) -> int:
+    """Hand every datagram waiting on the socket (at most ``budget``) to the receiver;
+    how many were read. A datagram longer than ``MAX_DATAGRAM`` arrives cut, and so is
+    counted ``oversized``."""
+    for n in range(budget):
+        try:
+            data, addr = sock.recvfrom(MAX_DATAGRAM + 1)
+        except (BlockingIOError, InterruptedError):
+            return n
+        except OSError as exc:  # nothing the edge sent: an ICMP error, say
+            log.debug("edge usage socket: %s", exc)
+            return n
+        receiver.datagram_received(data, addr)
+    return budget
+
+
+async def _reader(sock: socket.socket, receiver: UsageReceiver) -> None:
+    while True:
+        full = read_socket(sock, receiver) == READ_BUDGET
+        await asyncio.sleep(0 if full else POLL_S)
+
+
 def usage_socket(host: str, port: int) -> socket.socket:
     """The UDP socket every gateway worker binds (``SO_REUSEPORT``: the kernel spreads
     the edge's datagrams over them), with a receive buffer for bursts."""
@@ -265,9 +293,8 @@ async def listening(
         log.error("edge usage: cannot listen on UDP %s:%d (%s); not counting", host, port, exc)
         yield None
         return
-    loop = asyncio.get_running_loop()
     receiver = UsageReceiver(trusted, count)
-    transport, _ = await loop.create_datagram_endpoint(lambda: receiver, sock=sock)
+    reader = asyncio.create_task(_reader(sock, receiver), name="edge-usage-reader")
     tasks = [
         asyncio.create_task(_checker(receiver, pb, keyring), name=f"edge-usage-{i}")
         for i in range(CHECKERS)
@@ -275,8 +302,12 @@ async def listening(
     try:
         yield receiver
     finally:
-        transport.close()
-        # what was received is checked (bounded) so the usage writer's last flush has it
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        # what already arrived is checked (bounded) so the usage writer's last flush has it
+        read_socket(sock, receiver)
+        sock.close()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(DRAIN_S):
                 await check_lines(receiver, pb, keyring)
