@@ -14,10 +14,11 @@ live session (:func:`gateway.playback.authorize_uri`, no bookkeeping: ``/_edge/a
 did that); its bytes go to the session's data usage as the edge's part.
 
 Each worker reads its socket every ``POLL_S`` (all the datagrams waiting, then checks
-them in a batch): a wake-up of the event loop per datagram would cost several times the
-line itself. Nothing here can slow a viewer down: nginx never waits for UDP, a datagram
-the gateway cannot take (socket buffer full, a worker restarting) is that one segment's
-count lost,
+them in a batch; less often while nothing comes, down to ``IDLE_POLL_S``): a wake-up of
+the event loop per datagram would cost several times the line itself.
+
+Nothing here can slow a viewer down: nginx never waits for UDP; a datagram the gateway
+cannot take (socket buffer full, a worker restarting) is that one segment's count lost;
 and each result (``counted``, ``refused``, ``malformed``, ``oversized``, ``untrusted``,
 ``dropped``) is counted in ``kush_edge_usage_lines_total``.
 """
@@ -59,6 +60,9 @@ CHECKERS = 8
 #: per datagram (a wake-up costs far more than a line); the kernel keeps what arrives
 #: meanwhile (``SO_RCVBUF``, up to ``net.core.rmem_max``)
 POLL_S = 0.02
+#: an idle socket is read less and less often, down to this (a burst after a quiet spell
+#: waits at most this long in the kernel's buffer)
+IDLE_POLL_S = 0.2
 #: datagrams read per turn at most, before the lines are checked and the loop runs others
 READ_BUDGET = 2000
 #: at shutdown, how long the lines already received may take to be checked
@@ -248,10 +252,21 @@ def read_socket(sock: socket.socket, receiver: UsageReceiver, budget: int = READ
     return budget
 
 
+def next_poll(read: int, previous: float) -> float:
+    """The wait before the next read of the socket: none after a full budget, ``POLL_S``
+    after some datagrams, twice the previous wait (up to ``IDLE_POLL_S``) after none."""
+    if read >= READ_BUDGET:
+        return 0.0
+    if read:
+        return POLL_S
+    return min(max(previous, POLL_S) * 2, IDLE_POLL_S)
+
+
 async def _reader(sock: socket.socket, receiver: UsageReceiver) -> None:
+    wait = POLL_S
     while True:
-        full = read_socket(sock, receiver) == READ_BUDGET
-        await asyncio.sleep(0 if full else POLL_S)
+        wait = next_poll(read_socket(sock, receiver), wait)
+        await asyncio.sleep(wait)
 
 
 def usage_socket(host: str, port: int) -> socket.socket:

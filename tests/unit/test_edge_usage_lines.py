@@ -7,10 +7,14 @@ from __future__ import annotations
 import pytest
 
 from gateway.edge_usage import (
+    IDLE_POLL_S,
     MAX_DATAGRAM,
+    POLL_S,
+    READ_BUDGET,
     PeerFilter,
     UsageLine,
     UsageReceiver,
+    next_poll,
     parse_line,
     segment_uri,
     usage_socket,
@@ -111,3 +115,13 @@ def test_every_worker_binds_the_same_port() -> None:
         second.close()
     finally:
         first.close()
+
+
+def test_the_socket_is_read_often_while_lines_come_and_rarely_when_idle() -> None:
+    assert next_poll(READ_BUDGET, POLL_S) == 0.0  # more waiting: read again at once
+    assert next_poll(3, IDLE_POLL_S) == POLL_S
+    waits = [POLL_S]
+    for _ in range(10):
+        waits.append(next_poll(0, waits[-1]))
+    assert waits[1] == 2 * POLL_S
+    assert waits[-1] == IDLE_POLL_S
