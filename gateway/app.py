@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from gateway import edge_usage
 from gateway.ads.inventory import Inventory
 from gateway.ads.service import AdLibrary, Stitcher
 from gateway.catalogue import Trending
@@ -57,7 +58,7 @@ from runtime.web import (
 )
 from tokens import TokenError
 from tokens.service.sessions import SessionRefused, SessionStore
-from tokens.service.views import SECURITY_SCHEMES, auth_ctx, auth_key
+from tokens.service.views import SECURITY_SCHEMES, auth_ctx, auth_key, keystore_key
 from tokens.service.views import setup_routes as setup_auth_routes
 
 API_DESCRIPTION = """The Kush Films API for players and app developers: accounts and
@@ -107,9 +108,9 @@ def map_domain_error(exc: Exception) -> ApiError | None:
 
 
 async def _playback_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The origin store, the playlist template cache, sessions, ads and the background
-    progress and usage writers: the playback domain's dependencies, built once per
-    process."""
+    """The origin store, the playlist template cache, sessions, ads, the background
+    progress and usage writers and the edge's usage lines (UDP): the playback domain's
+    dependencies, built once per process."""
     settings = app[settings_key]
     origin = create_origin(settings)
     sessions = SessionStore(
@@ -139,7 +140,16 @@ async def _playback_ctx(app: web.Application) -> AsyncIterator[None]:
         usage=UsageMeter(dropped=metrics.usage_dropped),
     )
     app[auth_key].family_revoked_hooks.append(sessions.end_family)
-    async with progress_writer(pb), usage_writer(pb):
+    edge_lines = edge_usage.listening(
+        pb,
+        lambda: app[keystore_key].keys.segments,
+        host=settings.host,
+        port=settings.edge_usage_port,
+        trusted=settings.trusted_proxies,
+        count=metrics.edge_usage_line,
+    )
+    # closed in reverse: the edge's lines stop first, then the usage writer writes the rest
+    async with progress_writer(pb), usage_writer(pb), edge_lines:
         yield
     await origin.close()
 

@@ -65,12 +65,6 @@ class BirthYearLocked(Conflicting):
     message = "Your birth year is already set; contact support to correct it"
 
 
-class NotFromEdge(Refused):
-    """An edge-only endpoint called by someone other than a trusted proxy."""
-
-    code, message = "not_from_edge", "Only the edge may report here"
-
-
 class HotlinkDenied(Refused):
     code, message = "hotlink_denied", "Playback from this site is not allowed"
 

@@ -166,6 +166,19 @@ class GatewayMetrics:
             registry=registry,
         )
 
+        self.edge_usage_lines = Counter(
+            "kush_edge_usage_lines",
+            "The edge's segment usage lines (UDP) by result: counted, refused (token or "
+            "session), malformed, oversized, untrusted (sender not a trusted proxy), "
+            "dropped (the process's queue was full)",
+            ["result"],
+            registry=registry,
+        )
+
+    def edge_usage_line(self, result: str) -> None:
+        """Count one usage line from the edge by what became of it."""
+        self.edge_usage_lines.labels(result).inc()
+
     def start(self, result: str, reason: str) -> None:
         """Count a playback start (``started``, reason empty) or refusal."""
         self.starts.labels(result, reason).inc()

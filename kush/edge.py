@@ -20,6 +20,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.edge_usage import USAGE_LOG_FORMAT, USAGE_TAG
 from runtime.settings import Settings
 
 #: the template files in ``nginx/``, rendered to the same names without ``.template``
@@ -120,6 +121,23 @@ def _upstream_servers(settings: Settings) -> str:
     return "\n".join(f"        server {a} max_fails=0;" for a in addresses)
 
 
+def _usage_log(settings: Settings) -> str:
+    """Where the edge sends its segment usage lines: syslog over UDP to the gateway's
+    host (the local gateway's, else the first of ``KUSH_EDGE_UPSTREAM``) on
+    ``KUSH_EDGE_USAGE_PORT``."""
+    if settings.edge_usage_port == 0:
+        raise EdgeConfigError(
+            "KUSH_EDGE_USAGE_PORT: the edge needs the gateway's usage port (0 turns it off)"
+        )
+    if settings.edge_upstream:
+        first = settings.edge_upstream[0]
+        host = first[1:].partition("]")[0] if first.startswith("[") else first.rpartition(":")[0]
+    else:
+        host = _upstream_host(settings.host)
+    server = _hostport(host, settings.edge_usage_port)
+    return f"syslog:server={server},tag={USAGE_TAG},nohostname"
+
+
 def _header_var(name: str, setting: str) -> str:
     if not _HEADER_NAME.match(name):
         raise EdgeConfigError(f"{setting}: not a header name nginx can pass: {name!r}")
@@ -189,6 +207,8 @@ def values_for(settings: Settings, directory: Path, access_log: str) -> dict[str
         "listen": _hostport(settings.host, settings.edge_port),
         "tls_listen": _hostport(settings.host, settings.edge_tls_port),
         "gateway_servers": _upstream_servers(settings),
+        "usage_log": _usage_log(settings),
+        "usage_format": f"'{USAGE_LOG_FORMAT}'",
         "max_body_bytes": str(settings.max_body_bytes),
         "cache_max_mb": str(settings.edge_cache_max_mb),
         "auth_rate": str(settings.edge_auth_rate),

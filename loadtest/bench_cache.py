@@ -62,6 +62,7 @@ from loadtest.bench_edge import (
     SEGMENT_BYTES,
     _drop_schema,
     _free_port,
+    _free_udp_port,
     _need,
     _prepare_db,
     _process,
@@ -358,7 +359,7 @@ def main() -> None:
     movie_id = str(uuid.uuid4())
     origin = work / "origin"
     source = write_film(origin, movie_id, cached=args.cached, missed=args.misses * args.rounds)
-    gw_port, direct_port = _free_port(), _free_port()
+    gw_port, direct_port, usage_port = _free_port(), _free_port(), _free_udp_port()
     settings = Settings(
         database_url=env_db,
         redis_url=env_redis,
@@ -368,6 +369,7 @@ def main() -> None:
         data_dir=work / "data",
         gateway_port=gw_port,
         edge_port=_free_port(),
+        edge_usage_port=usage_port,
         # room for every object of the run: the cached set must never be evicted
         edge_cache_max_mb=args.cached + args.misses * args.rounds + 256,
         trusted_proxies=edge.LOOPBACK,
@@ -386,6 +388,7 @@ def main() -> None:
         "KUSH_MASTER_KEY": settings.master_key or "",
         "KUSH_ORIGIN_DIR": str(origin),
         "KUSH_GATEWAY_PORT": str(gw_port),
+        "KUSH_EDGE_USAGE_PORT": str(usage_port),
         "KUSH_ADMIN_PORT": str(_free_port()),
         "KUSH_TRUSTED_PROXIES": ",".join(edge.LOOPBACK),
         "KUSH_LOG_LEVEL": "WARNING",
@@ -399,7 +402,8 @@ def main() -> None:
     work.chmod(0o755)  # the direct nginx's workers (nobody, when started as root) read it
     shutil.copy(source, static / "seg.ts")
     try:
-        asyncio.run(_prepare_db(settings, movie_id))
+        # bench-edge's schema also plans a free-tier ad (its id); these viewers are premium
+        asyncio.run(_prepare_db(settings, movie_id, str(uuid.uuid4())))
         asyncio.run(make_viewers(settings, args.viewers))
         with (
             _process([sys.executable, "-m", "kush", "gateway", "--workers", "1"], env) as gw,

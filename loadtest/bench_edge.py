@@ -85,6 +85,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _need(tool: str) -> str:
     path = shutil.which(tool) or (
         f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists() else None

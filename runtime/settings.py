@@ -262,6 +262,8 @@ class Settings:
     # the nginx edge (nginx/, `kush edge`; `kush up` starts it when KUSH_EDGE is on)
     edge: bool = field(default=False, metadata=_var("KUSH_EDGE"))
     edge_port: int = field(default=8088, metadata=_var("KUSH_EDGE_PORT"))
+    #: UDP port the gateway workers take the edge's segment byte counts on (0: none)
+    edge_usage_port: int = field(default=8089, metadata=_var("KUSH_EDGE_USAGE_PORT"))
     edge_cache_max_mb: int = field(default=10240, metadata=_var("KUSH_EDGE_CACHE_MAX_MB"))
     edge_auth_rate: int = field(default=30, metadata=_var("KUSH_EDGE_AUTH_RATE"))
     edge_start_rate: int = field(default=30, metadata=_var("KUSH_EDGE_START_RATE"))
@@ -555,6 +557,7 @@ class _Parser:
         return {
             "edge": self.boolean("KUSH_EDGE", False),
             "edge_port": self.integer("KUSH_EDGE_PORT", 8088, 1, 65535),
+            "edge_usage_port": self.integer("KUSH_EDGE_USAGE_PORT", 8089, 0, 65535),
             "edge_cache_max_mb": self.integer("KUSH_EDGE_CACHE_MAX_MB", 10240, 16, 10**8),
             "edge_auth_rate": self.integer("KUSH_EDGE_AUTH_RATE", 30, 1, 100000),
             "edge_start_rate": self.integer("KUSH_EDGE_START_RATE", 30, 1, 100000),

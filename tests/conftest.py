@@ -91,6 +91,8 @@ def base_settings(
         gateway_workers=1,
         log_format="text",
         seed_demo_film=False,
+        # no UDP listener for the edge's usage lines unless a test runs an edge
+        edge_usage_port=0,
     )
 
     async def setup() -> None:

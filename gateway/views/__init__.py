@@ -1,7 +1,7 @@
 """The gateway's HTTP views, one module per resource: catalogue, the viewer's account,
 playback sessions, HLS (master, media playlist, segment, ad files), progress, data usage,
-billing, offline downloads, and the nginx edge's ``auth_request`` check and usage
-reports."""
+billing, offline downloads, and the nginx edge's ``auth_request`` check (its usage lines
+arrive over UDP: ``gateway.edge_usage``)."""
 
 from __future__ import annotations
 

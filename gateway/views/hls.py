@@ -49,7 +49,8 @@ PLAYLIST_SUFFIX = ".m3u8"
 PLAYLIST_GZIP_LEVEL = 1
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip wrapper, as Content-Encoding: gzip expects
 #: Set by the nginx edge on the segment requests it forwards: it reports the bytes it
-#: sends the viewer itself (``/_edge/usage``), so the gateway does not count them again.
+#: sends the viewer itself (a UDP log line, ``gateway.edge_usage``), so the gateway does
+#: not count them again.
 EDGE_METERED_HEADER = "X-Kush-Edge-Metered"
 
 # ------------------------------------------------------------------ what the document says

@@ -72,6 +72,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_udp_port() -> int:
+    """A loopback UDP port nobody is bound to (bound, read, released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def kush_env(
     settings: Settings, *, port: int, data_dir: Path, inherit_kush_vars: bool = True
 ) -> dict[str, str]:

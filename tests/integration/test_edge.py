@@ -38,7 +38,13 @@ from runtime.redis import Keys
 from runtime.settings import Settings
 from runtime.web import redis_key
 from tests.conftest import DEMO_PASSWORD, AdFilm, Film
-from tests.integration.helpers import PASSWORD, ffmpeg_reads, free_port, new_email
+from tests.integration.helpers import (
+    PASSWORD,
+    ffmpeg_reads,
+    free_port,
+    free_udp_port,
+    new_email,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +115,10 @@ async def run_edge(settings: Settings, aiohttp_server: Any, work: Path) -> Async
     # its own Redis prefix: the registrations here must not use up the run's
     # per-address register limit that other test files rely on
     gw_settings = dataclasses.replace(
-        settings, trusted_proxies=edge.LOOPBACK, redis_prefix=settings.redis_prefix + "edge:"
+        settings,
+        trusted_proxies=edge.LOOPBACK,
+        redis_prefix=settings.redis_prefix + "edge:",
+        edge_usage_port=free_udp_port(),
     )
     server = await aiohttp_server(create_app(gw_settings))
     cert, key = self_signed(work)
@@ -251,11 +260,13 @@ def test_rendered_config_passes_nginx_t(tmp_path: Path, settings: Settings) -> N
     allow-list; and `kush edge --check` says the same."""
     assert NGINX is not None
     cert, key = self_signed(tmp_path)
+    settings = dataclasses.replace(settings, edge_usage_port=8089)
     variants = [
         dataclasses.replace(settings, data_dir=tmp_path / "plain"),
         dataclasses.replace(
             settings,
             data_dir=tmp_path / "full",
+            host="::1",
             edge_tls_cert=cert,
             edge_tls_key=key,
             trusted_proxies=(*edge.LOOPBACK, "173.245.48.0/20", "2400:cb00::/32"),
@@ -676,6 +687,7 @@ async def test_kush_up_with_the_edge(
         "KUSH_GATEWAY_PORT": str(gw),
         "KUSH_ADMIN_PORT": str(adm),
         "KUSH_EDGE_PORT": str(edge_port),
+        "KUSH_EDGE_USAGE_PORT": str(free_udp_port()),
         "KUSH_EDGE": "1",
         "KUSH_SEED_DEMO_FILM": "false",
         "KUSH_LOG_LEVEL": "WARNING",

@@ -1,6 +1,6 @@
 """Data metering through the real nginx edge: the edge reports the bytes it sends for
-every segment (cache hit or miss, byte ranges), the gateway counts the playlists it
-answers, and nothing is counted twice."""
+every segment (cache hit or miss, byte ranges) in a UDP access-log line to the gateway,
+the gateway counts the playlists it answers, and nothing is counted twice."""
 
 from __future__ import annotations
 
@@ -81,9 +81,12 @@ async def test_the_edge_reports_segment_bytes_once_hit_or_miss(
     ]
 
 
-async def test_usage_reports_are_internal_to_the_edge(
+async def test_there_is_no_usage_route(
     edge_for: Edge,  # noqa: F811
     http: aiohttp.ClientSession,  # noqa: F811
 ) -> None:
+    """The bytes arrive over UDP only: no HTTP report, through the edge or not."""
     status, _, _ = await get(http, f"{edge_for.url}/_edge/usage")
+    assert status == 404
+    status, _, _ = await get(http, str(edge_for.gateway.make_url("/_edge/usage")))
     assert status == 404

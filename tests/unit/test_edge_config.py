@@ -49,6 +49,36 @@ def test_segment_cache_key_leaves_the_token_out_and_auth_comes_first(tmp_path: P
     assert re.search(r"proxy_cache_valid 204 [12]s;", auth)
 
 
+def test_segments_report_their_bytes_in_udp_log_lines(tmp_path: Path) -> None:
+    files = render(tmp_path)
+    locations, main = files["kush-edge-locations.conf"], files["kush-edge.conf"]
+    segments = location(locations, "location /hls/ {")
+    # one syslog line to the gateway's usage port per segment GET answered 200/206
+    assert (
+        "access_log syslog:server=127.0.0.1:8089,tag=kush_usage,nohostname kush_usage "
+        "if=$kush_usage_sent;" in segments
+    )
+    assert "log_format kush_usage '$status $body_bytes_sent $remote_addr $request_uri';" in main
+    sent = location(main, 'map "$request_method $status" $kush_usage_sent {')
+    assert '"GET 200" 1;' in sent
+    assert '"GET 206" 1;' in sent
+    assert "default 0;" in sent
+    # the location's own access_log replaces the inherited one: the JSON log is kept
+    assert "kush_json buffer=64k" in segments
+    # the requests it forwards are marked so the gateway does not count them again
+    assert "proxy_set_header X-Kush-Edge-Metered 1;" in segments
+    # no per-request report any more, nor the variables it needed for the log
+    for gone in ("post_action", "@kush_usage", "_edge/usage", "$kush_seg_", "$kush_log_"):
+        assert gone not in locations + main, gone
+    # the usage port follows the setting and the gateway's address
+    other = render(tmp_path, host="::", edge_usage_port=9999)["kush-edge-locations.conf"]
+    assert "syslog:server=[::1]:9999," in other
+    away = render(tmp_path, edge_upstream=("gateway:8080", "10.0.0.7:8080"))
+    assert "syslog:server=gateway:8089," in away["kush-edge-locations.conf"]
+    with pytest.raises(edge.EdgeConfigError, match="KUSH_EDGE_USAGE_PORT"):
+        render(tmp_path, edge_usage_port=0)
+
+
 def test_playlists_are_never_cached(tmp_path: Path) -> None:
     files = render(tmp_path)
     playlists = location(files["kush-edge-locations.conf"], r"location ~ ^/hls/.+\.m3u8$ {")
