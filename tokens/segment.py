@@ -516,13 +516,11 @@ class SegmentKeyring:
             hasher = self._hashers[kid] = PathHasher(kid, path_key)
         return hasher
 
-    def session_sealer(
-        self, session_id: str, expires_at: int, *, ip_prefix: str | None = None
-    ) -> SessionSealer:
-        """Return a version 2 sealer for one session's URIs, under the current kid.
-
-        Arguments as :meth:`session_signer`; playlists use this one (see the module
-        docstring, "Version 2")."""
+    def _session_header(
+        self, version: int, session_id: str, expires_at: int, ip_prefix: str | None
+    ) -> tuple[int, bytes, bytes]:
+        """(kid, token header, canonical IP prefix bytes) of one session's tokens under
+        the current kid: what version 1 signers and version 2 sealers share."""
         sid = _session_id_bytes(session_id)
         if type(expires_at) is not int or not 0 <= expires_at <= MAX_EXPIRES_AT:
             raise ValueError("expires_at must be an integer Unix time in 0..2**32-1")
@@ -532,7 +530,18 @@ class SegmentKeyring:
             prefix_bytes = _canonical_ip_prefix(ip_prefix).encode("ascii")
             flags |= FLAG_IP_BOUND
         kid = self._current_kid
-        header = _HEADER.pack((VERSION_2 << 4) | flags, kid, expires_at, sid)
+        return kid, _HEADER.pack((version << 4) | flags, kid, expires_at, sid), prefix_bytes
+
+    def session_sealer(
+        self, session_id: str, expires_at: int, *, ip_prefix: str | None = None
+    ) -> SessionSealer:
+        """Return a version 2 sealer for one session's URIs, under the current kid.
+
+        Arguments as :meth:`session_signer`; playlists use this one (see the module
+        docstring, "Version 2")."""
+        kid, header, prefix_bytes = self._session_header(
+            VERSION_2, session_id, expires_at, ip_prefix
+        )
         cache_key = header + prefix_bytes
         encrypt = self._sealers.get(cache_key)
         if encrypt is None:
@@ -554,16 +563,7 @@ class SegmentKeyring:
         ``expires_at`` is Unix seconds (see :func:`segment_token_ttl`); ``ip_prefix``,
         from :func:`ip_prefix_of`, binds every token to the client's network.
         """
-        sid = _session_id_bytes(session_id)
-        if type(expires_at) is not int or not 0 <= expires_at <= MAX_EXPIRES_AT:
-            raise ValueError("expires_at must be an integer Unix time in 0..2**32-1")
-        flags = 0
-        prefix_bytes = b""
-        if ip_prefix is not None:
-            prefix_bytes = _canonical_ip_prefix(ip_prefix).encode("ascii")
-            flags |= FLAG_IP_BOUND
-        kid = self._current_kid
-        header = _HEADER.pack((VERSION << 4) | flags, kid, expires_at, sid)
+        kid, header, prefix_bytes = self._session_header(VERSION, session_id, expires_at, ip_prefix)
         cache_key = header + prefix_bytes
         mac = self._cache.get(cache_key)
         if mac is None:

@@ -22,7 +22,23 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 
 from hypothesis import strategies as st
 
+from hls import AdCreative, AdMedia
 from tokens import SegmentKeyring, SessionSigner, new_session_id, verify_segment_token
+
+#: one creative of one 5 s segment, for the stitching properties and tests
+AD = AdCreative(
+    ad_id="ad1",
+    campaign_id="c1",
+    renditions=(
+        AdMedia(
+            name="720p",
+            height=720,
+            container="ts",
+            segments=(("/hls/ads/ad1/720p/seg_00000.ts", 5.0),),
+            init_path=None,
+        ),
+    ),
+)
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")

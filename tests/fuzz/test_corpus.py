@@ -13,8 +13,6 @@ from __future__ import annotations
 import pytest
 
 from hls import (
-    AdCreative,
-    AdMedia,
     PlaylistError,
     Pod,
     compile_master_playlist,
@@ -25,6 +23,7 @@ from hls import (
 )
 from hls.text import decode_playlist
 from tests.fuzz.hostile import (
+    AD,
     MASTER_PATH,
     MEDIA_PATH,
     ROOT,
@@ -35,19 +34,6 @@ from tests.fuzz.hostile import (
 )
 
 CORPUS = corpus()
-AD = AdCreative(
-    ad_id="ad1",
-    campaign_id="c1",
-    renditions=(
-        AdMedia(
-            name="720p",
-            height=720,
-            container="ts",
-            segments=(("/hls/ads/ad1/720p/seg_00000.ts", 5.0),),
-            init_path=None,
-        ),
-    ),
-)
 
 
 def test_corpus_is_there_and_small() -> None:

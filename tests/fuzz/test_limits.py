@@ -16,8 +16,6 @@ import pytest
 
 from gateway.playlists import PlaylistCache, origin_key_for
 from hls import (
-    AdCreative,
-    AdMedia,
     PlaylistError,
     Pod,
     compile_master_playlist,
@@ -28,22 +26,17 @@ from hls import (
 )
 from hls.text import MAX_PLAYLIST_BYTES, decode_playlist
 from origin import LocalOrigin, ObjectTooLarge
-from tests.fuzz.hostile import MASTER_PATH, MEDIA_PATH, ROOT, check_signed, media_skeleton, signer
+from tests.fuzz.hostile import (
+    AD,
+    MASTER_PATH,
+    MEDIA_PATH,
+    ROOT,
+    check_signed,
+    media_skeleton,
+    signer,
+)
 
 TEN_MB_LINE = "#EXTM3U\n#EXT-X-TARGETDURATION:6\n#EXT-X-KUSH-NOTE:" + "x" * 10_000_000 + "\n"
-AD = AdCreative(
-    ad_id="ad1",
-    campaign_id="c1",
-    renditions=(
-        AdMedia(
-            name="720p",
-            height=720,
-            container="ts",
-            segments=(("/hls/ads/ad1/720p/seg_00000.ts", 5.0),),
-            init_path=None,
-        ),
-    ),
-)
 
 
 def _readers() -> list[tuple[str, object]]:

@@ -10,8 +10,6 @@ from collections.abc import Callable
 import pytest
 
 from hls import (
-    AdCreative,
-    AdMedia,
     ForeignUriError,
     PlaylistError,
     Pod,
@@ -23,23 +21,11 @@ from hls import (
 )
 from hls.parser import MAX_SEGMENT_DURATION_S
 from hls.text import MAX_PLAYLIST_BYTES, decode_playlist
+from tests.fuzz.hostile import AD
 
 ROOT = "/hls/m1/"
 MEDIA = "/hls/m1/720p/index.m3u8"
 MASTER = "/hls/m1/master.m3u8"
-AD = AdCreative(
-    ad_id="ad1",
-    campaign_id="c1",
-    renditions=(
-        AdMedia(
-            name="720p",
-            height=720,
-            container="ts",
-            segments=(("/hls/ads/ad1/720p/seg_00000.ts", 5.0),),
-            init_path=None,
-        ),
-    ),
-)
 PODS = (Pod(index=0, at_s=0.0, ads=(AD,)), Pod(index=1, at_s=4.0, ads=(AD,)))
 
 
