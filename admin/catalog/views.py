@@ -26,8 +26,8 @@ from admin.catalog.models import (
 )
 from admin.catalog.repository import MovieRecord
 from admin.catalog.service import Catalogue, load_movie, movie_uuid
-from admin.paging import decode_cursor, encode_cursor
 from runtime.api import PathParam, Routes, parse_body, parse_query
+from runtime.paging import next_cursor, page_after
 from runtime.web import json_response, pg_key, redis_key, rkeys_key
 from tokens.service.views import SIGNED_IN, require_role
 
@@ -111,13 +111,14 @@ async def list_movies(request: web.Request) -> web.Response:
     """GET /admin/v1/movies?status=&q=&cursor=&limit= -> {items, next_cursor}."""
     await require_role(request, READERS)
     query = parse_query(request, MoviesQuery)
-    after = decode_cursor(query.cursor) if query.cursor else None
+    after = page_after(query.cursor)
     page = await repo.list_movies(
         request.app[pg_key], status=query.status, q=query.q, after=after, limit=query.limit
     )
-    next_cursor = encode_cursor(page.next_after) if page.next_after else None
     return json_response(
-        AdminMoviePage(items=[_movie(m) for m in page.items], next_cursor=next_cursor)
+        AdminMoviePage(
+            items=[_movie(m) for m in page.items], next_cursor=next_cursor(page.next_after)
+        )
     )
 
 

@@ -18,7 +18,6 @@ from aiohttp import web
 from pydantic import Field, StringConstraints
 
 from admin.access import ADMIN, READERS, ROLE_ERRORS, Actor, actor_of, record
-from admin.paging import decode_cursor, encode_cursor
 from admin.people import repository as repo
 from runtime.api import (
     BodyModel,
@@ -32,6 +31,7 @@ from runtime.api import (
     parse_query,
 )
 from runtime.errors import BadRequest, Conflict, NotFound
+from runtime.paging import next_cursor, page_after
 from runtime.web import json_response, pg_key, redis_key, rkeys_key
 from tokens.service.privacy import UserExport, erase_user, export_user, parse_user_id
 from tokens.service.session_endings import end_sessions_of
@@ -184,13 +184,14 @@ async def list_users(request: web.Request) -> web.Response:
     """GET /admin/v1/users?q=&role=&cursor=&limit= -> {items, next_cursor}."""
     await require_role(request, READERS)
     query = parse_query(request, UsersQuery)
-    after = decode_cursor(query.cursor) if query.cursor else None
+    after = page_after(query.cursor)
     page = await repo.list_users(
         request.app[pg_key], q=query.q, role=query.role, after=after, limit=query.limit
     )
-    next_cursor = encode_cursor(page.next_after) if page.next_after else None
     return json_response(
-        AdminUserPage(items=[_user(u) for u in page.items], next_cursor=next_cursor)
+        AdminUserPage(
+            items=[_user(u) for u in page.items], next_cursor=next_cursor(page.next_after)
+        )
     )
 
 
@@ -380,8 +381,8 @@ async def list_audit(request: web.Request) -> web.Response:
         )
         for r in rows[: query.limit]
     ]
-    next_cursor = str(items[-1].id) if len(rows) > query.limit else None
-    return json_response(AuditPage(items=items, next_cursor=next_cursor))
+    following = str(items[-1].id) if len(rows) > query.limit else None
+    return json_response(AuditPage(items=items, next_cursor=following))
 
 
 def setup_routes(app: web.Application) -> None:

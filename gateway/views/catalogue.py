@@ -3,12 +3,8 @@
 
 from __future__ import annotations
 
-import base64
-import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-import orjson
 from aiohttp import web
 from pydantic import AfterValidator, Field
 
@@ -26,7 +22,7 @@ from runtime.api import (
     UuidStr,
     parse_query,
 )
-from runtime.errors import BadRequest
+from runtime.paging import next_cursor, page_after
 from runtime.web import json_response, pg_key
 
 PAGE_SIZE_MAX = 50
@@ -101,28 +97,6 @@ class MoviePage(ReplyModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last")
 
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICROSECOND = timedelta(microseconds=1)
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """(published_at, id) of a cursor: whole microseconds since the epoch, or (cursors of
-    earlier releases) float seconds."""
-    try:
-        ts, mid = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if isinstance(ts, bool) or not isinstance(ts, int | float):
-            raise TypeError("not a timestamp")
-        micros = ts if isinstance(ts, int) else round(ts * 1_000_000)
-        return EPOCH + micros * MICROSECOND, str(uuid.UUID(mid))
-    except (ValueError, TypeError, OverflowError):
-        raise BadRequest("Malformed cursor", code="invalid_cursor") from None
-
-
-def _encode_cursor(after: tuple[datetime, str]) -> str:
-    micros = (after[0] - EPOCH) // MICROSECOND
-    return base64.urlsafe_b64encode(orjson.dumps([micros, after[1]])).rstrip(b"=").decode()
-
-
 @routes.get(
     "/v1/movies",
     summary="Published films, newest first: search, category, pages",
@@ -133,12 +107,14 @@ def _encode_cursor(after: tuple[datetime, str]) -> str:
 async def list_movies(request: web.Request) -> web.Response:
     """GET /v1/movies?q=&category=&cursor=&limit= -> {items, next_cursor}."""
     query = parse_query(request, MoviesQuery)
-    after = _decode_cursor(query.cursor) if query.cursor else None
+    # an earlier release handed out float-seconds cursors: still read
+    after = page_after(query.cursor, seconds_too=True)
     page = await repository.list_published(
         request.app[pg_key], q=query.q, category=query.category, after=after, limit=query.limit
     )
-    next_cursor = _encode_cursor(page.next_after) if page.next_after else None
-    reply = MoviePage.model_validate({"items": page.items, "next_cursor": next_cursor})
+    reply = MoviePage.model_validate(
+        {"items": page.items, "next_cursor": next_cursor(page.next_after)}
+    )
     return json_response(reply)
 
 
