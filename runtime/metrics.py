@@ -92,6 +92,10 @@ class ProcessMirror:
                 gauge.set(sample.value)
 
 
+#: labelled request-metric children kept per process (routes x methods x statuses)
+_MAX_REQUEST_CHILDREN = 4096
+
+
 class Metrics:
     """A service's Prometheus metrics: HTTP requests and latency by route and status,
     token rejects, process metrics, and whatever the service adds to :attr:`registry`.
@@ -132,10 +136,29 @@ class Metrics:
             ["service", "kind", "reason"],
             registry=self.registry,
         )
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         if multiproc is None:
             ProcessCollector(registry=self.registry)
         else:
             self.refreshers.append(ProcessMirror(self.registry).update)
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one HTTP request and its latency.
+
+        The labelled children are kept per (route, method, status): ``labels()`` costs
+        ~3 us a call, a dict lookup 0.1 us, and this runs on every segment request."""
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            if len(self._request_children) >= _MAX_REQUEST_CHILDREN:
+                self._request_children.clear()  # odd methods from clients: stay bounded
+            children = (
+                self.requests.labels(self.service, route, method, str(status)),
+                self.latency.labels(self.service, route),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def reject_token(self, kind: str, reason: str) -> None:
         """Count one refused token."""
