@@ -237,3 +237,22 @@ async def test_subscribing_again_empties_the_cache(private_client: TestClient, f
         assert (await worker.live(session_id)).id == session_id  # cached
         assert await pb.redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
         assert await _eventually(lambda: _refused(worker, session_id))
+
+
+async def test_a_lookup_overlapping_an_announcement_is_trusted_half_a_second(
+    client: TestClient, film: Film
+) -> None:
+    """The read may predate the ending the announcement was about (the message can
+    arrive before the read's answer): such an answer is cached ``CACHE_TTL_S`` only."""
+    pb = client.app[playback_key]
+    session_id, _ = await _play(client, film)
+    clock = Clock()
+    async with _worker(client, clock) as worker:
+        lookup = asyncio.ensure_future(worker.live(session_id))
+        await asyncio.sleep(0)  # the lookup has started and queued its Redis read
+        worker._drop(b"AAAAAAAAAAAAAAAA")  # a message handled while it reads
+        assert (await lookup).id == session_id
+        await _hide_behind_tombstone(pb.redis, client, session_id)
+        clock.now += CACHE_TTL_S
+        with pytest.raises(SessionGone):
+            await worker.live(session_id)

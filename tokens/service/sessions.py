@@ -2,12 +2,40 @@
 
 Where a session lives
     Redis holds the live session (``ps:<id>``, TTL until it expires); every segment
-    request reads it through a tiny per-process cache (``CACHE_TTL_S``), so a revocation
-    reaches every gateway worker within a second with no database round trip.
+    request reads it through a per-process cache, with no database round trip.
     PostgreSQL holds the truth: the ``playback_sessions`` row carries the session's
     stored form (``state``) and, once it ended, ``ended_at`` and the reason. Ending a
     session writes PostgreSQL first, then leaves a tombstone in Redis (``ps-end:<id>``,
-    holding the reason the player is told).
+    holding the reason the player is told), then announces it (below).
+
+How a revocation reaches every process
+    Every way a session ends goes through ``session_endings.evict`` (stop, logout,
+    refresh-token theft, sharing, a plan change, a film or account ended, the
+    ``kush worker`` sweep), which PUBLISHes the ended ids on ``ps-changed`` after its
+    writes; so do the two other changes of a stored form outside start and rebuild (a
+    tombstone put back from PostgreSQL, an unreadable ``ps:<id>`` deleted). Each gateway
+    process subscribes (:meth:`SessionStore.start`, one background task) and drops the
+    announced ids from its cache; their next lookup reads Redis and finds the tombstone.
+    While that subscription is confirmed, a cached lookup lives ``cache_s``
+    (``KUSH_SESSION_CACHE_S``, 30 s) and a rotated session costs no Redis round trip; a
+    session ended anywhere is refused by every process once the message arrives (one
+    pub/sub delivery). A lookup that overlapped any announcement (its read may predate
+    the ending it announced) is trusted only ``CACHE_TTL_S``. On a cluster PUBLISH
+    reaches the subscribers of every node.
+
+    Not confirmed (starting, connection lost, reconnecting, or a store never started:
+    scripts, the admin service): lookups are cached ``CACHE_TTL_S`` (0.5 s), as before
+    the subscriber existed, so the bound is 0.5 s. Every (re)subscription empties the
+    cache (messages sent meanwhile are lost). If the Redis half of an ending fails
+    while a process still counts itself subscribed, the ``kush worker`` sweep (every
+    2 s) applies it and announces it again.
+
+    The sentinel: the subscriber checks a key (``ps-sentinel``, one per primary node on
+    a cluster) every ``CACHE_TTL_S`` with one ``SET NX GET``; when it is gone or holds
+    another process's value, Redis lost its data (below) and the cache is emptied, so a
+    cached session is read again, rebuilt and counted in the stream limit within
+    ``CACHE_TTL_S`` as before. A failed check ends the subscription (0.5 s mode) but
+    keeps the cache, which the grace below needs.
 
 Redis lost its data (restart without persistence, failover, FLUSHALL)
     A miss in Redis is answered from PostgreSQL: a live row is put back into Redis
@@ -517,7 +545,7 @@ class SessionStore:
         see the module docstring (grace, then PostgreSQL)."""
         now = self.monotonic()
         seen = self._cache.get(session_id)
-        if seen is not None and now - seen[0] < self._ttl(seen):
+        if seen is not None and self._fresh(seen, now):
             return _alive(seen)
         changes = self._changes
         if now >= self._redis_down_until:
@@ -533,9 +561,12 @@ class SessionStore:
         session, reason = self._from_row(await self._row(session_id))
         return _alive(self._remember(session_id, now, session, reason, changes))
 
-    def _ttl(self, seen: _Seen) -> float:
-        """How long a cached lookup is trusted now."""
-        return self.cache_s if self._pushed and seen[3] else CACHE_TTL_S
+    def _fresh(self, seen: _Seen, now: float) -> bool:
+        """Whether a cached lookup may answer now: ``cache_s`` old at most while changes
+        are pushed and none overlapped it, else ``CACHE_TTL_S``; never a session past its
+        expiry (Redis dropped it: read again)."""
+        ttl = self.cache_s if self._pushed and seen[3] else CACHE_TTL_S
+        return now - seen[0] < ttl and (seen[1] is None or seen[1].expires_at > self.clock())
 
     async def get(self, session_id: str) -> PlaybackSession | None:
         """The live session, or None when it ended or expired."""
