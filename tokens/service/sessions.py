@@ -345,6 +345,7 @@ class SessionStore:
         # overlapped one is cached only ``CACHE_TTL_S``
         self._pushed = False
         self._changes = 0
+        self._subscriptions = 0  # confirmed so far
         # (key, value) of each sentinel key at the last check
         self._sentinel_seen: tuple[tuple[str, str], ...] | None = None
         self._sentinel_found: list[str] = []
@@ -393,15 +394,15 @@ class SessionStore:
         cached lookups live ``cache_s`` only while a subscription is confirmed."""
         pause = RESUBSCRIBE_BACKOFF_S[0]
         while True:
+            confirmed = self._subscriptions
             try:
                 await self._subscribed()
             except (RedisError, OSError, TimeoutError) as exc:
                 log.warning("session changes: not subscribed (%s)", type(exc).__name__)
             except Exception:
                 log.exception("session changes: subscriber failed")
-            if self._pushed:
+            if self._subscriptions != confirmed:
                 pause = RESUBSCRIBE_BACKOFF_S[0]  # it had worked: try again soon
-            self._pushed = False
             await asyncio.sleep(pause)
             pause = min(pause * 2, RESUBSCRIBE_BACKOFF_S[1])
 
@@ -423,6 +424,7 @@ class SessionStore:
                     await self._check_sentinel()
                     self._clear()
                     self._pushed = True
+                    self._subscriptions += 1
                     check_at = time.monotonic() + CACHE_TTL_S
                 if check_at is not None and time.monotonic() >= check_at:
                     await self._check_sentinel()
