@@ -120,6 +120,7 @@ async def _playback_ctx(app: web.Application) -> AsyncIterator[None]:
         idle_s=settings.stream_idle_s,
         max_networks=settings.max_networks_per_session,
         grace_s=settings.session_grace_s,
+        cache_s=settings.session_cache_s,
     )
     metrics = GatewayMetrics(app[metrics_key])
     if isinstance(origin, S3Origin):
@@ -149,8 +150,12 @@ async def _playback_ctx(app: web.Application) -> AsyncIterator[None]:
         count=metrics.edge_usage_line,
     )
     # closed in reverse: the edge's lines stop first, then the usage writer writes the rest
-    async with progress_writer(pb), usage_writer(pb), edge_lines:
-        yield
+    await sessions.start()  # revocations pushed to this process's session cache
+    try:
+        async with progress_writer(pb), usage_writer(pb), edge_lines:
+            yield
+    finally:
+        await sessions.close()
     await origin.close()
 
 

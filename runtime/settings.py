@@ -207,6 +207,7 @@ class Settings:
     stream_idle_s: int = field(default=120, metadata=_var("KUSH_STREAM_IDLE_S"))
     max_networks_per_session: int = field(default=3, metadata=_var("KUSH_MAX_NETWORKS_PER_SESSION"))
     session_grace_s: int = field(default=30, metadata=_var("KUSH_SESSION_GRACE_S"))
+    session_cache_s: int = field(default=30, metadata=_var("KUSH_SESSION_CACHE_S"))
     # -- uploads and ingest jobs (admin/uploads.py, admin/jobs.py, kush worker)
     max_upload_bytes: int = field(default=20 * 1024**3, metadata=_var("KUSH_MAX_UPLOAD_BYTES"))
     upload_url_seconds: int = field(default=3600, metadata=_var("KUSH_UPLOAD_URL_SECONDS"))
@@ -683,6 +684,7 @@ class _Parser:
             stream_idle_s=self.integer("KUSH_STREAM_IDLE_S", 120, 1, 86400),
             max_networks_per_session=self.integer("KUSH_MAX_NETWORKS_PER_SESSION", 3, 1, 1000),
             session_grace_s=self.integer("KUSH_SESSION_GRACE_S", 30, 0, 600),
+            session_cache_s=self.integer("KUSH_SESSION_CACHE_S", 30, 0, 3600),
             max_upload_bytes=self.integer("KUSH_MAX_UPLOAD_BYTES", 20 * 1024**3, 1024, 1024**4),
             upload_url_seconds=self.integer("KUSH_UPLOAD_URL_SECONDS", 3600, 60, 7 * 24 * 3600),
             max_source_seconds=self.integer("KUSH_MAX_SOURCE_SECONDS", 4 * 3600, 1, 24 * 3600),

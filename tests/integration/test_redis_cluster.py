@@ -229,6 +229,78 @@ async def test_sessions_on_a_cluster(
         await pool.close()
 
 
+class _Clock:
+    """A monotonic clock that never moves: a cached answer changes only when pushed."""
+
+    now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _until(check: Callable[[], Awaitable[bool]]) -> bool:
+    """Whether ``check`` comes true within a bounded poll."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.05)
+    return await check()
+
+
+async def test_pushed_session_changes_on_a_cluster(
+    cluster: RedisCluster, settings: Settings, pg: asyncpg.Connection
+) -> None:
+    """The session cache's subscriber works with the cluster client: an ending published
+    on one node reaches a subscriber on any, and each primary holds a sentinel, so a
+    single node losing its data empties the cache too."""
+    redis = cast(Redis, cluster)
+    keys = Keys(settings.redis_prefix)
+    pool = await db.create_pool(settings)
+    first = SessionStore(pool, redis, keys, monotonic=_Clock())
+    second = SessionStore(pool, redis, keys, monotonic=_Clock())
+    try:
+        for store in (first, second):
+            await store.start()
+
+        async def subscribed() -> bool:
+            return first.pushed and second.pushed
+
+        assert await _until(subscribed)
+        sentinels = first._sentinel_keys()
+        owners = {cluster.get_node_from_key(k).name for k in sentinels}
+        assert len(sentinels) == len(owners) == NODES
+
+        movie_id = await _movie(pg)
+        ended, lost = _session(await _user(pg), movie_id), _session(await _user(pg), movie_id)
+        for session in (ended, lost):
+            await first.create(session)
+            assert (await first.live(session.id)).id == session.id
+            assert (await second.live(session.id)).id == session.id
+
+        assert await second.end(ended.id, reason="stopped")
+
+        async def refused() -> bool:
+            return await first.get(ended.id) is None
+
+        assert await _until(refused)
+
+        # the node holding the other session loses its data: the cache empties, and the
+        # next lookup puts the session back from PostgreSQL
+        key = session_key(keys, lost.id)
+        await cluster.flushall(target_nodes=cluster.get_node_from_key(key))
+
+        async def reprimed() -> bool:
+            await first.live(lost.id)
+            return bool(await cluster.exists(key))
+
+        assert await _until(reprimed)
+    finally:
+        for store in (first, second):
+            await store.close()
+        await pool.close()
+
+
 async def test_login_guard_and_ad_counters_on_a_cluster(
     cluster: RedisCluster, settings: Settings, pg: asyncpg.Connection
 ) -> None:

@@ -1,6 +1,7 @@
 """The fast path's session lookups (issue 14): lookups that start together share one
 Redis read and each still gets its own answer; a session ended by another gateway
-worker is refused by this one within ``CACHE_TTL_S``, however hot its cache."""
+worker is refused by this one within ``CACHE_TTL_S``, however hot its cache, even by a
+process that does not follow pushed endings (``test_session_push.py`` covers those)."""
 
 from __future__ import annotations
 

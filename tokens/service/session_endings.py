@@ -60,6 +60,26 @@ def networks_key(keys: Keys, session_id: str) -> str:
     return keys.for_session(session_id, "ps-net", session_id)
 
 
+def changed_channel(keys: Keys) -> str:
+    """The pub/sub channel that names sessions whose stored form changed (ended,
+    removed): every gateway process drops them from its session cache. A channel, not a
+    key: on Redis Cluster a PUBLISH reaches the subscribers of every node."""
+    return keys("ps-changed")
+
+
+#: session ids per message (a film taken down may end thousands at once)
+PUBLISH_CHUNK = 500
+
+
+async def publish_changed(redis: Redis, keys: Keys, session_ids: Iterable[str]) -> None:
+    """Tell every gateway process that these sessions changed in Redis (space-separated
+    ids). Call it after the writes it announces: a process that drops its entry and
+    reads again must find them."""
+    ids = list(session_ids)
+    for start in range(0, len(ids), PUBLISH_CHUNK):
+        await redis.publish(changed_channel(keys), " ".join(ids[start : start + PUBLISH_CHUNK]))
+
+
 #: (session id, user id, expires at in unix seconds, reason)
 Eviction = tuple[str, str, int, str]
 
@@ -78,9 +98,11 @@ def eviction_rows(rows: Iterable[asyncpg.Record]) -> list[Eviction]:
 
 async def evict(redis: Redis, keys: Keys, ended: Iterable[Eviction], now: float) -> int:
     """Remove ended sessions from Redis: the tombstone (with the reason) first, so a
-    reader never finds neither, then the session, its stream slot and network set.
+    reader never finds neither, then the session, its stream slot and network set; then
+    announce them on :func:`changed_channel`, once every write is done (a cluster
+    pipeline runs its nodes' parts in parallel, so the PUBLISH is not part of it).
     Returns how many."""
-    count = 0
+    evicted: list[str] = []
     async with redis.pipeline(transaction=False) as pipe:
         for session_id, user_id, expires_at, reason in ended:
             ttl = int(expires_at - now)
@@ -89,10 +111,11 @@ async def evict(redis: Redis, keys: Keys, ended: Iterable[Eviction], now: float)
             pipe.set(ended_key(keys, session_id), reason, ex=ttl)
             pipe.delete(session_key(keys, session_id), networks_key(keys, session_id))
             pipe.zrem(streams_key(keys, user_id), session_id)
-            count += 1
-        if count:
+            evicted.append(session_id)
+        if evicted:
             await pipe.execute()
-    return count
+    await publish_changed(redis, keys, evicted)
+    return len(evicted)
 
 
 async def end_family_sessions(conn: asyncpg.Connection, family_id: str, reason: str) -> None:
@@ -138,7 +161,8 @@ async def end_sessions_of(
     PostgreSQL first (the record), then Redis: the session key goes, its stream slot
     frees, and a tombstone ``ps-end:<id>`` keeps ``reason`` until the session would have
     expired, so the next request of the session is told why (:func:`gone`).
-    Gateways see it within their session cache's ``CACHE_TTL_S``. A session started while
+    Gateway processes drop it from their session caches when :func:`evict` announces it
+    (``tokens/service/sessions.py``, "Where a session lives"). A session started while
     this runs cannot play: its master playlist needs the film published (or the account
     enabled) at that moment."""
     column = _ENDED_BY[owner]

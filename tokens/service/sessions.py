@@ -2,12 +2,40 @@
 
 Where a session lives
     Redis holds the live session (``ps:<id>``, TTL until it expires); every segment
-    request reads it through a tiny per-process cache (``CACHE_TTL_S``), so a revocation
-    reaches every gateway worker within a second with no database round trip.
+    request reads it through a per-process cache, with no database round trip.
     PostgreSQL holds the truth: the ``playback_sessions`` row carries the session's
     stored form (``state``) and, once it ended, ``ended_at`` and the reason. Ending a
     session writes PostgreSQL first, then leaves a tombstone in Redis (``ps-end:<id>``,
-    holding the reason the player is told).
+    holding the reason the player is told), then announces it (below).
+
+How a revocation reaches every process
+    Every way a session ends goes through ``session_endings.evict`` (stop, logout,
+    refresh-token theft, sharing, a plan change, a film or account ended, the
+    ``kush worker`` sweep), which PUBLISHes the ended ids on ``ps-changed`` after its
+    writes; so do the two other changes of a stored form outside start and rebuild (a
+    tombstone put back from PostgreSQL, an unreadable ``ps:<id>`` deleted). Each gateway
+    process subscribes (:meth:`SessionStore.start`, one background task) and drops the
+    announced ids from its cache; their next lookup reads Redis and finds the tombstone.
+    While that subscription is confirmed, a cached lookup lives ``cache_s``
+    (``KUSH_SESSION_CACHE_S``, 30 s) and a rotated session costs no Redis round trip; a
+    session ended anywhere is refused by every process once the message arrives (one
+    pub/sub delivery). A lookup that overlapped any announcement (its read may predate
+    the ending it announced) is trusted only ``CACHE_TTL_S``. On a cluster PUBLISH
+    reaches the subscribers of every node.
+
+    Not confirmed (starting, connection lost, reconnecting, or a store never started:
+    scripts, the admin service): lookups are cached ``CACHE_TTL_S`` (0.5 s), as before
+    the subscriber existed, so the bound is 0.5 s. Every (re)subscription empties the
+    cache (messages sent meanwhile are lost). If the Redis half of an ending fails
+    while a process still counts itself subscribed, the ``kush worker`` sweep (every
+    2 s) applies it and announces it again.
+
+    The sentinel: the subscriber checks a key (``ps-sentinel``, one per primary node on
+    a cluster) every ``CACHE_TTL_S`` with one ``SET NX GET``; when it is gone or holds
+    another process's value, Redis lost its data (below) and the cache is emptied, so a
+    cached session is read again, rebuilt and counted in the stream limit within
+    ``CACHE_TTL_S`` as before. A failed check ends the subscription (0.5 s mode) but
+    keeps the cache, which the grace below needs.
 
 Redis lost its data (restart without persistence, failover, FLUSHALL)
     A miss in Redis is answered from PostgreSQL: a live row is put back into Redis
@@ -57,7 +85,9 @@ Shared manifests
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -67,6 +97,8 @@ from typing import Any
 import asyncpg
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import RedisError
 
 from runtime.redis import Keys, session_shard, user_shard
@@ -79,18 +111,28 @@ from tokens.service.session_endings import (
     FILM_UNAVAILABLE,
     PAYMENT_NOT_CONFIRMED,
     PLAN_CHANGED,
+    changed_channel,
     ended_key,
     evict,
     eviction_rows,
     networks_key,
+    publish_changed,
     session_key,
     streams_key,
 )
 
 log = logging.getLogger(__name__)
 
+#: how long a cached lookup is trusted while revocations are not pushed (the subscriber
+#: is not running or not confirmed healthy), and how often the subscriber checks the
+#: sentinel
 CACHE_TTL_S = 0.5
+#: how long a cached lookup is trusted while the subscriber is healthy
+#: (``KUSH_SESSION_CACHE_S``)
+SESSION_CACHE_S = 30.0
 CACHE_MAX = 20_000
+#: the subscriber's wait before it connects again after an error
+RESUBSCRIBE_BACKOFF_S = (0.5, 5.0)
 HEARTBEAT_EVERY_S = 15.0
 IDLE_WINDOW_S = 120
 GRACE_S = 30.0
@@ -254,8 +296,9 @@ def _uuid(value: str | None) -> uuid.UUID | None:
         return None
 
 
-#: (checked at, monotonic; the session, or None; why it ended, when known)
-_Seen = tuple[float, PlaybackSession | None, str | None]
+#: (checked at, monotonic; the session, or None; why it ended, when known; whether it
+#: may live ``cache_s``: False when a change was pushed while it was being read)
+_Seen = tuple[float, PlaybackSession | None, str | None, bool]
 
 _ROW_SQL = """SELECT user_id, state, expires_at, ended_at, ended_reason
                 FROM playback_sessions WHERE id = $1"""
@@ -273,6 +316,7 @@ class SessionStore:
         idle_s: float = IDLE_WINDOW_S,
         max_networks: int = MAX_NETWORKS,
         grace_s: float = GRACE_S,
+        cache_s: float = SESSION_CACHE_S,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -282,6 +326,7 @@ class SessionStore:
         self.idle_s = idle_s
         self.max_networks = max_networks
         self.grace_s = grace_s
+        self.cache_s = max(cache_s, CACHE_TTL_S)
         self.beat_every_s = min(HEARTBEAT_EVERY_S, idle_s / 4)
         self.clock = clock
         self.monotonic = monotonic
@@ -295,9 +340,147 @@ class SessionStore:
         # session id -> network -> when this process last counted it (monotonic)
         self._beats: dict[str, dict[str, float]] = {}
         self._redis_down_until = 0.0
+        # pushed revocations (start()): while ``_pushed``, cache entries live ``cache_s``;
+        # ``_changes`` counts the changes pushed (and cache clears), so a lookup that
+        # overlapped one is cached only ``CACHE_TTL_S``
+        self._pushed = False
+        self._changes = 0
+        self._subscriptions = 0  # confirmed so far
+        # (key, value) of each sentinel key at the last check
+        self._sentinel_seen: tuple[tuple[str, str], ...] | None = None
+        self._sentinel_found: list[str] = []
+        self._follower: asyncio.Task[None] | None = None
         self._create = redis.register_script(_CREATE_LUA)
         self._beat = redis.register_script(_BEAT_LUA)
         self._reprime = redis.register_script(_REPRIME_LUA)
+
+    # ------------------------------------------------------------ pushed changes
+
+    async def start(self) -> None:
+        """Follow the sessions changed in Redis (one subscriber per process, in the
+        background), so a cached lookup may live ``cache_s`` while that works. A store
+        never started (scripts, the admin service) caches ``CACHE_TTL_S``."""
+        if self._follower is None and self.cache_s > CACHE_TTL_S:
+            self._follower = asyncio.create_task(self._follow(), name="session-changes")
+
+    async def close(self) -> None:
+        """Stop following changes (cached lookups live ``CACHE_TTL_S`` again)."""
+        task, self._follower = self._follower, None
+        self._pushed = False
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def pushed(self) -> bool:
+        """Whether changes are pushed to this process right now (cache ``cache_s``)."""
+        return self._pushed
+
+    def _clear(self) -> None:
+        self._changes += 1
+        self._cache.clear()
+        self._decoded.clear()
+
+    def _drop(self, payload: bytes | str) -> None:
+        """A pushed message: these sessions changed; their next lookup reads Redis."""
+        self._changes += 1
+        for session_id in _text(payload).split():
+            self._cache.pop(session_id, None)
+            self._decoded.pop(session_id, None)
+
+    async def _follow(self) -> None:
+        """Subscribe, and subscribe again after any failure (with a growing pause);
+        cached lookups live ``cache_s`` only while a subscription is confirmed."""
+        pause = RESUBSCRIBE_BACKOFF_S[0]
+        while True:
+            confirmed = self._subscriptions
+            try:
+                await self._subscribed()
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("session changes: not subscribed (%s)", type(exc).__name__)
+            except Exception:
+                log.exception("session changes: subscriber failed")
+            if self._subscriptions != confirmed:
+                pause = RESUBSCRIBE_BACKOFF_S[0]  # it had worked: try again soon
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, RESUBSCRIBE_BACKOFF_S[1])
+
+    async def _subscribed(self) -> None:
+        """One subscription, until it fails: each confirmation (the first, and the one
+        redis-py's silent reconnect brings) clears the cache, since messages may have
+        been missed; the sentinel is checked every ``CACHE_TTL_S``."""
+        pubsub = self.redis.pubsub()
+        try:
+            await pubsub.subscribe(changed_channel(self.keys))
+            check_at: float | None = None  # not confirmed yet
+            while True:
+                wait = CACHE_TTL_S if check_at is None else check_at - time.monotonic()
+                message = await pubsub.get_message(timeout=max(0.0, wait))
+                if message is not None and message["type"] == "message":
+                    self._drop(message["data"])
+                elif message is not None and message["type"] == "subscribe":
+                    self._pushed = False
+                    await self._check_sentinel()
+                    self._clear()
+                    self._pushed = True
+                    self._subscriptions += 1
+                    check_at = time.monotonic() + CACHE_TTL_S
+                if check_at is not None and time.monotonic() >= check_at:
+                    await self._check_sentinel()
+                    check_at = time.monotonic() + CACHE_TTL_S
+        finally:
+            self._pushed = False
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _check_sentinel(self) -> None:
+        """Clear the cache when Redis lost its data (a restart without persistence, a
+        failover to an empty replica, FLUSHALL): the sentinel key it held is gone, or
+        holds what another process put back. Cached sessions would otherwise play on
+        ``cache_s`` without being counted in the stream set the loss emptied."""
+        token = secrets.token_hex(8)
+        keys = self._sentinel_keys()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.set(key, token, nx=True, get=True)
+            found = await pipe.execute()
+        seen = tuple(
+            (key, token if old is None else _text(old))
+            for key, old in zip(keys, found, strict=True)
+        )
+        if seen != self._sentinel_seen:
+            if self._sentinel_seen is not None:
+                log.warning("session cache cleared: Redis lost its data")
+            self._clear()
+            self._sentinel_seen = seen
+
+    def _sentinel_keys(self) -> list[str]:
+        """The sentinel: one key, or on Redis Cluster one per primary node (each can
+        lose its data alone), found by trying hash tags until every node has one."""
+        cluster: Any = self.redis
+        if not isinstance(cluster, RedisCluster):
+            return [self.keys("ps-sentinel")]
+        owners = cluster.nodes_manager.slots_cache
+        wanted = {node.name for node in cluster.get_primaries()}
+
+        def owner(key: str) -> str | None:
+            holders = owners.get(key_slot(key.encode()))
+            return str(holders[0].name) if holders else None
+
+        known = self._sentinel_found
+        if {owner(key) for key in known} == wanted and len(known) == len(wanted):
+            return known  # the topology did not change
+        found: dict[str, str] = {}
+        for n in range(REDIS_CLUSTER_HASH_SLOTS * 4):
+            if len(found) == len(wanted):
+                break
+            key = self.keys.tagged(f"ps-sentinel-{n}", "ps-sentinel")
+            name = owner(key)
+            if name in wanted:
+                found.setdefault(name, key)
+        self._sentinel_found = sorted(found.values())
+        return self._sentinel_found
 
     # ------------------------------------------------------------ start
 
@@ -359,12 +542,14 @@ class SessionStore:
     async def live(self, session_id: str) -> PlaybackSession:
         """The live session; :class:`SessionGone` (with the reason) when it ended.
 
-        Cached ``CACHE_TTL_S``; a Redis miss is answered from PostgreSQL; while Redis is
-        down, see the module docstring (grace, then PostgreSQL)."""
+        Cached ``cache_s`` while changes are pushed (:meth:`start`), else
+        ``CACHE_TTL_S``; a Redis miss is answered from PostgreSQL; while Redis is down,
+        see the module docstring (grace, then PostgreSQL)."""
         now = self.monotonic()
         seen = self._cache.get(session_id)
-        if seen is not None and now - seen[0] < CACHE_TTL_S:
+        if seen is not None and self._fresh(seen, now):
             return _alive(seen)
+        changes = self._changes
         if now >= self._redis_down_until:
             try:
                 session, reason = await self._lookup(session_id)
@@ -372,11 +557,18 @@ class SessionStore:
                 self._redis_down_until = now + REDIS_BACKOFF_S
                 log.warning("playback sessions: Redis unavailable (%s)", type(exc).__name__)
             else:
-                return _alive(self._remember(session_id, now, session, reason))
+                return _alive(self._remember(session_id, now, session, reason, changes))
         if seen is not None and seen[1] is not None and now - seen[0] < self.grace_s:
             return seen[1]  # checked moments ago: keep playing through the outage
         session, reason = self._from_row(await self._row(session_id))
-        return _alive(self._remember(session_id, now, session, reason))
+        return _alive(self._remember(session_id, now, session, reason, changes))
+
+    def _fresh(self, seen: _Seen, now: float) -> bool:
+        """Whether a cached lookup may answer now: ``cache_s`` old at most while changes
+        are pushed and none overlapped it, else ``CACHE_TTL_S``; never a session past its
+        expiry (Redis dropped it: read again)."""
+        ttl = self.cache_s if self._pushed and seen[3] else CACHE_TTL_S
+        return now - seen[0] < ttl and (seen[1] is None or seen[1].expires_at > self.clock())
 
     async def get(self, session_id: str) -> PlaybackSession | None:
         """The live session, or None when it ended or expired."""
@@ -386,11 +578,19 @@ class SessionStore:
             return None
 
     def _remember(
-        self, session_id: str, now: float, session: PlaybackSession | None, reason: str | None
+        self,
+        session_id: str,
+        now: float,
+        session: PlaybackSession | None,
+        reason: str | None,
+        changes: int,
     ) -> _Seen:
+        """Cache a lookup that began when ``_changes`` was ``changes``: if a change was
+        pushed meanwhile (perhaps this very session's, announced after our read), the
+        answer is trusted only ``CACHE_TTL_S``."""
         if len(self._cache) >= CACHE_MAX:
             self._cache.clear()
-        seen = (now, session, reason)
+        seen = (now, session, reason, changes == self._changes)
         self._cache[session_id] = seen
         return seen
 
@@ -488,6 +688,7 @@ class SessionStore:
             return None, reason
         if session is None:
             await self.redis.set(ended_key(self.keys, session_id), reason or "ended", ex=ttl)
+            await publish_changed(self.redis, self.keys, [session_id])
             return None, reason
         wall = self.clock()
         primed = await self._reprime(
@@ -599,6 +800,7 @@ class SessionStore:
             session = _read_session(raw)
             if session is None:
                 await self.redis.delete(session_key(self.keys, session_id))
+                await publish_changed(self.redis, self.keys, [session_id])
                 return False
             if user_id is not None and session.user_id != user_id:
                 return False
