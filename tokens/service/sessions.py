@@ -31,11 +31,11 @@ How a revocation reaches every process
     2 s) applies it and announces it again.
 
     The sentinel: the subscriber checks a key (``ps-sentinel``, one per primary node on
-    a cluster) every ``CACHE_TTL_S`` with one ``SET NX GET``; when it is gone or holds
-    another process's value, Redis lost its data (below) and the cache is emptied, so a
-    cached session is read again, rebuilt and counted in the stream limit within
-    ``CACHE_TTL_S`` as before. A failed check ends the subscription (0.5 s mode) but
-    keeps the cache, which the grace below needs.
+    a cluster) every ``CACHE_TTL_S`` (``SET NX`` and ``GET``, one round trip); when it is
+    gone or holds another process's value, Redis lost its data (below) and the cache is
+    emptied, so a cached session is read again, rebuilt and counted in the stream limit
+    within ``CACHE_TTL_S`` as before. A failed check ends the subscription (0.5 s mode)
+    but keeps the cache, which the grace below needs.
 
 Redis lost its data (restart without persistence, failover, FLUSHALL)
     A miss in Redis is answered from PostgreSQL: a live row is put back into Redis
@@ -441,13 +441,15 @@ class SessionStore:
         ``cache_s`` without being counted in the stream set the loss emptied."""
         token = secrets.token_hex(8)
         keys = self._sentinel_keys()
+        # SET NX, then GET: Redis 6.2 (the embedded one of `make up`) has no SET NX GET
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in keys:
-                pipe.set(key, token, nx=True, get=True)
+                pipe.set(key, token, nx=True)
+                pipe.get(key)
             found = await pipe.execute()
         seen = tuple(
-            (key, token if old is None else _text(old))
-            for key, old in zip(keys, found, strict=True)
+            (key, token if value is None else _text(value))
+            for key, value in zip(keys, found[1::2], strict=True)
         )
         if seen != self._sentinel_seen:
             if self._sentinel_seen is not None:
