@@ -3,9 +3,12 @@ their byte layouts for serving (:class:`TokenLayout`)."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from gateway.repository import Movie
 from hls import (
@@ -21,6 +24,8 @@ from hls import (
 from hls.text import MAX_PLAYLIST_BYTES, decode_playlist
 from origin import OriginStore, object_key
 from tokens import TAG_CHARS, PathHasher, SessionSealer
+
+T = TypeVar("T")
 
 #: byte layouts kept per process (each holds its template's bytes and path digests)
 MAX_LAYOUTS = 2048
@@ -140,10 +145,28 @@ class PlaylistCache:
         self._audio: dict[tuple[str, int], tuple[str, ...]] = {}
         self._master_texts: dict[tuple[str, int], str] = {}
         self._media: dict[tuple[str, int, str], MediaEntry] = {}
+        self._building: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
 
     async def _read(self, key: str) -> str:
         data = await self.origin.read_bytes(key, max_size=MAX_PLAYLIST_BYTES)
         return decode_playlist(data)
+
+    async def _shared(self, key: tuple[Any, ...], build: Callable[[], Awaitable[T]]) -> T:
+        """Run ``build`` once for concurrent misses of one key: a cold worker that gets
+        sixteen requests for a two-hour playlist reads and compiles it once, not
+        sixteen times. A waiter that goes away does not cancel the shared build."""
+        task = self._building.get(key)
+        if task is None:
+            task = asyncio.ensure_future(build())
+            self._building[key] = task
+            task.add_done_callback(partial(self._built, key))
+        result: T = await asyncio.shield(task)
+        return result
+
+    def _built(self, key: tuple[Any, ...], task: asyncio.Future[Any]) -> None:
+        self._building.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here too, in case every waiter went away
 
     async def _master_text(self, movie: Movie) -> str:
         """The origin master playlist of a film version, read once (each tier's template
@@ -151,8 +174,14 @@ class PlaylistCache:
         cache_key = (movie.id, movie.version)
         text = self._master_texts.get(cache_key)
         if text is None:
-            text = await self._read(movie.master_key or origin_key_for(movie.id, "master.m3u8"))
-            self._remember(self._master_texts, cache_key, text)
+            key = movie.master_key or origin_key_for(movie.id, "master.m3u8")
+
+            async def read() -> str:
+                found = await self._read(key)
+                self._remember(self._master_texts, cache_key, found)
+                return found
+
+            text = await self._shared(("master-text", *cache_key), read)
         return text
 
     async def master(self, movie: Movie, *, max_height: int, preferred: int) -> MasterTemplate:
@@ -191,21 +220,31 @@ class PlaylistCache:
         cache_key = (movie_id, version, f"{rendition}/{name}")
         found = self._media.get(cache_key)
         if found is None:
-            text = await self._read(origin_key_for(movie_id, rendition, name))
-            root = hls_root(movie_id)
-            playlist_path = f"{root}{rendition}/{name}"
-            template = compile_media_playlist(text, playlist_path=playlist_path, root=root)
-            parsed = parse_media_playlist(text)
-            starts: dict[str, float] = {}
-            elapsed = 0.0
-            for segment in parsed.segments:
-                # the path a player requests: resolved as the template resolved it (dot
-                # segments, query and fragment), so progress finds every segment
-                path = resolve_uri(segment.uri, playlist_path, root)
-                starts.setdefault(path, elapsed)
-                elapsed += segment.duration
-            found = MediaEntry(template, starts, elapsed, text, parsed)
-            self._remember(self._media, cache_key, found)
+            found = await self._shared(
+                ("media", *cache_key),
+                partial(self._load_media, movie_id, rendition, name, cache_key),
+            )
+        return found
+
+    async def _load_media(
+        self, movie_id: str, rendition: str, name: str, cache_key: tuple[str, int, str]
+    ) -> MediaEntry:
+        """Read and compile one media playlist (once per film version: see :meth:`media`)."""
+        text = await self._read(origin_key_for(movie_id, rendition, name))
+        root = hls_root(movie_id)
+        playlist_path = f"{root}{rendition}/{name}"
+        template = compile_media_playlist(text, playlist_path=playlist_path, root=root)
+        parsed = parse_media_playlist(text)
+        starts: dict[str, float] = {}
+        elapsed = 0.0
+        for segment in parsed.segments:
+            # the path a player requests: resolved as the template resolved it (dot
+            # segments, query and fragment), so progress finds every segment
+            path = resolve_uri(segment.uri, playlist_path, root)
+            starts.setdefault(path, elapsed)
+            elapsed += segment.duration
+        found = MediaEntry(template, starts, elapsed, text, parsed)
+        self._remember(self._media, cache_key, found)
         return found
 
     def _remember(self, table: dict[Any, Any], key: Any, value: Any) -> None:
