@@ -169,8 +169,8 @@ async def write_progress_batch(
                   duration_s = coalesce(EXCLUDED.duration_s, watch_progress.duration_s),
                   completed = EXCLUDED.completed, updated_at = EXCLUDED.updated_at
             WHERE watch_progress.updated_at <= EXCLUDED.updated_at""",
-        [uuid.UUID(u) for u in users],
-        [uuid.UUID(m) for m in movies],
+        list(users),
+        list(movies),
         list(positions),
         list(durations),
         list(completed),
@@ -426,22 +426,25 @@ async def update_profile(
 async def add_usage_batch(
     pool: asyncpg.Pool, rows: Sequence[tuple[str, date, str, str, int, int]]
 ) -> None:
-    """Add many tallies at once: (session, UTC day, user, movie, bytes, edge bytes)."""
+    """Add many tallies at once: (session, UTC day, user, movie, bytes, edge bytes).
+
+    The ids go as text and PostgreSQL casts them: building a ``uuid.UUID`` per row here
+    held the event loop for ~5.5 ms per 1 000 rows, in the middle of serving requests."""
     if not rows:
         return
     sessions, days, users, movies, nbytes, edge = zip(*rows, strict=True)
     await pool.execute(
         """INSERT INTO data_usage (session_id, day, user_id, movie_id, bytes, edge_bytes)
-           SELECT * FROM unnest($1::text[], $2::date[], $3::uuid[], $4::uuid[],
-                                $5::int8[], $6::int8[])
+           SELECT * FROM unnest($1::text[], $2::date[], $3::text[]::uuid[],
+                                $4::text[]::uuid[], $5::int8[], $6::int8[])
            ON CONFLICT (session_id, day) DO UPDATE
               SET bytes = data_usage.bytes + EXCLUDED.bytes,
                   edge_bytes = data_usage.edge_bytes + EXCLUDED.edge_bytes,
                   updated_at = now()""",
         list(sessions),
         list(days),
-        [uuid.UUID(u) for u in users],
-        [uuid.UUID(m) for m in movies],
+        list(users),
+        list(movies),
         list(nbytes),
         list(edge),
     )
