@@ -16,6 +16,7 @@ import asyncpg
 
 from billing.store import load_user_plan
 from gateway.errors import AccountDisabled, BirthYearLocked, MovieNotFound
+from runtime.together import both
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,18 +80,25 @@ async def load_movie(pool: asyncpg.Pool, movie_id: str) -> Movie:
     )
 
 
-async def load_viewer(pool: asyncpg.Pool, user_id: str, *, grace: timedelta) -> Viewer:
-    """The account and its effective plan's limits, read fresh (a JWT's plan may lag a
-    payment): the plan comes from :func:`billing.plans.effective_plan`, the one rule
-    both services share (``grace``: how long ``past_due`` keeps the plan)."""
-    key = uuid.UUID(user_id)
+async def _account(pool: asyncpg.Pool, key: uuid.UUID) -> asyncpg.Record:
+    """The account's row, or :class:`AccountDisabled` (also for an unknown id)."""
     row = await pool.fetchrow(
         "SELECT id, birth_year, data_saver FROM users WHERE id = $1 AND disabled_at IS NULL",
         key,
     )
     if row is None:
         raise AccountDisabled()
-    limits = (await load_user_plan(pool, key, grace=grace)).limits
+    return row
+
+
+async def load_viewer(pool: asyncpg.Pool, user_id: str, *, grace: timedelta) -> Viewer:
+    """The account and its effective plan's limits, read fresh (a JWT's plan may lag a
+    payment): the plan comes from :func:`billing.plans.effective_plan`, the one rule
+    both services share (``grace``: how long ``past_due`` keeps the plan)."""
+    key = uuid.UUID(user_id)
+    # the account and its plan at once: one round trip instead of two
+    row, user_plan = await both(_account(pool, key), load_user_plan(pool, key, grace=grace))
+    limits = user_plan.limits
     return Viewer(
         id=str(row["id"]),
         birth_year=row["birth_year"],

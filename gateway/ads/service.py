@@ -42,6 +42,7 @@ from hls import (
 from hls.text import decode_playlist
 from origin import OriginError, OriginStore, object_key
 from runtime.redis import Keys
+from runtime.together import both
 from tokens.service.playback_session import AdPlan, PlannedAd, PlannedPod
 
 log = logging.getLogger(__name__)
@@ -190,11 +191,13 @@ async def _plan_ads(
     viewer = Viewer(
         user_id=user_id, plan=plan, country=country, categories=categories, region=region
     )
-    counts = await inventory.counts(user_id, [c.id for c in campaigns])
+    # the viewer's counts (Redis) and the film's break policy (PostgreSQL) at once
+    counts, policy = await both(
+        inventory.counts(user_id, [c.id for c in campaigns]), inventory.policy(movie_id)
+    )
     eligible = eligible_campaigns(campaigns, viewer, counts, datetime.now(UTC))
     if not eligible:
         return ()
-    policy = await inventory.policy(movie_id)
     times = plan_break_times(content, break_policy(policy))
     max_pod_s, max_ads_per_pod = policy.max_pod_s, policy.max_ads_per_pod
     if light is not None:
