@@ -348,15 +348,14 @@ async def start_session(pb: Playback, movie_id: str, who: Viewing) -> PlaybackSe
     try:
         return await _new_session(pb, movie, viewer, who, resume=resume, categories=categories)
     finally:
-        await _drop(resume, categories)
+        await _drop(resume, categories)  # done already unless the start failed
 
 
 async def _drop(*tasks: asyncio.Future[Any] | None) -> None:
-    """Cancel early reads a failed start no longer needs, and wait for them to end."""
-    pending = [t for t in tasks if t is not None]
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+    """Wait for early reads a failed start no longer needs, dropping what they return or
+    raise. Not cancelled: cancelling a query in flight costs asyncpg a cancel request on
+    a new connection, more than the short read it would save."""
+    await asyncio.gather(*(t for t in tasks if t is not None), return_exceptions=True)
 
 
 async def _new_session(
