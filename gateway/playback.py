@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from prometheus_client import Counter
@@ -48,6 +49,7 @@ from origin import OriginStore
 from runtime.errors import TooManyRequests
 from runtime.redis import Keys
 from runtime.settings import Settings
+from runtime.together import both
 from tokens import (
     SegmentKeyring,
     SessionSealer,
@@ -325,11 +327,48 @@ async def save_progress(
 
 async def start_session(pb: Playback, movie_id: str, who: Viewing) -> PlaybackSession:
     """Check the film, the plan and the rules, decide the ad plan once, and store a new
-    session (refused beyond the plan's stream limit)."""
-    movie = await repository.load_movie(pb.pool, movie_id)
-    viewer = await repository.load_viewer(pb.pool, who.user_id, grace=grace_of(pb.settings))
+    session (refused beyond the plan's stream limit).
+
+    Independent reads overlap (the film and the account; the resume position and the
+    film's categories with the playlist work); each result is awaited where the steps
+    needed it one after another, so a failed start reports the same error as before
+    (a missing film before an account problem, and so on)."""
+    movie, viewer = await both(
+        repository.load_movie(pb.pool, movie_id),
+        repository.load_viewer(pb.pool, who.user_id, grace=grace_of(pb.settings)),
+    )
     check_rules(movie, viewer, who.country, year=now_year())
-    await settle_progress(pb, viewer.id)
+    await settle_progress(pb, viewer.id)  # before the resume position is read
+    resume = asyncio.ensure_future(resume_offset(pb.pool, viewer.id, movie))
+    categories = (
+        asyncio.ensure_future(repository.movie_categories(pb.pool, movie.id))
+        if viewer.ads
+        else None
+    )
+    try:
+        return await _new_session(pb, movie, viewer, who, resume=resume, categories=categories)
+    finally:
+        await _drop(resume, categories)  # done already unless the start failed
+
+
+async def _drop(*tasks: asyncio.Future[Any] | None) -> None:
+    """Wait for early reads a failed start no longer needs, dropping what they return or
+    raise. Not cancelled: cancelling a query in flight costs asyncpg a cancel request on
+    a new connection, more than the short read it would save."""
+    await asyncio.gather(*(t for t in tasks if t is not None), return_exceptions=True)
+
+
+async def _new_session(
+    pb: Playback,
+    movie: Movie,
+    viewer: Viewer,
+    who: Viewing,
+    *,
+    resume: Awaitable[float | None],
+    categories: Awaitable[frozenset[str]] | None,
+) -> PlaybackSession:
+    """The session's renditions and ad plan, stored (``resume`` and ``categories``: the
+    reads started early)."""
     data_saver = viewer.data_saver or who.save_data
     max_height = viewer.max_height
     if data_saver:
@@ -346,8 +385,8 @@ async def start_session(pb: Playback, movie_id: str, who: Viewing) -> PlaybackSe
         raise NotEntitled("Your plan includes no rendition of this film")
     renditions: tuple[ContentRendition, ...] = ()
     ad_plan: AdPlan = ()
-    if viewer.ads:
-        # what the session's pods must line up across (ad sessions only)
+    if categories is not None:  # an ad session (``viewer.ads``)
+        # what the session's pods must line up across
         renditions = await content_renditions(pb, movie, master)
         entry = await pb.playlists.media(movie.id, movie.version, renditions[0].name, "index.m3u8")
         ad_plan = await plan_ads(
@@ -358,7 +397,7 @@ async def start_session(pb: Playback, movie_id: str, who: Viewing) -> PlaybackSe
             plan=viewer.plan,
             country=who.country,
             region=who.region,
-            categories=await repository.movie_categories(pb.pool, movie.id),
+            categories=await categories,
             movie_id=movie.id,
             content=entry.parsed,
             light=light_ads(pb.settings) if data_saver else None,
@@ -382,7 +421,7 @@ async def start_session(pb: Playback, movie_id: str, who: Viewing) -> PlaybackSe
         user_agent=who.user_agent,
         country=who.country,
         region=who.region,
-        start_offset=await resume_offset(pb.pool, viewer.id, movie),
+        start_offset=await resume,
         max_streams=viewer.max_streams,
         data_saver=data_saver,
     )

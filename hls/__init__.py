@@ -18,11 +18,13 @@ from .ads import (
     Pod,
     PodSpan,
     StitchedPlaylist,
+    StitchSource,
     align_pods,
     choose_ad_rendition,
     find_cue_points,
     plan_break_times,
     stitch_media_playlist,
+    stitch_source,
 )
 from .attributes import AttributeList, Resolution, parse_attribute_list
 from .errors import ForeignUriError, PlaylistError
@@ -85,6 +87,7 @@ __all__ = [
     "Segment",
     "SessionData",
     "Start",
+    "StitchSource",
     "StitchedPlaylist",
     "Variant",
     "VariantRef",
@@ -100,5 +103,6 @@ __all__ = [
     "plan_break_times",
     "resolve_uri",
     "stitch_media_playlist",
+    "stitch_source",
     "write_master_playlist",
 ]

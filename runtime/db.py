@@ -79,10 +79,24 @@ async def connect(settings: Settings) -> asyncpg.Connection:
     return conn
 
 
+async def _no_reset_query(conn: asyncpg.Connection) -> None:
+    """What a connection going back to the pool needs beyond asyncpg's own clean-up:
+    nothing.
+
+    asyncpg's default sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
+    ALL`` on every release, a second round trip for every ``pool.fetch``/``execute``
+    (0.56 ms instead of 0.33 ms per ``pool.fetchrow`` on this machine). Our services
+    leave no session state on a pooled connection: no ``SET`` outside a transaction, no
+    session advisory lock (``pg_advisory_xact_lock`` only; migrations use their own
+    connection), no ``LISTEN``, cursors only inside transactions. A transaction left
+    open is still rolled back: asyncpg does that before calling this hook."""
+
+
 async def create_pool(settings: Settings) -> asyncpg.Pool:
     """The service pool. ``min_size=0`` so a service starts while PostgreSQL is down
     (``/readyz`` then answers 503) and reconnects by itself when it comes back. Every
-    acquire is bounded (:class:`BoundedPool`), every statement too (``command_timeout``)."""
+    acquire is bounded (:class:`BoundedPool`), every statement too (``command_timeout``);
+    a release costs no round trip (:func:`_no_reset_query`)."""
     pool = BoundedPool(
         _require_url(settings),
         min_size=0,
@@ -95,6 +109,7 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         timeout=CONNECT_TIMEOUT_S,
         command_timeout=COMMAND_TIMEOUT_S,
         server_settings=server_settings(settings),
+        reset=_no_reset_query,
     )
     await pool
     return pool

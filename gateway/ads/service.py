@@ -33,21 +33,25 @@ from hls import (
     PlaylistError,
     Pod,
     StitchedPlaylist,
+    StitchSource,
     align_pods,
     parse_master_playlist,
     parse_media_playlist,
     plan_break_times,
-    stitch_media_playlist,
+    stitch_source,
 )
 from hls.text import decode_playlist
 from origin import OriginError, OriginStore, object_key
 from runtime.redis import Keys
+from runtime.together import both
 from tokens.service.playback_session import AdPlan, PlannedAd, PlannedPod
 
 log = logging.getLogger(__name__)
 
 AD_LIBRARY_TTL_S = 60.0
 MAX_STITCHED = 1024
+#: content playlists kept compiled for stitching (a film has one per rendition)
+MAX_STITCH_SOURCES = 64
 MAX_PLAYLIST_BYTES = 1024 * 1024
 
 
@@ -190,11 +194,13 @@ async def _plan_ads(
     viewer = Viewer(
         user_id=user_id, plan=plan, country=country, categories=categories, region=region
     )
-    counts = await inventory.counts(user_id, [c.id for c in campaigns])
+    # the viewer's counts (Redis) and the film's break policy (PostgreSQL) at once
+    counts, policy = await both(
+        inventory.counts(user_id, [c.id for c in campaigns]), inventory.policy(movie_id)
+    )
     eligible = eligible_campaigns(campaigns, viewer, counts, datetime.now(UTC))
     if not eligible:
         return ()
-    policy = await inventory.policy(movie_id)
     times = plan_break_times(content, break_policy(policy))
     max_pod_s, max_ads_per_pod = policy.max_pod_s, policy.max_ads_per_pod
     if light is not None:
@@ -262,6 +268,9 @@ class Stitcher:
         self.on_fallback = on_fallback
         self._cache: dict[tuple[Any, ...], StitchedPlaylist] = {}
         self._compiling: dict[tuple[Any, ...], asyncio.Future[StitchedPlaylist]] = {}
+        #: content playlists compiled for stitching, per (film, version, rendition, name):
+        #: a new pod plan of a film already stitched skips parsing and scanning it
+        self._sources: dict[tuple[Any, ...], StitchSource] = {}
         #: stitched templates compiled by this process (each key once)
         self.compiles = 0
 
@@ -328,10 +337,12 @@ class Stitcher:
         movie_id, rendition, name = key[0], key[2], key[3]
         root = f"/hls/{movie_id}/"
         pods = await self.pods_for(ad_plan, renditions)
+        source_key = key[:4]
         # A 2-hour playlist with a dozen pods costs tens of milliseconds of CPU: compiled
         # in a thread so the event loop keeps serving segments meanwhile.
-        found = await asyncio.to_thread(
-            stitch_media_playlist,
+        found, source = await asyncio.to_thread(
+            _stitch,
+            self._sources.get(source_key),
             text,
             playlist_path=f"{root}{rendition}/{name}",
             root=root,
@@ -339,11 +350,35 @@ class Stitcher:
             content_height=content_height,
             content_container=content_container,
         )
+        if source_key not in self._sources:
+            if len(self._sources) >= MAX_STITCH_SOURCES:
+                self._sources.pop(next(iter(self._sources)))
+            self._sources[source_key] = source
         self.compiles += 1
         if len(self._cache) >= MAX_STITCHED:
             self._cache.pop(next(iter(self._cache)))
         self._cache[key] = found
         return found
+
+
+def _stitch(
+    source: StitchSource | None,
+    text: str,
+    *,
+    playlist_path: str,
+    root: str,
+    pods: Sequence[Pod],
+    content_height: int | None,
+    content_container: str,
+) -> tuple[StitchedPlaylist, StitchSource]:
+    """Stitch ``pods`` into the content (compiled for stitching now unless ``source``
+    already is); also returns the source, for the next pod plan of this playlist."""
+    if source is None:
+        source = StitchSource(text, playlist_path=playlist_path, root=root)
+    stitched = stitch_source(
+        source, pods=pods, content_height=content_height, content_container=content_container
+    )
+    return stitched, source
 
 
 async def track_ad_segment(

@@ -14,7 +14,9 @@ concern a module:
   stitched playlist still costs the token MACs and one join, and the template
   can be cached per (content version, rendition, pod plan); it scans the
   content (`content`), edits its compiled lines (`splice`) and has the pod
-  writer (`pods`) write what goes between them.
+  writer (`pods`) write what goes between them; `StitchSource` and
+  `stitch_source` keep the content compiled and scanned once for any number of
+  pod plans.
 
 A pod in the output, for a mid-roll in AES-128 fMP4 content::
 
@@ -47,7 +49,7 @@ from .model import (
     PodSpan,
     StitchedPlaylist,
 )
-from .stitch import DEFAULT_ANCHOR, stitch_media_playlist
+from .stitch import DEFAULT_ANCHOR, StitchSource, stitch_media_playlist, stitch_source
 
 __all__ = [
     "AD_DATERANGE_CLASS",
@@ -63,10 +65,12 @@ __all__ = [
     "ContentRendition",
     "Pod",
     "PodSpan",
+    "StitchSource",
     "StitchedPlaylist",
     "align_pods",
     "choose_ad_rendition",
     "find_cue_points",
     "plan_break_times",
     "stitch_media_playlist",
+    "stitch_source",
 ]

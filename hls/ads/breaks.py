@@ -59,7 +59,9 @@ def find_cue_points(playlist: MediaPlaylist) -> list[float]:
     points: list[float] = []
     elapsed = 0.0
     for segment in playlist.segments:
-        if _starts_break(segment):
+        # most segments carry no marker: skip the call (a playback start runs this over
+        # every segment of the film)
+        if (segment.cues or segment.dateranges) and _starts_break(segment):
             points.append(elapsed)
         elapsed += segment.duration
     return points

@@ -17,7 +17,7 @@ from ..rewrite import media_pieces
 from ..template import Piece, Slot, assemble_template
 from .align import choose_ad_rendition
 from .breaks import nearest_boundary, segment_boundaries
-from .content import check_stitchable, scan_content, segment_lines
+from .content import ContentScan, check_stitchable, scan_content, segment_lines
 from .model import CONTAINERS, AdCreative, AdMedia, Pod, StitchedPlaylist
 from .pods import PodWriter
 from .splice import Splice
@@ -34,6 +34,52 @@ def _check_pods(pods: Sequence[Pod]) -> None:
 
 def _slot_path(pieces: Iterable[Piece]) -> str:
     return next(piece.path for piece in pieces if isinstance(piece, Slot))
+
+
+class StitchSource:
+    """A content media playlist compiled once for stitching: what every pod plan of it
+    shares (its lines and compiled pieces, and the scan that places pods), so a new pod
+    plan of an already stitched film costs only its own pods and the join.
+
+    Read-only once built (stitches only add edits of their own), so one source serves
+    any number of stitches, in any thread. The scan is done on the first stitch with
+    pods; a scan that fails is not kept and fails again the next time.
+    """
+
+    __slots__ = ("_placed", "_scan", "lines", "pieces", "starts")
+
+    def __init__(self, text: str, *, playlist_path: str, root: str) -> None:
+        self.lines, self.pieces, self.starts = media_pieces(text, playlist_path, root)
+        self._scan: ContentScan | None = None
+        self._placed: tuple[list[str], list[float], Mapping[str, float]] | None = None
+
+    def scan(self) -> ContentScan:
+        """The content scan (`scan_content`), done once."""
+        if self._scan is None:
+            self._scan = scan_content(self.lines)
+        return self._scan
+
+    def placed(
+        self, splice: Splice, content: ContentScan
+    ) -> tuple[list[str], list[float], Mapping[str, float]]:
+        """Each content segment's path, the segment boundaries, and the content
+        segments' start times, computed once (for stitchable content only)."""
+        if self._placed is None:
+            paths = [_slot_path(splice.line_pieces(index)) for index in content.uri_lines]
+            self._placed = (
+                paths,
+                segment_boundaries(content.durations),
+                _content_segments(splice, content.uri_lines, content.durations),
+            )
+        return self._placed
+
+
+def _check_arguments(pods: Sequence[Pod], content_container: str, anchor: datetime) -> None:
+    if content_container not in CONTAINERS:
+        raise ValueError(f"content_container must be one of {CONTAINERS}")
+    if anchor.utcoffset() is None:
+        raise ValueError("anchor must be an aware datetime")
+    _check_pods(pods)
 
 
 def stitch_media_playlist(
@@ -78,13 +124,29 @@ def stitch_media_playlist(
     Raises `PlaylistError` for malformed content and for content that cannot
     be stitched (I-frame, live, no segments, container mismatch).
     """
-    if content_container not in CONTAINERS:
-        raise ValueError(f"content_container must be one of {CONTAINERS}")
-    if anchor.utcoffset() is None:
-        raise ValueError("anchor must be an aware datetime")
-    _check_pods(pods)
-    lines, pieces, starts = media_pieces(text, playlist_path, root)
-    splice = Splice(lines, pieces, starts)
+    _check_arguments(pods, content_container, anchor)
+    return stitch_source(
+        StitchSource(text, playlist_path=playlist_path, root=root),
+        pods=pods,
+        content_height=content_height,
+        content_container=content_container,
+        anchor=anchor,
+    )
+
+
+def stitch_source(
+    source: StitchSource,
+    *,
+    pods: Sequence[Pod],
+    content_height: int | None,
+    content_container: str,
+    anchor: datetime = DEFAULT_ANCHOR,
+) -> StitchedPlaylist:
+    """`stitch_media_playlist` of a content playlist compiled once (`StitchSource`):
+    the same output, without parsing and scanning the content again."""
+    _check_arguments(pods, content_container, anchor)
+    lines, pieces = source.lines, source.pieces
+    splice = Splice(lines, pieces, source.starts)
     live_pods = [pod for pod in pods if pod.ads]
     if not live_pods:
         # Exactly compile_media_playlist: nothing beyond what it checks is read.
@@ -92,10 +154,9 @@ def stitch_media_playlist(
             template=assemble_template(pieces, lines[0]),
             content_segments=_content_segments(splice, *segment_lines(lines)),
         )
-    content = scan_content(lines)
+    content = source.scan()
     check_stitchable(content, content_container)
-    content_paths = [_slot_path(splice.line_pieces(index)) for index in content.uri_lines]
-    boundaries = segment_boundaries(content.durations)
+    content_paths, boundaries, content_segments = source.placed(splice, content)
 
     # Group the pods by the boundary they snap to, and pick each ad's rendition.
     groups: dict[int, list[tuple[Pod, list[tuple[AdCreative, AdMedia]]]]] = {}
@@ -141,7 +202,7 @@ def stitch_media_playlist(
             {path: tuple(infos) for path, infos in writer.ad_segments.items()}
         ),
         pods=tuple(writer.spans),
-        content_segments=_content_segments(splice, content.uri_lines, content.durations),
+        content_segments=content_segments,
     )
 
 

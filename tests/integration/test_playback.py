@@ -256,6 +256,25 @@ async def test_geo_and_age_rules(film: Film, play_settings: Settings, aiohttp_cl
     assert resp.status == 404
 
 
+async def test_a_missing_film_is_reported_before_a_disabled_account(
+    client: TestClient, film: Film, play_settings: Settings
+) -> None:
+    """The film and the account are read at once; the film's error still comes first."""
+    account = await register_and_login(client)
+    token = account["access_token"]
+    conn = await db.connect(play_settings)
+    try:
+        await conn.execute(
+            "UPDATE users SET disabled_at = now() WHERE email = $1", account["email"]
+        )
+    finally:
+        await conn.close()
+    resp = await start(client, token, str(uuid.uuid4()))
+    assert (resp.status, (await resp.json())["error"]["code"]) == (404, "movie_not_found")
+    resp = await start(client, token, film.movie_id)
+    assert (resp.status, (await resp.json())["error"]["code"]) == (403, "account_disabled")
+
+
 async def test_country_and_forwarded_for_are_ignored_from_untrusted_peers(
     film: Film, play_settings: Settings, aiohttp_client
 ) -> None:
