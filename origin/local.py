@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -60,6 +61,12 @@ class _ObjectFileResponse(web.FileResponse):
         super().set_status(status, reason)
         if status >= 400:
             self.headers[hdrs.CACHE_CONTROL] = _UNCACHEABLE
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date(mtime: float) -> str:
+    """An HTTP date (RFC 9110 IMF-fixdate); memoised per file time on the segment path."""
+    return formatdate(mtime, usegmt=True)
 
 
 def _etag_of(st: os.stat_result) -> str:
@@ -137,6 +144,8 @@ class LocalOrigin:
 
     def __init__(self, root: Path, *, chunk_size: int = 256 * 1024) -> None:
         self._root = root.resolve()
+        self._root_text = str(self._root)
+        self._root_prefix = os.path.join(self._root_text, "")
         self._chunk_size = chunk_size
 
     @property
@@ -167,6 +176,38 @@ class LocalOrigin:
         if not stat.S_ISREG(st.st_mode):
             raise ObjectNotFound(key)
         return real, st
+
+    def _open_fd(self, key: str) -> tuple[int, os.stat_result]:
+        """Open ``key``'s regular file inside the root: the hot path's form of
+        :meth:`_open_regular`, checked on the opened file itself.
+
+        One ``open``, one ``fstat`` and (Linux) one ``readlink`` of ``/proc/self/fd``
+        for where the kernel resolved it, against ``Path.resolve``'s ``lstat`` per path
+        component in Python (12 % of a segment request's CPU in py-spy). ``O_NONBLOCK``
+        so that a FIFO planted in the tree cannot hang the loop before it is refused."""
+        candidate = os.path.join(self._root_text, *split_key(key))
+        try:
+            fd = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as err:  # missing, a symlink loop, not permitted
+            raise ObjectNotFound(key) from err
+        try:
+            st = os.fstat(fd)
+            try:
+                real = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:  # no /proc here: resolve the name instead
+                real = str(Path(candidate).resolve(strict=True))
+            if not (real == self._root_text or real.startswith(self._root_prefix)):
+                log.warning("object %s resolves outside the origin root; refused", key)
+                raise ObjectNotFound(key)
+            if not stat.S_ISREG(st.st_mode):
+                raise ObjectNotFound(key)
+        except OSError as err:
+            os.close(fd)
+            raise ObjectNotFound(key) from err
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, st
 
     def _writable_parent(self, key: str) -> Path:
         """Create the parent directory of ``key`` and check it is inside the root."""
@@ -258,19 +299,15 @@ class LocalOrigin:
         takes at once, then the rest in chunks read with ``pread`` and written with
         backpressure (:func:`_sendfile_while_writable`).
         """
-        real, st = self._open_regular(key)
-        try:
-            fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as err:
-            raise ObjectNotFound(key) from err
+        fd, st = self._open_fd(key)
         with os.fdopen(fd, "rb") as fobj:
-            size = os.fstat(fd).st_size
+            size = st.st_size
             response = web.StreamResponse(
                 headers={
                     hdrs.CONTENT_TYPE: content_type_for(key),
                     hdrs.CACHE_CONTROL: cache_control,
                     hdrs.ETAG: _etag_of(st),
-                    hdrs.LAST_MODIFIED: formatdate(st.st_mtime, usegmt=True),
+                    hdrs.LAST_MODIFIED: _http_date(st.st_mtime),
                     hdrs.ACCEPT_RANGES: "bytes",
                 }
             )

@@ -286,3 +286,23 @@ async def test_symlink_inside_the_root_is_followed(client: AnyClient, store: Loc
     response = await client.get("/o/videos/m1/720p/alias.ts")
     assert response.status == 200
     assert await response.read() == DATA
+
+
+async def test_fifo_directory_and_sibling_root_are_not_objects(
+    client: AnyClient, store: LocalOrigin
+) -> None:
+    """What the hot path opens before it checks: a FIFO must not hang it (it would block
+    an open for reading), a directory is no object, and a symlink into a sibling folder
+    whose name merely starts with the root's is outside the root."""
+    videos = store.root / "videos"
+    os.mkfifo(videos / "pipe.ts")
+    (videos / "folder.ts").mkdir()
+    sibling = store.root.with_name(store.root.name + "-evil")
+    sibling.mkdir()
+    (sibling / "secret.ts").write_bytes(SECRET)
+    (videos / "sibling.ts").symlink_to(sibling / "secret.ts")
+    for key in ["videos/pipe.ts", "videos/folder.ts", "videos/sibling.ts"]:
+        async with asyncio.timeout(5):
+            response = await client.get(f"/o/{key}")
+        assert response.status == 404, key
+        assert SECRET not in await response.read()
