@@ -256,3 +256,30 @@ async def test_a_lookup_overlapping_an_announcement_is_trusted_half_a_second(
         clock.now += CACHE_TTL_S
         with pytest.raises(SessionGone):
             await worker.live(session_id)
+
+
+async def test_close_ends_a_subscriber_that_swallowed_its_cancellation(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancellation that lands as redis-py's read timeout fires can be swallowed; the
+    subscriber then blocks in its next read. close() must still end it (this hung test
+    apps' teardown before close() cancelled more than once)."""
+    pb = client.app[playback_key]
+    store = SessionStore(pb.pool, pb.redis, pb.keys)
+    swallowed = asyncio.Event()
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            swallowed.set()  # what the lost cancellation looks like from outside
+        await asyncio.Event().wait()  # the next read, which nothing will answer
+
+    monkeypatch.setattr(store, "_subscribed", stubborn)
+    await store.start()
+    await asyncio.sleep(0)
+    async with asyncio.timeout(10):  # a bound on the test, not a timing assertion
+        await store.close()
+    assert swallowed.is_set()
+    assert store._follower is None
+    assert not store.pushed

@@ -131,6 +131,9 @@ CACHE_TTL_S = 0.5
 #: (``KUSH_SESSION_CACHE_S``)
 SESSION_CACHE_S = 30.0
 CACHE_MAX = 20_000
+#: how often, and how long each time, :meth:`SessionStore.close` cancels the subscriber
+STOP_ATTEMPTS = 20
+STOP_WAIT_S = 0.25
 #: the subscriber's wait before it connects again after an error
 RESUBSCRIBE_BACKOFF_S = (0.5, 5.0)
 HEARTBEAT_EVERY_S = 15.0
@@ -350,6 +353,7 @@ class SessionStore:
         self._sentinel_seen: tuple[tuple[str, str], ...] | None = None
         self._sentinel_found: list[str] = []
         self._follower: asyncio.Task[None] | None = None
+        self._stopping = False
         self._create = redis.register_script(_CREATE_LUA)
         self._beat = redis.register_script(_BEAT_LUA)
         self._reprime = redis.register_script(_REPRIME_LUA)
@@ -361,16 +365,27 @@ class SessionStore:
         background), so a cached lookup may live ``cache_s`` while that works. A store
         never started (scripts, the admin service) caches ``CACHE_TTL_S``."""
         if self._follower is None and self.cache_s > CACHE_TTL_S:
+            self._stopping = False
             self._follower = asyncio.create_task(self._follow(), name="session-changes")
 
     async def close(self) -> None:
         """Stop following changes (cached lookups live ``CACHE_TTL_S`` again)."""
         task, self._follower = self._follower, None
         self._pushed = False
-        if task is not None:
+        if task is None:
+            return
+        self._stopping = True
+        # A cancellation that lands as redis-py's read timeout fires can be swallowed
+        # (the read reports a timeout, the loop goes on and blocks in its next read: a
+        # test app's teardown hung on it), so cancel again until it ends, bounded.
+        for _ in range(STOP_ATTEMPTS):
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            done, _ = await asyncio.wait({task}, timeout=STOP_WAIT_S)
+            if done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.warning("session changes: subscriber ended with an error")
+                return
+        log.warning("session changes: the subscriber did not stop")
 
     @property
     def pushed(self) -> bool:
@@ -393,7 +408,7 @@ class SessionStore:
         """Subscribe, and subscribe again after any failure (with a growing pause);
         cached lookups live ``cache_s`` only while a subscription is confirmed."""
         pause = RESUBSCRIBE_BACKOFF_S[0]
-        while True:
+        while not self._stopping:
             confirmed = self._subscriptions
             try:
                 await self._subscribed()
@@ -414,7 +429,7 @@ class SessionStore:
         try:
             await pubsub.subscribe(changed_channel(self.keys))
             check_at: float | None = None  # not confirmed yet
-            while True:
+            while not self._stopping:
                 wait = CACHE_TTL_S if check_at is None else check_at - time.monotonic()
                 message = await pubsub.get_message(timeout=max(0.0, wait))
                 if message is not None and message["type"] == "message":
