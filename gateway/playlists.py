@@ -3,12 +3,10 @@ their byte layouts for serving (:class:`TokenLayout`)."""
 
 from __future__ import annotations
 
-import asyncio
 import struct
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from gateway.repository import Movie
 from hls import (
@@ -23,9 +21,8 @@ from hls import (
 )
 from hls.text import MAX_PLAYLIST_BYTES, decode_playlist
 from origin import OriginStore, object_key
+from runtime.memo import SingleFlight, remember
 from tokens import TAG_CHARS, PathHasher, SessionSealer
-
-T = TypeVar("T")
 
 #: byte layouts kept per process (each holds its template's bytes and path digests)
 MAX_LAYOUTS = 2048
@@ -96,10 +93,7 @@ class Layouts:
         """The layout of ``template``, built on first use."""
         found = self._layouts.get(id(template))
         if found is None or found.template is not template:
-            found = TokenLayout(template)
-            if len(self._layouts) >= self.max_entries:
-                self._layouts.pop(next(iter(self._layouts)))
-            self._layouts[id(template)] = found
+            found = remember(self._layouts, id(template), TokenLayout(template), self.max_entries)
         return found
 
 
@@ -145,28 +139,11 @@ class PlaylistCache:
         self._audio: dict[tuple[str, int], tuple[str, ...]] = {}
         self._master_texts: dict[tuple[str, int], str] = {}
         self._media: dict[tuple[str, int, str], MediaEntry] = {}
-        self._building: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
+        self._building: SingleFlight[tuple[Any, ...], Any] = SingleFlight()
 
     async def _read(self, key: str) -> str:
         data = await self.origin.read_bytes(key, max_size=MAX_PLAYLIST_BYTES)
         return decode_playlist(data)
-
-    async def _shared(self, key: tuple[Any, ...], build: Callable[[], Awaitable[T]]) -> T:
-        """Run ``build`` once for concurrent misses of one key: a cold worker that gets
-        sixteen requests for a two-hour playlist reads and compiles it once, not
-        sixteen times. A waiter that goes away does not cancel the shared build."""
-        task = self._building.get(key)
-        if task is None:
-            task = asyncio.ensure_future(build())
-            self._building[key] = task
-            task.add_done_callback(partial(self._built, key))
-        result: T = await asyncio.shield(task)
-        return result
-
-    def _built(self, key: tuple[Any, ...], task: asyncio.Future[Any]) -> None:
-        self._building.pop(key, None)
-        if not task.cancelled():
-            task.exception()  # retrieved here too, in case every waiter went away
 
     async def _master_text(self, movie: Movie) -> str:
         """The origin master playlist of a film version, read once (each tier's template
@@ -181,7 +158,7 @@ class PlaylistCache:
                 self._remember(self._master_texts, cache_key, found)
                 return found
 
-            text = await self._shared(("master-text", *cache_key), read)
+            text = await self._building.run(("master-text", *cache_key), read)
         return text
 
     async def master(self, movie: Movie, *, max_height: int, preferred: int) -> MasterTemplate:
@@ -220,7 +197,7 @@ class PlaylistCache:
         cache_key = (movie_id, version, f"{rendition}/{name}")
         found = self._media.get(cache_key)
         if found is None:
-            found = await self._shared(
+            found = await self._building.run(
                 ("media", *cache_key),
                 partial(self._load_media, movie_id, rendition, name, cache_key),
             )
@@ -248,6 +225,4 @@ class PlaylistCache:
         return found
 
     def _remember(self, table: dict[Any, Any], key: Any, value: Any) -> None:
-        if len(table) >= self.max_entries:
-            table.pop(next(iter(table)))
-        table[key] = value
+        remember(table, key, value, self.max_entries)

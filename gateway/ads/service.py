@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal
 
 from redis.asyncio import Redis
@@ -42,6 +43,7 @@ from hls import (
 )
 from hls.text import decode_playlist
 from origin import OriginError, OriginStore, object_key
+from runtime.memo import SingleFlight, remember
 from runtime.redis import Keys
 from runtime.together import both
 from tokens.service.playback_session import AdPlan, PlannedAd, PlannedPod
@@ -267,7 +269,7 @@ class Stitcher:
         self.library = library
         self.on_fallback = on_fallback
         self._cache: dict[tuple[Any, ...], StitchedPlaylist] = {}
-        self._compiling: dict[tuple[Any, ...], asyncio.Future[StitchedPlaylist]] = {}
+        self._compiling: SingleFlight[tuple[Any, ...], StitchedPlaylist] = SingleFlight()
         #: content playlists compiled for stitching, per (film, version, rendition, name):
         #: a new pod plan of a film already stitched skips parsing and scanning it
         self._sources: dict[tuple[Any, ...], StitchSource] = {}
@@ -315,15 +317,13 @@ class Stitcher:
         found = self._cache.get(key)
         if found is not None:
             return found
-        pending = self._compiling.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(
-                self._compile(key, text, ad_plan, renditions, content_height, content_container)
-            )
-            self._compiling[key] = pending
-            pending.add_done_callback(lambda _f: self._compiling.pop(key, None))
-        # shield: one viewer hanging up must not cancel the compile others wait for
-        return await asyncio.shield(pending)
+        # one compile per key; one viewer hanging up does not cancel it for the others
+        return await self._compiling.run(
+            key,
+            partial(
+                self._compile, key, text, ad_plan, renditions, content_height, content_container
+            ),
+        )
 
     async def _compile(
         self,
@@ -351,14 +351,9 @@ class Stitcher:
             content_container=content_container,
         )
         if source_key not in self._sources:
-            if len(self._sources) >= MAX_STITCH_SOURCES:
-                self._sources.pop(next(iter(self._sources)))
-            self._sources[source_key] = source
+            remember(self._sources, source_key, source, MAX_STITCH_SOURCES)
         self.compiles += 1
-        if len(self._cache) >= MAX_STITCHED:
-            self._cache.pop(next(iter(self._cache)))
-        self._cache[key] = found
-        return found
+        return remember(self._cache, key, found, MAX_STITCHED)
 
 
 def _stitch(
