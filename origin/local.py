@@ -159,8 +159,10 @@ class LocalOrigin:
         """The (unresolved) path for a validated key."""
         return self._root.joinpath(*split_key(key))
 
-    def _inside(self, path: Path) -> bool:
-        return path == self._root or path.is_relative_to(self._root)
+    def _inside(self, path: Path | str) -> bool:
+        """Whether a resolved path is the root or under it."""
+        real = str(path)
+        return real == self._root_text or real.startswith(self._root_prefix)
 
     def _open_regular(self, key: str) -> tuple[Path, os.stat_result]:
         """Resolve ``key`` to a regular file inside the root (blocking; run in a thread)."""
@@ -196,7 +198,7 @@ class LocalOrigin:
                 real = os.readlink(f"/proc/self/fd/{fd}")
             except OSError:  # no /proc here: resolve the name instead
                 real = str(Path(candidate).resolve(strict=True))
-            if not (real == self._root_text or real.startswith(self._root_prefix)):
+            if not self._inside(real):
                 log.warning("object %s resolves outside the origin root; refused", key)
                 raise ObjectNotFound(key)
             if not stat.S_ISREG(st.st_mode):
