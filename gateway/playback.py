@@ -560,7 +560,7 @@ def check_ad(session: PlaybackSession, ad_id: str) -> None:
 # ------------------------------------------------------------------ playlists
 
 
-async def master_text(pb: Playback, session: PlaybackSession, sealer: SessionSealer) -> bytes:
+async def master_text(pb: Playback, session: PlaybackSession, sealer: SessionSealer) -> bytearray:
     """The session's tier-filtered master playlist with a token on every URI (UTF-8)."""
     movie = await repository.load_movie(pb.pool, session.movie_id)
     master = await session_master(
@@ -571,7 +571,7 @@ async def master_text(pb: Playback, session: PlaybackSession, sealer: SessionSea
 
 async def media_text(
     pb: Playback, session: PlaybackSession, rendition: str, name: str, sealer: SessionSealer
-) -> bytes:
+) -> bytearray:
     """The session's media playlist (UTF-8): tokenized, with its ad pods stitched in if
     any."""
     check_rendition(session, rendition)

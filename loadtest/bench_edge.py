@@ -531,7 +531,7 @@ def _render_costs() -> None:
     layout.render(sealer)
     print(f"CPU per {SEGMENTS}-URI playlist in process (medians, no HTTP):")
     print(
-        f"  version 2 tokens into the byte layout (seal + join)   "
+        f"  version 2 tokens into the byte layout (seal + copies) "
         f"{median_ms(lambda: layout.render(sealer)):.3f} ms"
     )
     print(

@@ -163,19 +163,21 @@ def _metered_bytes(request: web.Request, resp: web.StreamResponse) -> int:
     return resp.content_length if resp.content_length is not None else resp.body_length
 
 
-def _meter_playlist(request: web.Request, session: PlaybackSession, body: bytes) -> None:
+def _meter_playlist(
+    request: web.Request, session: PlaybackSession, body: bytes | bytearray
+) -> None:
     """Count a playlist's bytes, uncompressed; a HEAD sends none."""
     if request.method == "GET":
         meter(request.app[playback_key], session, len(body))
 
 
-def gzip_playlist(body: bytes, level: int = PLAYLIST_GZIP_LEVEL) -> bytes:
+def gzip_playlist(body: bytes | bytearray, level: int = PLAYLIST_GZIP_LEVEL) -> bytes:
     """``body`` as a gzip member (RFC 1952) at ``level``."""
     compressor = zlib.compressobj(level, zlib.DEFLATED, _GZIP_WBITS)
     return compressor.compress(body) + compressor.flush()
 
 
-def _playlist_response(request: web.Request, body: bytes) -> web.Response:
+def _playlist_response(request: web.Request, body: bytes | bytearray) -> web.Response:
     headers = {"Cache-Control": PLAYLIST_CACHE_CONTROL, "Vary": "Accept-Encoding"}
     if "gzip" in request.headers.get("Accept-Encoding", ""):
         body = gzip_playlist(body)

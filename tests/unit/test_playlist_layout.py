@@ -91,3 +91,40 @@ def test_any_segment_list(names: list[str], start: float | None) -> None:
     sealer = SegmentKeyring({1: bytes(32)}, 1).session_sealer(new_session_id(), EXPIRES)
     expected = template.render(sealer.sign_many(template.paths), start_offset=start)
     assert TokenLayout(template).render(sealer, start_offset=start) == expected.encode()
+
+
+def test_holes_are_grouped_into_equally_spaced_runs() -> None:
+    from gateway.playlists import _runs
+
+    assert _runs([]) == []
+    assert _runs([5]) == [(5, 44, 0, 1)]
+    assert _runs([0, 50, 100, 150, 210, 300, 390]) == [(0, 50, 0, 4), (210, 90, 4, 3)]
+    assert _runs([0, 50, 120]) == [(0, 50, 0, 2), (120, 44, 2, 1)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    blocks=st.lists(
+        st.tuples(st.integers(1, 14), st.integers(1, 9), st.booleans()), min_size=1, max_size=8
+    ),
+    start=st.none() | st.floats(-100, 100, allow_nan=False),
+)
+def test_runs_of_any_length_and_spacing(
+    blocks: list[tuple[int, int, bool]], start: float | None
+) -> None:
+    """Blocks of segment lines of one length (long runs, filled by one strided copy)
+    between lines of other lengths and tags (short runs, filled one by one)."""
+    text = "#EXTM3U\n#EXT-X-TARGETDURATION:6\n"
+    number = 0
+    for count, width, with_tag in blocks:
+        if with_tag:
+            text += "#EXT-X-DISCONTINUITY\n"
+        for _ in range(count):
+            text += f"#EXTINF:6.0,\ns{number:0{width}d}.ts\n"
+            number += 1
+    template = _template(text + "#EXT-X-ENDLIST\n")
+    ring = SegmentKeyring({1: bytes(32)}, 1)
+    sealer = ring.session_sealer(new_session_id(), EXPIRES)
+    body = TokenLayout(template).render(sealer, start_offset=start)
+    tokens = sealer.sign_many(template.paths)
+    assert body == template.render(tokens, start_offset=start).encode()
