@@ -20,21 +20,29 @@ async def cors_preflight(request: web.Request, handler: Handler) -> web.StreamRe
     return await handler(request)
 
 
+#: what every CORS answer carries besides the allowed origin
+_CORS_HEADERS = {
+    "Access-Control-Allow-Headers": "Range",
+    "Access-Control-Expose-Headers": "Content-Length, Content-Range",
+    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+}
+_CORS_ANY_ORIGIN = {"Access-Control-Allow-Origin": "*", **_CORS_HEADERS}
+_CORS_PATHS = ("/hls/", "/posters/")
+
+
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: CORS headers on HLS and poster responses (also those
-    streamed by the origin), so hls.js on another origin can play."""
-    if not (request.path.startswith("/hls/") or request.path.startswith("/posters/")):
+    streamed by the origin), so hls.js on another origin can play. Runs on every
+    segment and playlist: the headers are set in one call."""
+    if not request.path.startswith(_CORS_PATHS):
         return
     allowed = request.app[settings_key].cors_allowed_origins
-    origin = request.headers.get("Origin")
     if "*" in allowed:
-        value = "*"
-    elif origin is not None and origin in allowed:
-        value = origin
-        response.headers["Vary"] = "Origin"
-    else:
+        response.headers.update(_CORS_ANY_ORIGIN)
         return
-    response.headers["Access-Control-Allow-Origin"] = value
-    response.headers["Access-Control-Allow-Headers"] = "Range"
-    response.headers["Access-Control-Expose-Headers"] = "Content-Length, Content-Range"
-    response.headers["Access-Control-Allow-Methods"] = "GET, HEAD, OPTIONS"
+    origin = request.headers.get("Origin")
+    if origin is not None and origin in allowed:
+        response.headers.update(_CORS_HEADERS)
+        response.headers["Access-Control-Allow-Origin"] = origin
+        vary = response.headers.get("Vary")  # playlists vary by Accept-Encoding too
+        response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"

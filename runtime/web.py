@@ -219,7 +219,9 @@ def _http_exception_to_api(exc: web.HTTPException) -> ApiError:
 
 @web.middleware
 async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id (honoured or generated, returned), JSON access log line and metrics."""
+    """Request id (honoured or generated, returned), JSON access log line and metrics;
+    and every error as the JSON error shape (:func:`error_response_for`), in the same
+    frame: one middleware layer per request instead of two."""
     incoming = request.headers.get("X-Request-ID", "")
     rid = incoming if incoming and _REQUEST_ID_RE.match(incoming) else new_request_id()
     request[request_id_key] = rid
@@ -227,7 +229,10 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     started = time.perf_counter()
     status = 500
     try:
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except Exception as exc:
+            response = error_response_for(request, exc, rid)
         status = request.get(incomplete_status_key, response.status)
         if not response.prepared:
             response.headers["X-Request-ID"] = rid
@@ -267,39 +272,43 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error becomes the JSON error shape; domain errors mapped once per app."""
-    rid = request.get(request_id_key)
+    """Every error becomes the JSON error shape (for an app without
+    :func:`observe_middleware`, which does this itself)."""
     try:
         return await handler(request)
-    except ApiError as err:
-        return _with_rid(error_response(err, rid), rid)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _with_rid(error_response(_http_exception_to_api(exc), rid), rid)
-    except asyncio.CancelledError:
-        raise
     except Exception as exc:
-        for mapper in request.app[error_mappers_key]:
-            mapped = mapper(exc)
-            if mapped is not None:
-                return _with_rid(error_response(mapped, rid), rid)
-        if isinstance(exc, OSError) and client_gone(request):
-            # the viewer closed the connection (seeked, switched rendition, lost signal):
-            # nothing to answer and nothing wrong on our side; logged as 499, not an outage
-            log.debug("client closed the connection on %s", request.rel_url.path)
-            return web.Response(status=CLIENT_CLOSED, reason="Client Closed Request")
-        if isinstance(exc, _DEPENDENCY_ERRORS):
-            log.warning("dependency unavailable: %s", type(exc).__name__)
-            unavailable = ServiceUnavailable(
-                "A backing service is unavailable; try again shortly",
-                code="dependency_unavailable",
-                retry_after=DEPENDENCY_RETRY_AFTER_S,
-            )
-            return _with_rid(error_response(unavailable, rid), rid)
-        log.exception("unhandled error on %s %s", request.method, request.rel_url.path)
-        internal = ApiError("Internal error", code="internal_error", status=500)
-        return _with_rid(error_response(internal, rid), rid)
+        return error_response_for(request, exc, request.get(request_id_key))
+
+
+def error_response_for(request: web.Request, exc: Exception, rid: str | None) -> web.Response:
+    """The JSON error answer for ``exc``, raised by a handler; domain errors mapped once
+    per app. A redirect (an HTTP exception under 400) is not an error: re-raised."""
+    if isinstance(exc, ApiError):
+        return _with_rid(error_response(exc, rid), rid)
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc
+        return _with_rid(error_response(_http_exception_to_api(exc), rid), rid)
+    for mapper in request.app[error_mappers_key]:
+        mapped = mapper(exc)
+        if mapped is not None:
+            return _with_rid(error_response(mapped, rid), rid)
+    if isinstance(exc, OSError) and client_gone(request):
+        # the viewer closed the connection (seeked, switched rendition, lost signal):
+        # nothing to answer and nothing wrong on our side; logged as 499, not an outage
+        log.debug("client closed the connection on %s", request.rel_url.path)
+        return web.Response(status=CLIENT_CLOSED, reason="Client Closed Request")
+    if isinstance(exc, _DEPENDENCY_ERRORS):
+        log.warning("dependency unavailable: %s", type(exc).__name__)
+        unavailable = ServiceUnavailable(
+            "A backing service is unavailable; try again shortly",
+            code="dependency_unavailable",
+            retry_after=DEPENDENCY_RETRY_AFTER_S,
+        )
+        return _with_rid(error_response(unavailable, rid), rid)
+    log.error("unhandled error on %s %s", request.method, request.rel_url.path, exc_info=exc)
+    internal = ApiError("Internal error", code="internal_error", status=500)
+    return _with_rid(error_response(internal, rid), rid)
 
 
 def _with_rid(response: web.Response, rid: str | None) -> web.Response:
@@ -471,7 +480,7 @@ def base_app(
     ``metrics_dir`` when it is one of several processes whose metrics add up
     (`runtime.metrics`)."""
     app = web.Application(
-        middlewares=[observe_middleware, error_middleware],
+        middlewares=[observe_middleware],
         client_max_size=client_max_size or settings.max_body_bytes,
     )
     app[settings_key] = settings
