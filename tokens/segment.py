@@ -121,6 +121,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -222,6 +223,12 @@ def _session_id_bytes(session_id: str) -> bytes:
     return base64.urlsafe_b64decode(session_id)
 
 
+#: addresses and prefixes whose parse is remembered (``ipaddress`` costs ~2 us a call, and
+#: every playlist and segment request verifies an IP-bound token)
+_IP_MEMO = 4096
+
+
+@functools.lru_cache(maxsize=_IP_MEMO)
 def ip_prefix_of(ip: str) -> str:
     """Return the client network a token may be bound to: the /24 (IPv4) or /48 (IPv6).
 
@@ -237,6 +244,7 @@ def ip_prefix_of(ip: str) -> str:
     return str(ipaddress.IPv6Network(((int(addr) >> _IPV6_SHIFT) << _IPV6_SHIFT, 48)))
 
 
+@functools.lru_cache(maxsize=_IP_MEMO)
 def _canonical_ip_prefix(ip_prefix: str) -> str:
     """Check that ``ip_prefix`` is exactly what :func:`ip_prefix_of` would produce."""
     try:

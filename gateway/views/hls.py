@@ -119,13 +119,23 @@ FILE_REPLIES = {
 }
 
 
+def _token(request: web.Request) -> str | None:
+    """The ``t`` query parameter. A URI the gateway signed has exactly ``t=<token>`` as
+    its query (base64url: nothing to unescape), read without building the query
+    mapping (~2 us of every playlist and segment request); any other query is parsed."""
+    raw = request.rel_url.raw_query_string
+    if raw.startswith("t=") and "&" not in raw and "%" not in raw and "+" not in raw:
+        return raw[2:]
+    return request.query.get("t")
+
+
 async def _session_for(request: web.Request) -> PlaybackSession:
     """The live session this URI's token was issued to."""
     settings = request.app[settings_key]
     return await authorize_uri(
         request.app[playback_key],
         request.app[keystore_key].keys.segments,
-        token=request.query.get("t"),
+        token=_token(request),
         raw_path=request.rel_url.raw_path,
         client_ip=client_ip(request, settings.trusted_proxies),
         movie_id=request.match_info.get("movie_id"),
