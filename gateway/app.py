@@ -53,6 +53,7 @@ from runtime.web import (
     metrics_key,
     pg_key,
     redis_key,
+    response_hooks_key,
     rkeys_key,
     settings_key,
 )
@@ -173,7 +174,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(auth_ctx)
     app.cleanup_ctx.append(_playback_ctx)
     app.cleanup_ctx.append(_catalogue_ctx)
-    app.on_response_prepare.append(add_cors_headers)
+    app[response_hooks_key].append(add_cors_headers)
     setup_auth_routes(app)
     setup_playback_routes(app)
     setup_page_routes(app)

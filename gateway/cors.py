@@ -30,10 +30,10 @@ _CORS_ANY_ORIGIN = {"Access-Control-Allow-Origin": "*", **_CORS_HEADERS}
 _CORS_PATHS = ("/hls/", "/posters/")
 
 
-async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: CORS headers on HLS and poster responses (also those
-    streamed by the origin), so hls.js on another origin can play. Runs on every
-    segment and playlist: the headers are set in one call."""
+def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """A response hook (``runtime.web.response_hooks_key``): CORS headers on HLS and
+    poster responses (also those streamed by the origin), so hls.js on another origin
+    can play. Runs on every segment and playlist: the headers are set in one call."""
     if not request.path.startswith(_CORS_PATHS):
         return
     allowed = request.app[settings_key].cors_allowed_origins

@@ -31,7 +31,7 @@ from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_protocol import RequestHandler
 
-from runtime.web import Handler
+from runtime.web import request_hooks_key, response_hooks_key
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,9 @@ PRUNE_FIRST = 1024
 class ConnectionActivity:
     """Which connections have a request in flight, and since when the others are idle.
 
-    A request starts when the outermost middleware sees it and ends when aiohttp has
-    written the whole response (its access-log hook), so a response body still being
-    sent after the handler returned counts as in flight.
+    A request starts when the app's observing middleware takes it (a request hook) and
+    ends when aiohttp has written the whole response (its access-log hook), so a
+    response body still being sent after the handler returned counts as in flight.
     """
 
     def __init__(self, clock: Callable[[], float]) -> None:
@@ -91,14 +91,14 @@ class ConnectionActivity:
         since = max(self.draining_since, self._finished.get(conn, self.draining_since))
         return max(0.0, now - since)
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Outermost middleware: the request is in flight from here."""
+    def request_started(self, request: web.Request) -> None:
+        """A request hook (``runtime.web.request_hooks_key``): the request is in flight
+        from here."""
         self.started(request.protocol)
-        return await handler(request)
 
-    async def on_prepare(self, _request: web.Request, response: web.StreamResponse) -> None:
-        """``on_response_prepare``: while draining, no response keeps its connection."""
+    def on_prepare(self, _request: web.Request, response: web.StreamResponse) -> None:
+        """A response hook (``runtime.web.response_hooks_key``): while draining, no
+        response keeps its connection."""
         if self.draining_since is not None:
             # aiohttp has written the Connection header into the response head by now:
             # both the header and the connection's fate are set here
@@ -159,8 +159,8 @@ async def serve(
     does rolling restarts."""
     loop = asyncio.get_running_loop()
     activity = ConnectionActivity(loop.time)
-    app.middlewares.insert(0, activity.middleware)
-    app.on_response_prepare.append(activity.on_prepare)
+    app[request_hooks_key].append(activity.request_started)
+    app[response_hooks_key].append(activity.on_prepare)
     runner = web.AppRunner(
         app,
         handle_signals=False,

@@ -18,9 +18,9 @@ def _request(path: str, origins: tuple[str, ...], origin: str | None) -> web.Req
     return make_mocked_request("GET", path, headers=headers, app=app)
 
 
-async def test_any_origin() -> None:
+def test_any_origin() -> None:
     response = web.Response()
-    await add_cors_headers(_request("/hls/x/master.m3u8", ("*",), None), response)
+    add_cors_headers(_request("/hls/x/master.m3u8", ("*",), None), response)
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     assert response.headers["Access-Control-Allow-Headers"] == "Range"
     assert response.headers["Access-Control-Expose-Headers"] == "Content-Length, Content-Range"
@@ -28,15 +28,15 @@ async def test_any_origin() -> None:
     assert "Vary" not in response.headers
 
 
-async def test_a_listed_origin_is_echoed_and_varied_on_beside_accept_encoding() -> None:
+def test_a_listed_origin_is_echoed_and_varied_on_beside_accept_encoding() -> None:
     site = "https://watch.example"
     response = web.Response(headers={"Vary": "Accept-Encoding"})
-    await add_cors_headers(_request("/hls/x/720p/index.m3u8", (site,), site), response)
+    add_cors_headers(_request("/hls/x/720p/index.m3u8", (site,), site), response)
     assert response.headers["Access-Control-Allow-Origin"] == site
     assert response.headers["Access-Control-Allow-Headers"] == "Range"
     assert response.headers["Vary"] == "Accept-Encoding, Origin"
     poster = web.Response()
-    await add_cors_headers(_request("/posters/x.jpg", (site,), site), poster)
+    add_cors_headers(_request("/posters/x.jpg", (site,), site), poster)
     assert poster.headers["Vary"] == "Origin"
 
 
@@ -48,7 +48,7 @@ async def test_a_listed_origin_is_echoed_and_varied_on_beside_accept_encoding() 
         ("/v1/catalogue", "https://watch.example"),
     ],
 )
-async def test_no_headers_for_other_origins_or_paths(path: str, origin: str | None) -> None:
+def test_no_headers_for_other_origins_or_paths(path: str, origin: str | None) -> None:
     response = web.Response()
-    await add_cors_headers(_request(path, ("https://watch.example",), origin), response)
+    add_cors_headers(_request(path, ("https://watch.example",), origin), response)
     assert not any(h.startswith("Access-Control") for h in response.headers)
