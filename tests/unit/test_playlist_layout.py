@@ -94,12 +94,21 @@ def test_any_segment_list(names: list[str], start: float | None) -> None:
 
 
 def test_holes_are_grouped_into_equally_spaced_runs() -> None:
-    from gateway.playlists import _runs
+    from gateway.playlists import _blocks, _runs
 
     assert _runs([]) == []
     assert _runs([5]) == [(5, 44, 0, 1)]
     assert _runs([0, 50, 100, 150, 210, 300, 390]) == [(0, 50, 0, 4), (210, 90, 4, 3)]
     assert _runs([0, 50, 120]) == [(0, 50, 0, 2), (120, 44, 2, 1)]
+    # a pod of 2 and 3 content lines, three times at a period of 400 bytes and 5 holes,
+    # then a last, shorter content run: three blocks
+    runs = [(0, 60, 0, 2), (150, 50, 2, 3), (400, 60, 5, 2), (550, 50, 7, 3)]
+    runs += [(800, 60, 10, 2), (950, 50, 12, 3), (1200, 50, 15, 2)]
+    assert _blocks(runs) == [
+        (0, 400, 0, 5, 3, 60, 2),
+        (150, 400, 2, 5, 3, 50, 3),
+        (1200, 0, 15, 0, 1, 50, 2),
+    ]
 
 
 @settings(max_examples=60, deadline=None)
@@ -128,3 +137,26 @@ def test_runs_of_any_length_and_spacing(
     body = TokenLayout(template).render(sealer, start_offset=start)
     tokens = sealer.sign_many(template.paths)
     assert body == template.render(tokens, start_offset=start).encode()
+
+
+@pytest.mark.parametrize(("pods", "names"), [(1, 10), (3, 10), (12, 10), (12, 100)])
+def test_stitched_pods_at_a_regular_cadence(pods: int, names: int) -> None:
+    """Pods of ad lines and the content between them, repeated: each kind of run is one
+    2-D copy (rows > 1), the irregular ones copied alone; same bytes as the template.
+    With ``names`` 100 the pods from the tenth on are a byte longer (as a stitched
+    playlist's ``ad-10`` is): more blocks, filled from whole tokens."""
+    text = "#EXTM3U\n#EXT-X-TARGETDURATION:6\n"
+    for pod in range(pods):
+        text += "#EXT-X-DISCONTINUITY\n"
+        text += "".join(f"#EXTINF:5.0,\n../ads/a{pod % names}_{k}.ts\n" for k in range(3))
+        text += "#EXT-X-DISCONTINUITY\n"
+        text += "".join(f"#EXTINF:6.0,\nseg_{pod:03d}{k:02d}.ts\n" for k in range(7))
+    template = _template(text + "#EXT-X-ENDLIST\n")
+    layout = TokenLayout(template)
+    if pods > 1:
+        longest = pods if names == 10 else 10  # pods 10 and 11 start a second block
+        assert max(block[4] for block in layout._blocks) == longest
+    for start in (None, 30.0):
+        sealer = SegmentKeyring({1: bytes(32)}, 1).session_sealer(new_session_id(), EXPIRES)
+        expected = template.render(sealer.sign_many(template.paths), start_offset=start)
+        assert layout.render(sealer, start_offset=start) == expected.encode()
