@@ -52,6 +52,9 @@ CLIENTS = 4
 def _env(settings: Settings, port: int, origin_dir: Path, data_dir: Path) -> dict[str, str]:
     return {
         **kush_env(settings, port=port, data_dir=data_dir, inherit_kush_vars=False),
+        # its own Redis keys: the premium viewer's streams started here stay live for the
+        # idle timeout and would count against the stream limit of later tests
+        "KUSH_REDIS_PREFIX": f"{settings.redis_prefix}drain:",
         "KUSH_MODE": "demo",
         "KUSH_SEED_DEMO_FILM": "false",
         "KUSH_LOG_LEVEL": "INFO",
