@@ -16,7 +16,6 @@ its traffic; longer only while PostgreSQL is down).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -24,20 +23,14 @@ from dataclasses import dataclass
 from datetime import date
 from typing import NamedTuple
 
-import asyncpg
 from prometheus_client import Counter
+
+from gateway.batches import DB_ERRORS, InFlight
 
 log = logging.getLogger(__name__)
 
 USAGE_MAX_ENTRIES = 100_000
 USAGE_FLUSH_TIMEOUT_S = 2.0
-
-# A database that is down or slow: the writer keeps the counts and tries again.
-_DB_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,  # TimeoutError included
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-)
 
 
 class UsageKey(NamedTuple):
@@ -83,8 +76,7 @@ class UsageMeter:
         self.max_entries = max_entries
         self.dropped = dropped
         self._pending: dict[UsageKey, Tally] = {}
-        #: the batch the writer is writing now (viewers in it, and its end)
-        self._in_flight: tuple[frozenset[str], asyncio.Event] | None = None
+        self._flight = InFlight()  # the batch the writer is writing now
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -128,29 +120,16 @@ class UsageMeter:
         while True:
             await asyncio.sleep(interval_s)
             batch = self.take()
-            if not batch:
-                continue
-            done = asyncio.Event()
-            self._in_flight = (frozenset(k.user_id for k in batch), done)
-            try:
-                await write(batch)
-            except asyncio.CancelledError:
-                self.restore(batch)  # shutting down: ``flush`` gets another go at it
-                raise
-            except _DB_ERRORS as exc:
-                log.warning("data usage not written yet (%s); retrying", type(exc).__name__)
-                self.restore(batch)
-            finally:
-                self._in_flight = None
-                done.set()
+            if batch:
+                viewers = (key.user_id for key in batch)
+                await self._flight.write(
+                    write, batch, viewers=viewers, keep=self.restore, what="data usage"
+                )
 
     async def settle(self, write: UsageWrite, user_id: str, *, timeout_s: float) -> None:
         """Write this process's counts of one viewer now (and wait, bounded, for a batch
         in flight with them), so a usage read that follows includes them."""
-        flight = self._in_flight
-        if flight is not None and user_id in flight[0]:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(flight[1].wait(), timeout=timeout_s)
+        await self._flight.settled(user_id, timeout_s=timeout_s)
         mine = {k: v for k, v in self._pending.items() if k.user_id == user_id}
         if not mine:
             return
@@ -158,7 +137,7 @@ class UsageMeter:
             del self._pending[key]
         try:
             await write(mine)
-        except _DB_ERRORS:
+        except DB_ERRORS:
             self.restore(mine)
             raise
 
@@ -170,7 +149,7 @@ class UsageMeter:
         try:
             async with asyncio.timeout(timeout_s):
                 await write(batch)
-        except _DB_ERRORS as exc:  # TimeoutError is an OSError
+        except DB_ERRORS as exc:  # TimeoutError is an OSError
             lost = sum(t.bytes for t in batch.values())
             log.warning(
                 "%d bytes of data usage not written at shutdown (%s)", lost, type(exc).__name__

@@ -33,6 +33,7 @@ from gateway import repository
 from gateway.ads.decide import LightAds
 from gateway.ads.inventory import Inventory
 from gateway.ads.service import Stitcher, confirm_after_content, plan_ads, track_ad_segment
+from gateway.batches import DB_ERRORS, InFlight
 from gateway.errors import (
     AgeRestricted,
     GatewayError,
@@ -74,13 +75,6 @@ PROGRESS_BATCH = 500
 PROGRESS_RETRY_S = 1.0
 PROGRESS_FLUSH_S = 2.0
 
-# A database that is down or slow: the progress writer waits and tries again.
-_DB_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,  # TimeoutError included: pool acquire and command timeouts
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProgressMark:
@@ -108,8 +102,7 @@ class ProgressQueue:
         self.retry_s = retry_s
         self._pending: dict[tuple[str, str], ProgressMark] = {}
         self._ready = asyncio.Event()
-        #: the batch the background writer is writing now (viewers in it, and its end)
-        self._in_flight: tuple[frozenset[str], asyncio.Event] | None = None
+        self._flight = InFlight()  # the batch the background writer is writing now
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -158,35 +151,23 @@ class ProgressQueue:
         return batch
 
     async def run(self, write: ProgressWrite) -> None:
-        """Write queued positions until cancelled."""
+        """Write queued positions until cancelled (a failed batch is requeued, and the
+        writer pauses ``retry_s`` before the next)."""
         while True:
             await self._ready.wait()
             batch = self.take()
             if not batch:
                 continue
-            done = asyncio.Event()
-            self._in_flight = (frozenset(m.user_id for m in batch), done)
-            try:
-                await write(batch)
-            except asyncio.CancelledError:
-                self.requeue(batch)  # shutting down: ``flush`` gets another go at it
-                raise
-            except _DB_ERRORS as exc:
-                log.warning("progress not written yet (%s); retrying", type(exc).__name__)
-                self.requeue(batch)
+            viewers = (mark.user_id for mark in batch)
+            if not await self._flight.write(
+                write, batch, viewers=viewers, keep=self.requeue, what="progress"
+            ):
                 await asyncio.sleep(self.retry_s)
-            finally:
-                self._in_flight = None
-                done.set()
 
     async def written(self, user_id: str, *, timeout_s: float = PROGRESS_SETTLE_S) -> None:
         """Wait (bounded) until a batch the background writer is writing with this
         viewer's positions is done, so a read that follows sees them."""
-        flight = self._in_flight
-        if flight is None or user_id not in flight[0]:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(flight[1].wait(), timeout=timeout_s)
+        await self._flight.settled(user_id, timeout_s=timeout_s)
 
     async def flush(self, write: ProgressWrite, *, timeout_s: float = PROGRESS_FLUSH_S) -> bool:
         """Write what is left (at shutdown); False when it could not within the time."""
@@ -194,7 +175,7 @@ class ProgressQueue:
             async with asyncio.timeout(timeout_s):
                 while self._pending:
                     await write(self.take())
-        except _DB_ERRORS as exc:  # TimeoutError is an OSError
+        except DB_ERRORS as exc:  # TimeoutError is an OSError
             log.warning(
                 "%d progress positions not written at shutdown (%s)", len(self), type(exc).__name__
             )
@@ -308,7 +289,7 @@ async def settle_progress(pb: Playback, user_id: str) -> None:
         return
     try:
         await write_progress(pb.pool, marks)
-    except _DB_ERRORS:
+    except DB_ERRORS:
         pb.progress.requeue(marks)
         raise
 
