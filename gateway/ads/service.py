@@ -338,42 +338,29 @@ class Stitcher:
         root = f"/hls/{movie_id}/"
         pods = await self.pods_for(ad_plan, renditions)
         source_key = key[:4]
+        compiled = self._sources.get(source_key)
+
+        def stitch() -> tuple[StitchedPlaylist, StitchSource]:
+            # the content compiled for stitching now, unless an earlier pod plan of this
+            # playlist did (kept for the next one)
+            source = compiled
+            if source is None:
+                source = StitchSource(text, playlist_path=f"{root}{rendition}/{name}", root=root)
+            stitched = stitch_source(
+                source,
+                pods=pods,
+                content_height=content_height,
+                content_container=content_container,
+            )
+            return stitched, source
+
         # A 2-hour playlist with a dozen pods costs tens of milliseconds of CPU: compiled
         # in a thread so the event loop keeps serving segments meanwhile.
-        found, source = await asyncio.to_thread(
-            _stitch,
-            self._sources.get(source_key),
-            text,
-            playlist_path=f"{root}{rendition}/{name}",
-            root=root,
-            pods=pods,
-            content_height=content_height,
-            content_container=content_container,
-        )
+        found, source = await asyncio.to_thread(stitch)
         if source_key not in self._sources:
             remember(self._sources, source_key, source, MAX_STITCH_SOURCES)
         self.compiles += 1
         return remember(self._cache, key, found, MAX_STITCHED)
-
-
-def _stitch(
-    source: StitchSource | None,
-    text: str,
-    *,
-    playlist_path: str,
-    root: str,
-    pods: Sequence[Pod],
-    content_height: int | None,
-    content_container: str,
-) -> tuple[StitchedPlaylist, StitchSource]:
-    """Stitch ``pods`` into the content (compiled for stitching now unless ``source``
-    already is); also returns the source, for the next pod plan of this playlist."""
-    if source is None:
-        source = StitchSource(text, playlist_path=playlist_path, root=root)
-    stitched = stitch_source(
-        source, pods=pods, content_height=content_height, content_container=content_container
-    )
-    return stitched, source
 
 
 async def track_ad_segment(
