@@ -28,10 +28,9 @@ import signal
 from collections.abc import Callable
 
 from aiohttp import hdrs, web
-from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_protocol import RequestHandler
 
-from runtime.web import request_hooks_key, response_hooks_key
+from runtime.web import response_hooks_key
 
 log = logging.getLogger(__name__)
 
@@ -43,58 +42,48 @@ DRAIN_POLL_S = 0.05
 CANCEL_GRACE_S = 1.0
 #: idle keep-alive connections close after this long outside a drain (aiohttp's default)
 KEEPALIVE_TIMEOUT_S = 75.0
-#: connections remembered before the first pruning of closed ones
-PRUNE_FIRST = 1024
+
+
+def in_flight(conn: RequestHandler) -> bool:
+    """A request is running on ``conn`` and its response is not fully written yet.
+
+    aiohttp's ``RequestHandler`` keeps exactly this flag (set from the start of the
+    handler's task until the response's last byte is handed to the transport; it is
+    what aiohttp's own shutdown waits on). Reading it costs nothing per request, where
+    tracking the same thing ourselves took a request hook and an access logger on every
+    request (~8 us under wrk; README, Benchmarks). ``tests/unit/test_rolling_restart``
+    checks the flag against a real server, should an aiohttp upgrade rename it."""
+    return bool(getattr(conn, "_request_in_progress", False))
 
 
 class ConnectionActivity:
-    """Which connections have a request in flight, and since when the others are idle.
+    """During a drain, since when each connection has been idle.
 
-    A request starts when the app's observing middleware takes it (a request hook) and
-    ends when aiohttp has written the whole response (its access-log hook), so a
-    response body still being sent after the handler returned counts as in flight.
+    A connection is idle when :func:`in_flight` says so; the drain looks every
+    :data:`DRAIN_POLL_S` and a connection's idle time counts from the first look that
+    found it idle (reset by a look that finds it busy). During a drain every response
+    closes its connection, so a connection cannot go busy and idle again unseen
+    between two looks more than once.
     """
 
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        # (RequestHandler has __slots__ without __weakref__: pruned by hand instead)
-        self._in_flight: dict[RequestHandler, bool] = {}
-        self._finished: dict[RequestHandler, float] = {}
-        self._prune_at = PRUNE_FIRST
+    def __init__(self) -> None:
+        self._idle_since: dict[RequestHandler, float] = {}
         #: the loop time the drain began, None while serving normally
         self.draining_since: float | None = None
 
-    def started(self, conn: RequestHandler) -> None:
-        self._in_flight[conn] = True
-        if len(self._in_flight) >= self._prune_at:
-            self.prune()
-
-    def prune(self) -> None:
-        """Forget closed connections (aiohttp clears ``transport`` when one is lost)."""
-        for seen in (self._in_flight, self._finished):
-            for conn in [c for c in seen if c.transport is None]:
-                del seen[conn]
-        self._prune_at = max(PRUNE_FIRST, 2 * len(self._in_flight))
-
-    def finished(self, conn: RequestHandler) -> None:
-        self._in_flight[conn] = False
-        self._finished[conn] = self._clock()
-
     def busy(self, conn: RequestHandler) -> bool:
         """A request started on ``conn`` and its response is not fully written yet."""
-        return self._in_flight.get(conn, False)
+        return in_flight(conn)
 
     def idle_for(self, conn: RequestHandler, now: float) -> float:
-        """Seconds ``conn`` has been idle during the drain (0 when busy or not draining)."""
-        if self.draining_since is None or self.busy(conn):
+        """Seconds ``conn`` has been seen idle during the drain (0 when busy or not
+        draining); each call is a look."""
+        if self.draining_since is None:
             return 0.0
-        since = max(self.draining_since, self._finished.get(conn, self.draining_since))
-        return max(0.0, now - since)
-
-    def request_started(self, request: web.Request) -> None:
-        """A request hook (``runtime.web.request_hooks_key``): the request is in flight
-        from here."""
-        self.started(request.protocol)
+        if self.busy(conn):
+            self._idle_since.pop(conn, None)
+            return 0.0
+        return now - self._idle_since.setdefault(conn, now)
 
     def on_prepare(self, _request: web.Request, response: web.StreamResponse) -> None:
         """A response hook (``runtime.web.response_hooks_key``): while draining, no
@@ -104,21 +93,6 @@ class ConnectionActivity:
             # both the header and the connection's fate are set here
             response.force_close()
             response.headers[hdrs.CONNECTION] = "close"
-
-
-def _finish_logger(activity: ConnectionActivity) -> type[AbstractAccessLogger]:
-    """An aiohttp access logger that logs nothing (``runtime.web`` writes the access log)
-    and marks the request's connection idle once its response is written."""
-
-    class FinishedLog(AbstractAccessLogger):
-        def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-            activity.finished(request.protocol)
-
-        @property
-        def enabled(self) -> bool:
-            return True
-
-    return FinishedLog
 
 
 async def drain(
@@ -158,14 +132,12 @@ async def serve(
     and the socket listens. SIGHUP is ignored (logged): the supervisor, not the worker,
     does rolling restarts."""
     loop = asyncio.get_running_loop()
-    activity = ConnectionActivity(loop.time)
-    app[request_hooks_key].append(activity.request_started)
+    activity = ConnectionActivity()
     app[response_hooks_key].append(activity.on_prepare)
     runner = web.AppRunner(
         app,
         handle_signals=False,
-        access_log=log,
-        access_log_class=_finish_logger(activity),
+        access_log=None,  # runtime.web writes the access log
         keepalive_timeout=KEEPALIVE_TIMEOUT_S,
         shutdown_timeout=CANCEL_GRACE_S,
     )

@@ -58,15 +58,12 @@ rkeys_key = web.AppKey("redis_keys", Keys)
 
 error_mappers_key = web.AppKey("error_mappers", list[ErrorMapper])
 request_id_key = web.RequestKey("request_id", str)
-#: called with each request as :func:`observe_middleware` takes it, before the handler
-RequestHook = Callable[[web.Request], None]
 #: called as each response is prepared (its head not yet written)
 ResponseHook = Callable[[web.Request, web.StreamResponse], None]
-#: synchronous hooks run on every request and response. They replace a middleware and an
-#: ``on_response_prepare`` receiver each: one coroutine frame runs them all, and a
-#: receiver per concern cost a coroutine per response (~18 us per playlist request
-#: under wrk for two receivers and a middleware; see README, Benchmarks)
-request_hooks_key = web.AppKey("request_hooks", list[RequestHook])
+#: synchronous hooks run on every response (the write watchdog, CORS, the drain's
+#: ``Connection: close``). They replace an ``on_response_prepare`` receiver each: one
+#: coroutine runs them all, where a receiver per concern cost a coroutine per response
+#: (README, Benchmarks)
 response_hooks_key = web.AppKey("response_hooks", list[ResponseHook])
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -232,8 +229,6 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     """Request id (honoured or generated, returned), JSON access log line and metrics;
     and every error as the JSON error shape (:func:`error_response_for`), in the same
     frame: one middleware layer per request instead of two."""
-    for hook in request.app[request_hooks_key]:
-        hook(request)
     incoming = request.headers.get("X-Request-ID", "")
     rid = incoming if incoming and _REQUEST_ID_RE.match(incoming) else new_request_id()
     request[request_id_key] = rid
@@ -449,8 +444,8 @@ class WriteWatchdog:
 write_watchdog_key = web.AppKey("write_watchdog", WriteWatchdog)
 
 
-async def _watch_writes(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: the connection is about to send; watch it for stalls."""
+def _watch_writes(request: web.Request, response: web.StreamResponse) -> None:
+    """A response hook: the connection is about to send; watch it for stalls."""
     request.app[write_watchdog_key].watch(request.transport)
 
 
@@ -505,8 +500,7 @@ def base_app(
     )
     app[rkeys_key] = Keys(settings.redis_prefix)
     app[error_mappers_key] = []
-    app[request_hooks_key] = []
-    hooks: list[ResponseHook] = []
+    hooks: list[ResponseHook] = [_watch_writes]
     app[response_hooks_key] = hooks
 
     async def run_response_hooks(request: web.Request, response: web.StreamResponse) -> None:
@@ -518,7 +512,6 @@ def base_app(
     app.cleanup_ctx.append(_pg_ctx)
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_metrics_ctx)
-    app.on_response_prepare.append(_watch_writes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)

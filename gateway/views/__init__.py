@@ -19,6 +19,7 @@ from gateway.views import (
     progress,
     usage,
 )
+from runtime.web import response_hooks_key
 
 
 def setup_routes(app: web.Application) -> None:
@@ -38,4 +39,4 @@ def setup_routes(app: web.Application) -> None:
         table.mount(app)
     billing.setup_routes(app)
     mobile_money.setup_routes(app)
-    app.on_response_prepare.append(downloads.add_download_headers)
+    app[response_hooks_key].append(downloads.add_download_headers)

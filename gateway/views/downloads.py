@@ -238,8 +238,9 @@ def served_bytes(request: web.Request, response: web.StreamResponse) -> int:
     return response.content_length or 0
 
 
-async def add_download_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: a download's MP4 is saved under the film's name."""
+def add_download_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """A response hook (``runtime.web.response_hooks_key``): a download's MP4 is saved
+    under the film's name."""
     name = request.get(download_name_key)
     if name is not None and response.status in (200, 206):
         response.headers[hdrs.CONTENT_DISPOSITION] = f'attachment; filename="{name}"'

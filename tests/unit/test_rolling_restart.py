@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import sys
@@ -10,10 +11,12 @@ from collections.abc import Iterator
 from typing import cast
 
 import pytest
+from aiohttp import web
+from aiohttp.pytest_plugin import AiohttpClient
 from aiohttp.web_protocol import RequestHandler
 
 from kush.supervisor import Child, Supervisor
-from runtime.serve import IDLE_CLOSE_S, ConnectionActivity
+from runtime.serve import IDLE_CLOSE_S, ConnectionActivity, in_flight
 from runtime.settings import Settings, SettingsError
 
 # Says it is ready on the supervisor's pipe (when given one), then waits for SIGTERM.
@@ -148,53 +151,78 @@ def test_sighup_reaches_the_supervisor_not_its_default_action() -> None:
 
 
 class _Conn:
-    """Stands in for aiohttp's RequestHandler: hashable, with a transport."""
+    """Stands in for aiohttp's RequestHandler: hashable, with its in-progress flag."""
 
-    transport: object | None = object()
+    _request_in_progress = False
 
 
-def _conn() -> RequestHandler:
-    return cast(RequestHandler, _Conn())
+def _conn(busy: bool = False) -> RequestHandler:
+    conn = _Conn()
+    conn._request_in_progress = busy
+    return cast(RequestHandler, conn)
 
 
 def test_a_drain_closes_connections_idle_since_it_began_or_since_their_last_answer() -> None:
-    now = [100.0]
-    activity = ConnectionActivity(lambda: now[0])
-    quiet, answered, busy, fresh = _conn(), _conn(), _conn(), _conn()
-    for conn in (quiet, answered, busy):
-        activity.started(conn)
-        activity.finished(conn)
-    activity.started(busy)
+    activity = ConnectionActivity()
+    quiet, answering, busy = _conn(), _conn(busy=True), _conn(busy=True)
     assert activity.busy(busy)
     assert not activity.busy(quiet)
     assert activity.idle_for(quiet, 500.0) == 0.0  # not draining: aiohttp's keep-alive rules
 
-    now[0] = 110.0
     activity.draining_since = 110.0
-    now[0] = 110.5
-    activity.started(answered)  # a request during the drain...
-    now[0] = 110.8
-    activity.finished(answered)  # ...answered (with Connection: close)
+    for conn in (quiet, answering, busy):  # the drain's first look
+        assert activity.idle_for(conn, 110.0) == 0.0
+    cast(_Conn, answering)._request_in_progress = False  # its answer (Connection: close)
+    assert activity.idle_for(answering, 110.8) == 0.0  # seen idle from here
 
     at = 110.0 + IDLE_CLOSE_S
     assert activity.idle_for(quiet, at) == IDLE_CLOSE_S  # idle since the drain began
-    assert activity.idle_for(fresh, at) == IDLE_CLOSE_S  # connected, never asked
-    assert activity.idle_for(answered, at) == pytest.approx(IDLE_CLOSE_S - 0.8)
+    assert activity.idle_for(answering, at) == pytest.approx(IDLE_CLOSE_S - 0.8)
     assert activity.idle_for(busy, at + 60) == 0.0  # in flight: waits for its answer
 
 
-def test_closed_connections_are_forgotten() -> None:
-    activity = ConnectionActivity(lambda: 0.0)
-    gone = _Conn()
-    gone.transport = None
-    kept = _conn()
-    activity.started(cast(RequestHandler, gone))
-    activity.finished(cast(RequestHandler, gone))
-    activity.started(kept)
-    activity.prune()
-    assert not activity.busy(cast(RequestHandler, gone))
-    assert activity.busy(kept)
-    assert len(activity._in_flight) == 1
+def test_a_look_that_finds_a_connection_busy_restarts_its_idle_time() -> None:
+    activity = ConnectionActivity()
+    activity.draining_since = 0.0
+    conn = _conn()
+    assert activity.idle_for(conn, 0.0) == 0.0
+    assert activity.idle_for(conn, 0.5) == 0.5
+    cast(_Conn, conn)._request_in_progress = True
+    assert activity.idle_for(conn, 0.6) == 0.0
+    cast(_Conn, conn)._request_in_progress = False
+    assert activity.idle_for(conn, 0.7) == 0.0
+    assert activity.idle_for(conn, 0.9) == pytest.approx(0.2)
+
+
+async def test_aiohttp_flags_a_request_in_flight_until_its_response_is_written(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    """The drain reads aiohttp's own flag (``runtime.serve.in_flight``): it must be set
+    while the handler runs and while its response is written, and clear after."""
+    seen: list[tuple[RequestHandler, bool, bool]] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        during_handler = in_flight(request.protocol)
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"x" * 65536)
+        seen.append((request.protocol, during_handler, in_flight(request.protocol)))
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    client = await aiohttp_client(app)
+    async with client.get("/") as resp:
+        assert len(await resp.read()) == 65536
+    conn, during_handler, during_write = seen[0]
+    assert during_handler
+    assert during_write
+    for _ in range(500):  # cleared just after the last byte is handed over: look a while
+        if not in_flight(conn):
+            break
+        await asyncio.sleep(0.01)
+    assert not in_flight(conn)
 
 
 def test_drain_timeout_setting() -> None:
