@@ -10,8 +10,15 @@ metrics (CPU, memory, file descriptors) cannot be read across processes, so in t
 every worker copies its own into ``liveall`` gauges (one series per live ``pid``).
 
 Values a process only holds in plain attributes (the origin's counters, its breaker)
-are copied into metrics by *refreshers*: before every scrape, and every
-:data:`REFRESH_S` in multiprocess mode so the workers that are not scraped stay current.
+are copied into metrics by *refreshers*: before every scrape, every :data:`REFRESH_S` in
+multiprocess mode so the workers that are not scraped stay current, and once more when
+the process stops. The HTTP request counts and latencies are such values too: each
+request adds to a plain tally (~0.5 us) and a refresher writes the tallies out, where
+writing every request through prometheus-client cost ~5 us in process and ~10 us under
+load (three locked writes to its files and their ``getpid`` checks; README, Benchmarks).
+So in multiprocess mode a scrape sees the other workers' requests up to
+:data:`REFRESH_S` late, and a worker killed with SIGKILL loses at most that much of its
+counts; a worker that stops normally writes them out first.
 Values that are the same for every process (active sessions in Redis, the job queue in
 PostgreSQL) are read by *probes*, awaited by the scraped process only.
 """
@@ -22,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from bisect import bisect_left
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -92,8 +100,24 @@ class ProcessMirror:
                 gauge.set(sample.value)
 
 
-#: labelled request-metric children kept per process (routes x methods x statuses)
-_MAX_REQUEST_CHILDREN = 4096
+#: request tallies kept between refreshes (routes x methods x statuses); more are written
+#: out at once (odd methods and statuses from clients cannot grow the process)
+_MAX_REQUEST_TALLIES = 4096
+#: the latency histogram's buckets (seconds; prometheus-client adds +Inf)
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+_LATENCY_BOUNDS = (*LATENCY_BUCKETS, float("inf"))
+
+
+class _Tally:
+    """Requests of one (route, method, status) since the last refresh: how many, their
+    latency's sum, and how many fell in each latency bucket (not cumulative)."""
+
+    __slots__ = ("buckets", "count", "total")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.buckets = [0] * len(_LATENCY_BOUNDS)
 
 
 class Metrics:
@@ -120,7 +144,7 @@ class Metrics:
             "kush_http_request_duration_seconds",
             "HTTP request latency by route",
             ["service", "route"],
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.write_timeouts = Counter(
@@ -136,29 +160,39 @@ class Metrics:
             ["service", "kind", "reason"],
             registry=self.registry,
         )
-        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._tallies: dict[tuple[str, str, int], _Tally] = {}
+        self.refreshers.append(self.write_requests)
         if multiproc is None:
             ProcessCollector(registry=self.registry)
         else:
             self.refreshers.append(ProcessMirror(self.registry).update)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        """Count one HTTP request and its latency.
-
-        The labelled children are kept per (route, method, status): ``labels()`` costs
-        ~3 us a call, a dict lookup 0.1 us, and this runs on every segment request."""
+        """Count one HTTP request and its latency, in this process's tally (written to the
+        metrics by :meth:`write_requests`, a refresher); runs on every request."""
         key = (route, method, status)
-        children = self._request_children.get(key)
-        if children is None:
-            if len(self._request_children) >= _MAX_REQUEST_CHILDREN:
-                self._request_children.clear()  # odd methods from clients: stay bounded
-            children = (
-                self.requests.labels(self.service, route, method, str(status)),
-                self.latency.labels(self.service, route),
-            )
-            self._request_children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        tally = self._tallies.get(key)
+        if tally is None:
+            if len(self._tallies) >= _MAX_REQUEST_TALLIES:
+                self.write_requests()
+            tally = self._tallies[key] = _Tally()
+        tally.count += 1
+        tally.total += seconds
+        tally.buckets[bisect_left(_LATENCY_BOUNDS, seconds)] += 1
+
+    def write_requests(self) -> None:
+        """Add the request tallies to ``kush_http_requests_total`` and the latency
+        histogram, and start new ones. The histogram has no call that adds many
+        observations at once, so its bucket and sum values are added to directly
+        (``tests/unit/test_metrics`` compares the result with ``observe`` calls)."""
+        tallies, self._tallies = self._tallies, {}
+        for (route, method, status), tally in tallies.items():
+            self.requests.labels(self.service, route, method, str(status)).inc(tally.count)
+            histogram = self.latency.labels(self.service, route)
+            histogram._sum.inc(tally.total)
+            for value, count in zip(histogram._buckets, tally.buckets, strict=True):
+                if count:
+                    value.inc(count)
 
     def reject_token(self, kind: str, reason: str) -> None:
         """Count one refused token."""
@@ -195,8 +229,8 @@ class Metrics:
 
     @contextlib.asynccontextmanager
     async def refreshing(self) -> AsyncIterator[None]:
-        """While inside: in multiprocess mode, refresh now and every :data:`REFRESH_S`
-        (the scraped worker reads the others' values from their files)."""
+        """While inside: in multiprocess mode, refresh now, every :data:`REFRESH_S` (the
+        scraped worker reads the others' values from their files) and on the way out."""
         if self.multiproc is None:
             yield
             return
@@ -213,3 +247,4 @@ class Metrics:
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+            self.refresh()  # what this process counted since the last refresh

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from runtime.metrics import REFRESH_S
 from runtime.settings import Settings
 from tests.conftest import DEMO_PASSWORD, Film
 from tests.integration.helpers import free_port
@@ -88,6 +89,21 @@ class Gateway:
             for family in text_string_to_metric_families(text)
             for s in family.samples
         ]
+
+    def scrape_settled(self) -> Samples:
+        """Scrape until every request the test made is counted: a worker writes its
+        request tallies every ``REFRESH_S``, so the one not scraped shows them that late
+        (runtime.metrics). Gives up after a while; the assertions then say what is off."""
+        deadline = time.monotonic() + 4 * REFRESH_S + 5
+        while True:
+            samples = self.scrape()
+            counted = all(
+                total(samples, "kush_http_requests_total", route=route) == count
+                for route, count in self.routes.items()
+            )
+            if counted or time.monotonic() > deadline:
+                return samples
+            time.sleep(0.2)
 
 
 def total(samples: Samples, name: str, **labels: str) -> float:
@@ -184,7 +200,7 @@ def test_one_scrape_adds_up_both_workers(gateway: Gateway, film: Film) -> None:
         )
         assert status == 401
 
-    samples = gateway.scrape()
+    samples = gateway.scrape_settled()
 
     # every request of the test, whichever worker served it
     for route, count in gateway.routes.items():
@@ -211,7 +227,7 @@ def test_one_scrape_adds_up_both_workers(gateway: Gateway, film: Film) -> None:
     survivor = workers - {killed}
     replacement = gateway.pids(at_least=0, until_new=workers) - workers
     assert len(replacement) == 1
-    samples = gateway.scrape()
+    samples = gateway.scrape_settled()
     assert (
         total(samples, "kush_http_requests_total", route="/healthz") == gateway.routes["/healthz"]
     )

@@ -99,7 +99,9 @@ async def logged(caplog: pytest.LogCaptureFixture, path: str, count: int) -> lis
 
 def counted(client: Client, status: int) -> float:
     """``kush_http_requests_total`` for the drill route and this status."""
-    registry = client.app[metrics_key].registry
+    metrics = client.app[metrics_key]
+    metrics.write_requests()  # the process's tallies, as a scrape writes them first
+    registry = metrics.registry
     labels = {"service": "drill", "route": "/o/{key}", "method": "GET", "status": str(status)}
     return registry.get_sample_value("kush_http_requests_total", labels) or 0.0
 

@@ -116,6 +116,67 @@ async def test_probes_fail_or_time_out_alone(monkeypatch: pytest.MonkeyPatch) ->
     assert b"process_cpu_seconds_total" in body  # one process: the standard collector
 
 
+LATENCIES = (0.0, 0.0004, 0.0005, 0.0007, 0.001, 0.003, 0.3, 2.5, 9.0, 10.0, 11.0, 300.0)
+
+
+def request_samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[object, ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in registry.collect()
+        if family.name.startswith("kush_http_request")
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
+def test_request_tallies_write_what_observe_calls_would() -> None:
+    """Requests are tallied in process and written out by a refresher: the samples must
+    be those of one ``inc`` and one ``observe`` per request (bucket edges included)."""
+    tallied = Metrics("gateway")
+    reference = Metrics("gateway")
+    for round_no in range(2):
+        for i, seconds in enumerate(LATENCIES):
+            route = ("/hls/{movie_id}/master.m3u8", "/healthz")[i % 2]
+            status = (200, 404)[i % 3 == 0]
+            tallied.observe_request(route, "GET", status, seconds)
+            reference.requests.labels("gateway", route, "GET", str(status)).inc()
+            reference.latency.labels("gateway", route).observe(seconds)
+        assert request_samples(tallied.registry) != request_samples(reference.registry)
+        tallied.refresh()
+        assert request_samples(tallied.registry) == request_samples(reference.registry), round_no
+    assert (
+        tallied.registry.get_sample_value(
+            "kush_http_request_duration_seconds_bucket",
+            {"service": "gateway", "route": "/healthz", "le": "0.0005"},
+        )
+        == sum(1 for i, s in enumerate(LATENCIES) if i % 2 and s <= 0.0005) * 2
+    )
+
+
+def test_request_tallies_stay_bounded() -> None:
+    metrics = Metrics("gateway")
+    for n in range(runtime_metrics._MAX_REQUEST_TALLIES + 10):
+        metrics.observe_request("/x", f"M{n}", 200, 0.01)
+    assert len(metrics._tallies) <= runtime_metrics._MAX_REQUEST_TALLIES
+    counted = sum(
+        s.value
+        for family in metrics.registry.collect()
+        if family.name == "kush_http_requests"
+        for s in family.samples
+        if s.name == "kush_http_requests_total"
+    )
+    assert counted + sum(t.count for t in metrics._tallies.values()) == n + 1
+
+
+async def test_a_stopping_process_writes_its_last_tallies(tmp_path: Path) -> None:
+    metrics = Metrics("gateway", multiproc=tmp_path)
+    async with metrics.refreshing():
+        metrics.observe_request("/healthz", "GET", 200, 0.001)
+    assert not metrics._tallies
+    labels = {"service": "gateway", "route": "/healthz", "method": "GET", "status": "200"}
+    assert metrics.registry.get_sample_value("kush_http_requests_total", labels) == 1
+
+
 def test_token_rejects_by_service_kind_and_reason() -> None:
     metrics = Metrics("gateway")
     metrics.reject_token("playback", "token_expired")
