@@ -60,6 +60,30 @@ class InFlight:
             done.set()
         return True
 
+    async def settle(
+        self,
+        viewer: str,
+        *,
+        take: Callable[[], Batch],
+        write: Callable[[Batch], Awaitable[None]],
+        keep: Callable[[Batch], None],
+        timeout_s: float,
+    ) -> None:
+        """Write one viewer's queued rows now, so a read that follows sees them: wait
+        (bounded, :meth:`settled`) for a batch in flight with their rows, take theirs
+        from the queue (``take``; nothing to do when it is empty) and write them. On a
+        database error they go back through ``keep`` and the error is raised (the
+        caller decides whether a read goes on without them)."""
+        await self.settled(viewer, timeout_s=timeout_s)
+        batch = take()
+        if not batch:
+            return
+        try:
+            await write(batch)
+        except DB_ERRORS:
+            keep(batch)
+            raise
+
     async def settled(self, viewer: str, *, timeout_s: float) -> None:
         """Wait (at most ``timeout_s``) for a batch in flight with this viewer's rows, so
         a read that follows sees them; at once when there is none."""

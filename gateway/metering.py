@@ -129,17 +129,20 @@ class UsageMeter:
     async def settle(self, write: UsageWrite, user_id: str, *, timeout_s: float) -> None:
         """Write this process's counts of one viewer now (and wait, bounded, for a batch
         in flight with them), so a usage read that follows includes them."""
-        await self._flight.settled(user_id, timeout_s=timeout_s)
+        await self._flight.settle(
+            user_id,
+            take=lambda: self.take_viewer(user_id),
+            write=write,
+            keep=self.restore,
+            timeout_s=timeout_s,
+        )
+
+    def take_viewer(self, user_id: str) -> dict[UsageKey, Tally]:
+        """One viewer's counts, removed from the meter."""
         mine = {k: v for k, v in self._pending.items() if k.user_id == user_id}
-        if not mine:
-            return
         for key in mine:
             del self._pending[key]
-        try:
-            await write(mine)
-        except DB_ERRORS:
-            self.restore(mine)
-            raise
+        return mine
 
     async def flush(self, write: UsageWrite, *, timeout_s: float = USAGE_FLUSH_TIMEOUT_S) -> bool:
         """Write what is left (at shutdown); False when it could not within the time."""

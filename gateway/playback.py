@@ -164,10 +164,19 @@ class ProgressQueue:
             ):
                 await asyncio.sleep(self.retry_s)
 
-    async def written(self, user_id: str, *, timeout_s: float = PROGRESS_SETTLE_S) -> None:
-        """Wait (bounded) until a batch the background writer is writing with this
-        viewer's positions is done, so a read that follows sees them."""
-        await self._flight.settled(user_id, timeout_s=timeout_s)
+    async def settle(
+        self, write: ProgressWrite, user_id: str, *, timeout_s: float = PROGRESS_SETTLE_S
+    ) -> None:
+        """Write this viewer's queued positions now (after a batch in flight with them,
+        waited for within ``timeout_s``), so a read that follows sees them; on a
+        database error they are requeued and the error raised."""
+        await self._flight.settle(
+            user_id,
+            take=lambda: self.take_viewer(user_id),
+            write=write,
+            keep=self.requeue,
+            timeout_s=timeout_s,
+        )
 
     async def flush(self, write: ProgressWrite, *, timeout_s: float = PROGRESS_FLUSH_S) -> bool:
         """Write what is left (at shutdown); False when it could not within the time."""
@@ -283,15 +292,7 @@ async def resume_offset(pool: asyncpg.Pool, user_id: str, movie: Movie) -> float
 async def settle_progress(pb: Playback, user_id: str) -> None:
     """Write this process's queued positions of one viewer now, so what the viewer reads
     next (history, a resume position) includes them."""
-    await pb.progress.written(user_id)
-    marks = pb.progress.take_viewer(user_id)
-    if not marks:
-        return
-    try:
-        await write_progress(pb.pool, marks)
-    except DB_ERRORS:
-        pb.progress.requeue(marks)
-        raise
+    await pb.progress.settle(functools.partial(write_progress, pb.pool), user_id)
 
 
 async def save_progress(

@@ -89,3 +89,52 @@ async def test_other_errors_are_not_swallowed() -> None:
         await flight.write(bug, ["x"], viewers=["a"], keep=kept.append, what="x")
     assert kept == []
     await asyncio.wait_for(flight.settled("a", timeout_s=5), timeout=0.5)
+
+
+async def test_settle_writes_the_viewers_rows_after_the_batch_in_flight() -> None:
+    flight = InFlight()
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def slow(batch: list[str]) -> None:
+        await release.wait()
+        order.append(f"batch {batch}")
+
+    async def write(batch: list[str]) -> None:
+        order.append(f"settle {batch}")
+
+    queue = {"a": ["a2"], "b": ["b1"]}
+    task = asyncio.create_task(
+        flight.write(slow, ["a1"], viewers=["a"], keep=order.append, what="rows")
+    )
+    await asyncio.sleep(0)
+    settling = asyncio.create_task(
+        flight.settle(
+            "a", take=lambda: queue.pop("a", []), write=write, keep=order.append, timeout_s=5
+        )
+    )
+    await asyncio.sleep(0.01)
+    assert order == []  # waits for the batch in flight with the viewer's rows
+    release.set()
+    await asyncio.wait_for(settling, timeout=1)
+    assert await task is True
+    assert order == ["batch ['a1']", "settle ['a2']"]
+    assert queue == {"b": ["b1"]}  # only the viewer's rows were taken
+
+
+async def test_settle_with_nothing_queued_writes_nothing() -> None:
+    async def write(_batch: list[str]) -> None:
+        raise AssertionError("nothing to write")
+
+    await InFlight().settle("a", take=list, write=write, keep=print, timeout_s=1)
+
+
+async def test_settle_hands_rows_back_on_a_database_error_and_raises() -> None:
+    kept: list[list[str]] = []
+
+    async def down(_batch: list[str]) -> None:
+        raise ConnectionRefusedError
+
+    with pytest.raises(ConnectionRefusedError):
+        await InFlight().settle("a", take=lambda: ["a1"], write=down, keep=kept.append, timeout_s=1)
+    assert kept == [["a1"]]
