@@ -104,6 +104,29 @@ def _corked(transport: asyncio.BaseTransport | None) -> Iterator[None]:
             sock.setsockopt(socket.IPPROTO_TCP, cork, 0)
 
 
+def _native_sendfile(loop: asyncio.AbstractEventLoop) -> bool:
+    """The loop implements ``loop.sendfile`` (asyncio's does; uvloop inherits the
+    abstract method, which only raises ``NotImplementedError``)."""
+    return type(loop).sendfile is not asyncio.AbstractEventLoop.sendfile
+
+
+async def _send_file(transport: asyncio.Transport, fd: int, size: int) -> int:
+    """Send what can go out now from ``fd`` without copying it through Python; return
+    the offset reached. The loop's own sendfile where it has one (it waits for the
+    socket and sends it all); otherwise, or when the transport cannot (TLS),
+    :func:`_sendfile_while_writable`. Under uvloop this costs no file object and no
+    exception per request (~10 us of a segment request's CPU under wrk)."""
+    loop = asyncio.get_running_loop()
+    if _native_sendfile(loop):
+        try:
+            with os.fdopen(fd, "rb", closefd=False) as fobj:
+                await loop.sendfile(transport, fobj, 0, size, fallback=False)
+            return size
+        except asyncio.SendfileNotAvailableError:
+            pass
+    return _sendfile_while_writable(transport, fd, size)
+
+
 def _sendfile_while_writable(transport: asyncio.BaseTransport, fd: int, size: int) -> int:
     """Send what the socket takes now straight from the page cache; return the offset
     reached (the caller writes the rest through the transport, which waits for the
@@ -302,7 +325,7 @@ class LocalOrigin:
         backpressure (:func:`_sendfile_while_writable`).
         """
         fd, st = self._open_fd(key)
-        with os.fdopen(fd, "rb") as fobj:
+        try:
             size = st.st_size
             response = web.StreamResponse(
                 headers={
@@ -320,12 +343,7 @@ class LocalOrigin:
                     transport = request.transport
                     if transport is None:
                         raise ConnectionResetError("client gone")
-                    try:
-                        loop = asyncio.get_running_loop()
-                        await loop.sendfile(transport, fobj, 0, size, fallback=False)
-                        offset = size
-                    except (NotImplementedError, asyncio.SendfileNotAvailableError):
-                        offset = _sendfile_while_writable(transport, fd, size)
+                    offset = await _send_file(transport, fd, size)
                 while offset < size:
                     chunk = os.pread(fd, min(self._chunk_size, size - offset), offset)
                     if not chunk:
@@ -335,6 +353,8 @@ class LocalOrigin:
                 await response.write_eof()
             except (ConnectionResetError, ConnectionError):
                 log.debug("client went away while %s was sent", key)
+        finally:
+            os.close(fd)
         return response
 
     # -- writes ----------------------------------------------------------------

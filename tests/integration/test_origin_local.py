@@ -11,7 +11,10 @@ import asyncio
 import os
 from pathlib import Path
 
+import aiohttp
 import pytest
+import uvloop
+from aiohttp import web
 from yarl import URL
 
 from origin import (
@@ -27,6 +30,7 @@ from origin import (
     validate_component,
     validate_prefix,
 )
+from origin.local import _native_sendfile
 from tests.support.origin_app import (
     CACHE,
     DATA,
@@ -306,3 +310,43 @@ async def test_fifo_directory_and_sibling_root_are_not_objects(
             response = await client.get(f"/o/{key}")
         assert response.status == 404, key
         assert SECRET not in await response.read()
+
+
+def test_whole_files_under_uvloop_which_has_no_loop_sendfile(tmp_path: Path) -> None:
+    """The gateway runs on uvloop: a whole-file GET there goes out with ``sendfile(2)``
+    for what the socket takes at once and ``pread`` chunks for the rest (asyncio's own
+    loop, which the other tests use, takes its native ``loop.sendfile``)."""
+    data = os.urandom(8 * 1024 * 1024 + 123)  # more than a loopback socket takes at once
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "big.ts").write_bytes(data)
+
+    async def fetch() -> tuple[bool, int, bytes, list[bytes]]:
+        runner = web.AppRunner(origin_app(LocalOrigin(tmp_path)))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{port}/o/videos/big.ts") as r:
+                    body = await r.read()
+                    status = r.status
+                # a second request on the same connection: the first response ended
+                # exactly at its Content-Length
+                async with http.get(f"http://127.0.0.1:{port}/o/videos/big.ts") as r:
+                    again = await r.read()
+            return _native_sendfile(asyncio.get_running_loop()), status, body, [again]
+        finally:
+            await runner.cleanup()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        native, status, body, again = runner.run(fetch())
+    assert not native
+    assert status == 200
+    assert body == data
+    assert again == [data]
+    asyncio_loop = asyncio.new_event_loop()
+    try:
+        assert _native_sendfile(asyncio_loop)
+    finally:
+        asyncio_loop.close()
