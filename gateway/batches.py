@@ -64,18 +64,18 @@ class InFlight:
         self,
         viewer: str,
         *,
-        take: Callable[[], Batch],
+        take: Callable[[str], Batch],
         write: Callable[[Batch], Awaitable[None]],
         keep: Callable[[Batch], None],
         timeout_s: float,
     ) -> None:
         """Write one viewer's queued rows now, so a read that follows sees them: wait
         (bounded, :meth:`settled`) for a batch in flight with their rows, take theirs
-        from the queue (``take``; nothing to do when it is empty) and write them. On a
+        from the queue (``take(viewer)``; nothing to do when it is empty) and write them. On a
         database error they go back through ``keep`` and the error is raised (the
         caller decides whether a read goes on without them)."""
         await self.settled(viewer, timeout_s=timeout_s)
-        batch = take()
+        batch = take(viewer)
         if not batch:
             return
         try:

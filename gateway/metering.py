@@ -131,7 +131,7 @@ class UsageMeter:
         in flight with them), so a usage read that follows includes them."""
         await self._flight.settle(
             user_id,
-            take=lambda: self.take_viewer(user_id),
+            take=self.take_viewer,
             write=write,
             keep=self.restore,
             timeout_s=timeout_s,

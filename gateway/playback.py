@@ -172,7 +172,7 @@ class ProgressQueue:
         database error they are requeued and the error raised."""
         await self._flight.settle(
             user_id,
-            take=lambda: self.take_viewer(user_id),
+            take=self.take_viewer,
             write=write,
             keep=self.requeue,
             timeout_s=timeout_s,

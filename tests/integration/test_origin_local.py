@@ -320,7 +320,7 @@ def test_whole_files_under_uvloop_which_has_no_loop_sendfile(tmp_path: Path) -> 
     (tmp_path / "videos").mkdir()
     (tmp_path / "videos" / "big.ts").write_bytes(data)
 
-    async def fetch() -> tuple[bool, int, bytes, list[bytes]]:
+    async def fetch() -> tuple[bool, int, bytes, bytes]:
         runner = web.AppRunner(origin_app(LocalOrigin(tmp_path)))
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -335,7 +335,7 @@ def test_whole_files_under_uvloop_which_has_no_loop_sendfile(tmp_path: Path) -> 
                 # exactly at its Content-Length
                 async with http.get(f"http://127.0.0.1:{port}/o/videos/big.ts") as r:
                     again = await r.read()
-            return _native_sendfile(asyncio.get_running_loop()), status, body, [again]
+            return _native_sendfile(asyncio.get_running_loop()), status, body, again
         finally:
             await runner.cleanup()
 
@@ -344,7 +344,7 @@ def test_whole_files_under_uvloop_which_has_no_loop_sendfile(tmp_path: Path) -> 
     assert not native
     assert status == 200
     assert body == data
-    assert again == [data]
+    assert again == data
     asyncio_loop = asyncio.new_event_loop()
     try:
         assert _native_sendfile(asyncio_loop)

@@ -110,7 +110,11 @@ async def test_settle_writes_the_viewers_rows_after_the_batch_in_flight() -> Non
     await asyncio.sleep(0)
     settling = asyncio.create_task(
         flight.settle(
-            "a", take=lambda: queue.pop("a", []), write=write, keep=order.append, timeout_s=5
+            "a",
+            take=lambda viewer: queue.pop(viewer, []),
+            write=write,
+            keep=order.append,
+            timeout_s=5,
         )
     )
     await asyncio.sleep(0.01)
@@ -126,7 +130,7 @@ async def test_settle_with_nothing_queued_writes_nothing() -> None:
     async def write(_batch: list[str]) -> None:
         raise AssertionError("nothing to write")
 
-    await InFlight().settle("a", take=list, write=write, keep=print, timeout_s=1)
+    await InFlight().settle("a", take=lambda _viewer: [], write=write, keep=print, timeout_s=1)
 
 
 async def test_settle_hands_rows_back_on_a_database_error_and_raises() -> None:
@@ -136,5 +140,7 @@ async def test_settle_hands_rows_back_on_a_database_error_and_raises() -> None:
         raise ConnectionRefusedError
 
     with pytest.raises(ConnectionRefusedError):
-        await InFlight().settle("a", take=lambda: ["a1"], write=down, keep=kept.append, timeout_s=1)
+        await InFlight().settle(
+            "a", take=lambda _viewer: ["a1"], write=down, keep=kept.append, timeout_s=1
+        )
     assert kept == [["a1"]]
